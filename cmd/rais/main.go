@@ -1,0 +1,92 @@
+// Command rais runs the RAIS-FS servers.
+//
+//	rais chunkserver --id ID --dir DIR[,DIR2...] --addr HOST:PORT
+//	rais hash [FILE]
+//
+// Later milestones add `rais master` and `rais dev` here.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/zeebo/blake3"
+)
+
+const usage = `usage: rais <command> [flags]
+
+commands:
+  chunkserver   run a chunk server (rais chunkserver --help for flags)
+  hash          print the BLAKE3-256 content hash of a file or stdin, as blobs are named
+
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	// First signal: graceful shutdown via ctx. Second: exit at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // restore default handling: a second signal kills the process
+	}()
+	var err error
+	switch os.Args[1] {
+	case "chunkserver":
+		err = runChunkServer(ctx, os.Args[2:], os.Stdout, os.Stderr)
+	case "hash":
+		err = runHash(os.Args[2:], os.Stdout)
+	case "-h", "--help", "help":
+		fmt.Fprint(os.Stdout, usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "rais: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if errors.Is(err, errUsage) {
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "rais %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+func runHash(args []string, stdout io.Writer) error {
+	var r io.Reader = os.Stdin
+	if len(args) > 1 {
+		return fmt.Errorf("at most one file: %w", errUsage)
+	}
+	if len(args) == 1 && args[0] != "-" {
+		f, err := os.Open(args[0])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	h := blake3.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%x\n", h.Sum(nil))
+	return nil
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}

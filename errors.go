@@ -1,0 +1,33 @@
+package raisfs
+
+import "errors"
+
+// Sentinel errors. Each is defined here once; other packages wrap them with
+// fmt.Errorf("...: %w", err) or alias them, and callers test with errors.Is.
+var (
+	// ErrNotFound: the blob, volume or key does not exist (or was deleted).
+	ErrNotFound = errors.New("not found")
+	// ErrInvalidArgument: the request is malformed (bad hash, bad id, bad range).
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrHashMismatch: the bytes received do not hash to the name they were sent under.
+	ErrHashMismatch = errors.New("content hash mismatch")
+	// ErrSizeMismatch: the body is shorter or longer than declared (a torn upload).
+	ErrSizeMismatch = errors.New("size mismatch")
+	// ErrTooLarge: the body exceeds the configured maximum blob size.
+	ErrTooLarge = errors.New("blob too large")
+	// ErrCorrupt: stored bytes failed verification. Never retry the same
+	// replica; read another one and report this one for repair.
+	ErrCorrupt = errors.New("corrupt data")
+	// ErrNoSpace: the server or data dir is past its high-water mark (or the
+	// disk is full). Nothing was written; try another replica set.
+	ErrNoSpace = errors.New("no space")
+	// ErrSealed: the volume is sealed and takes no new blobs.
+	ErrSealed = errors.New("volume sealed")
+	// ErrExists: the thing being created already exists with other content.
+	ErrExists = errors.New("already exists")
+	// ErrUnavailable: the component cannot serve right now (failed disk,
+	// shutting down); another replica may.
+	ErrUnavailable = errors.New("unavailable")
+	// ErrPermissionDenied: the write was not authorised.
+	ErrPermissionDenied = errors.New("permission denied")
+)
