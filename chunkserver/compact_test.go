@@ -125,7 +125,7 @@ func TestCompact_CrashImages(t *testing.T) {
 	newIdx, _ := os.ReadFile(indexPath(dir, 1))
 
 	for name, files := range map[string]map[string][]byte{
-		"before renames": {".dat": oldData, ".idx": oldIdx, ".dat.cpd": newData, ".idx.cpx": newIdx},
+		"before renames":  {".dat": oldData, ".idx": oldIdx, ".dat.cpd": newData, ".idx.cpx": newIdx},
 		"between renames": {".dat": newData, ".idx": oldIdx},
 		"torn temp files": {".dat": oldData, ".idx": oldIdx, ".dat.cpd": newData[:len(newData)/2]},
 	} {
