@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/zeebo/blake3"
 
@@ -57,6 +58,43 @@ func (s *spooled) writeAt(f File, off int64) error {
 	return nil
 }
 
+var blockPool = sync.Pool{New: func() any { b := make([]byte, blockSize); return &b }}
+
+// spoolSmall is the fast path for a body of known size that fits in
+// memory: it is read straight into its place in the needle buffer.
+func (s *spooled) spoolSmall(r io.Reader, size int64) error {
+	s.mem = make([]byte, needleLen(size))
+	body := s.mem[headerSize : headerSize+size]
+	n, err := io.ReadFull(r, body)
+	if err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return fmt.Errorf("body is %d bytes, declared %d: %w", n, size, raisfs.ErrSizeMismatch)
+		}
+		return fmt.Errorf("read body after %d bytes: %w", n, err)
+	}
+	var extra [1]byte
+	if k, _ := io.ReadFull(r, extra[:]); k > 0 {
+		return fmt.Errorf("body longer than declared %d bytes: %w", size, raisfs.ErrSizeMismatch)
+	}
+	if got := raisfs.Hash(blake3.Sum256(body)); got != s.hash {
+		return fmt.Errorf("body hashes to %s, not %s: %w", got, s.hash, raisfs.ErrHashMismatch)
+	}
+	var crcs [smallMaxBlocks]uint32
+	cs := crcs[:0]
+	for off := int64(0); off < size; off += blockSize {
+		cs = append(cs, crc(body[off:min(off+blockSize, size)]))
+	}
+	putHeader(s.mem, needleHeader{kind: kindBlob, size: size, hash: s.hash})
+	putFooter(s.mem[headerSize+size:], cs)
+	s.size = size
+	s.n = int64(len(s.mem))
+	return nil
+}
+
+// smallMaxBlocks sizes the on-stack CRC table of spoolSmall; larger
+// tables spill to the heap through append.
+const smallMaxBlocks = 32
+
 type spoolConfig struct {
 	fs        FS
 	tmpDir    string
@@ -79,14 +117,13 @@ func spool(r io.Reader, want raisfs.Hash, size int64, cfg spoolConfig) (_ *spool
 			s.close()
 		}
 	}()
+	if size >= 0 && size <= cfg.threshold {
+		return s, s.spoolSmall(r, size)
+	}
 	// Body bytes go at headerSize+pos of the needle, whichever the medium.
 	var sink func(p []byte, pos int64) error
-	memCap := cfg.threshold
-	if size >= 0 {
-		memCap = size
-	}
-	if size < 0 || size <= cfg.threshold {
-		s.mem = make([]byte, headerSize, needleLen(min(memCap, cfg.threshold)))
+	if size < 0 {
+		s.mem = make([]byte, headerSize, 64<<10)
 		sink = func(p []byte, pos int64) error {
 			s.mem = append(s.mem, p...)
 			return nil
@@ -119,7 +156,9 @@ func spool(r io.Reader, want raisfs.Hash, size int64, cfg spoolConfig) (_ *spool
 
 	hasher := blake3.New()
 	var crcs []uint32
-	buf := make([]byte, blockSize)
+	bufp := blockPool.Get().(*[]byte)
+	defer blockPool.Put(bufp)
+	buf := *bufp
 	var pos int64
 	for {
 		n, rerr := io.ReadFull(r, buf)

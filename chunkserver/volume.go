@@ -470,7 +470,9 @@ func (v *Volume) queueLocked(e indexEntry, n int64, write func(File, int64) erro
 // to arrive (measured in BenchmarkPut; see ARCHITECTURE.md).
 func (v *Volume) syncLoop() {
 	defer close(v.done)
-	lastN := 0
+	// target estimates how many writers are active: those the last round
+	// released plus those that queued while it ran.
+	target := 0
 	var lastDur time.Duration
 	for {
 		stopping := false
@@ -489,10 +491,10 @@ func (v *Volume) syncLoop() {
 			}
 			continue
 		}
-		if !stopping && len(v.cur.recs) < lastN {
+		if !stopping && len(v.cur.recs) < target {
 			wait := min(max(lastDur/2, 50*time.Microsecond), v.opts.maxBatchWait)
 			v.mu.Unlock()
-			v.gather(lastN, wait)
+			v.gather(target, wait)
 			v.mu.Lock()
 		}
 		b := v.cur
@@ -509,7 +511,6 @@ func (v *Volume) syncLoop() {
 			}
 		}
 		lastDur = time.Since(start)
-		lastN = len(b.recs)
 
 		v.mu.Lock()
 		v.syncing = false
@@ -528,6 +529,10 @@ func (v *Volume) syncLoop() {
 				v.applyEntry(r, false)
 			}
 			v.writeIndexLocked(b.recs)
+		}
+		target = len(b.recs)
+		if v.cur != nil {
+			target += len(v.cur.recs)
 		}
 		syncIdx := !v.idxBroken && v.idxUnsynced >= v.opts.indexSyncN
 		if syncIdx {
