@@ -41,6 +41,7 @@ func testConfig(t testing.TB, fs *faultFS, dirs ...string) Config {
 	cfg.VolumeSize = 4 << 20
 	cfg.MinFreeBytes = 1
 	cfg.HighWater = 1
+	cfg.UsageCacheTTL = -1 // tests change the fake free space and expect it to count at once
 	cfg.Logger = testLogger(t)
 	return cfg
 }

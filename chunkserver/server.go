@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/raisfs/raisfs"
@@ -97,6 +99,14 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 func (s *Server) route(pattern, op string, h func(http.ResponseWriter, *http.Request) error) {
 	m := s.store.metrics
 	lat := m.latency.WithLabelValues(op)
+	var byCode sync.Map // status code → prometheus.Counter, resolved once
+	count := func(code string) {
+		c, ok := byCode.Load(code)
+		if !ok {
+			c, _ = byCode.LoadOrStore(code, m.requests.WithLabelValues(op, code))
+		}
+		c.(prometheus.Counter).Inc()
+	}
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
@@ -105,7 +115,7 @@ func (s *Server) route(pattern, op string, h func(http.ResponseWriter, *http.Req
 				// Headers are gone: abort so the client sees a broken
 				// response, never a complete-looking one.
 				s.log.Warn("aborting response", "op", op, "path", r.URL.Path, "err", err)
-				m.requests.WithLabelValues(op, "aborted").Inc()
+				count("aborted")
 				panic(http.ErrAbortHandler)
 			}
 			s.writeError(sw, r, op, err)
@@ -115,7 +125,7 @@ func (s *Server) route(pattern, op string, h func(http.ResponseWriter, *http.Req
 		if code == 0 {
 			code = http.StatusOK
 		}
-		m.requests.WithLabelValues(op, strconv.Itoa(code)).Inc()
+		count(strconv.Itoa(code))
 	})
 }
 

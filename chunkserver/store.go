@@ -40,6 +40,11 @@ type Config struct {
 	// MaxBatchWait bounds how long the group committer waits for released
 	// writers to queue again before the next fsync (default 2 ms).
 	MaxBatchWait time.Duration
+	// UsageCacheTTL is how long a data dir's free-space reading is reused
+	// by the put path (default 200 ms; negative: read it on every put).
+	// Bytes appended since the reading are subtracted from it, so the
+	// high-water mark still holds between readings.
+	UsageCacheTTL time.Duration
 	// IndexSyncEvery is how many index entries may be written between
 	// index fsyncs; it bounds the scan at the next start (default 4096).
 	IndexSyncEvery int
@@ -57,6 +62,7 @@ func DefaultConfig() Config {
 		MinFreeBytes:   64 << 20,
 		MaxBatchWait:   2 * time.Millisecond,
 		IndexSyncEvery: 4096,
+		UsageCacheTTL:  200 * time.Millisecond,
 	}
 }
 
@@ -82,6 +88,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.MaxBatchWait == 0 {
 		c.MaxBatchWait = d.MaxBatchWait
+	}
+	if c.UsageCacheTTL == 0 {
+		c.UsageCacheTTL = d.UsageCacheTTL
 	}
 	if c.IndexSyncEvery == 0 {
 		c.IndexSyncEvery = d.IndexSyncEvery
@@ -123,8 +132,16 @@ func (c Config) Validate() error {
 }
 
 type dataDir struct {
-	path string
-	lock io.Closer
+	path    string
+	lock    io.Closer
+	written atomic.Int64 // bytes spooled for puts into this dir, ever
+	usage   atomic.Pointer[usageReading]
+}
+
+type usageReading struct {
+	u       DiskUsage
+	at      time.Time
+	written int64 // dataDir.written when read
 }
 
 // Store is a chunk server's storage: volumes spread over one or more data
@@ -297,9 +314,18 @@ func (s *Store) reserve(u DiskUsage) int64 {
 // checkSpace fails with raisfs.ErrNoSpace if storing n more bytes on d
 // would pass its high-water mark.
 func (s *Store) checkSpace(d *dataDir, n int64) error {
-	u, err := s.cfg.FS.Usage(d.path)
-	if err != nil {
-		return fmt.Errorf("data dir %s: %w: %w", d.path, raisfs.ErrUnavailable, err)
+	var u DiskUsage
+	r := d.usage.Load()
+	if r != nil && time.Since(r.at) < s.cfg.UsageCacheTTL {
+		u = r.u
+		u.Free -= d.written.Load() - r.written
+	} else {
+		w := d.written.Load()
+		var err error
+		if u, err = s.cfg.FS.Usage(d.path); err != nil {
+			return fmt.Errorf("data dir %s: %w: %w", d.path, raisfs.ErrUnavailable, err)
+		}
+		d.usage.Store(&usageReading{u: u, at: time.Now(), written: w})
 	}
 	if u.Free-n < s.reserve(u) {
 		return fmt.Errorf("data dir %s: %d bytes free, %d reserved: %w", d.path, u.Free, s.reserve(u), raisfs.ErrNoSpace)
@@ -340,6 +366,7 @@ func (s *Store) Put(ctx context.Context, id raisfs.VolumeID, h raisfs.Hash, r io
 			return false, err
 		}
 	}
+	d.written.Add(sp.n)
 	created, err = v.put(sp)
 	if err != nil {
 		return false, fmt.Errorf("put %s/%s: %w", id, h, err)

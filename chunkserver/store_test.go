@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/raisfs/raisfs"
 )
@@ -516,5 +517,24 @@ func TestStore_ReadDetectsCorruption(t *testing.T) {
 	mustRead(t, s, 1, largeH, large)
 	if got := filepath.Base(dataPath(cfg.Dirs[0], 1)); got != "vol-1.dat" {
 		t.Fatalf("data file name = %s", got)
+	}
+}
+
+// Between free-space readings, bytes written are counted against the
+// reading, so the high-water mark holds without a statfs per put.
+func TestStore_HighWaterHoldsBetweenUsageReadings(t *testing.T) {
+	fs := &faultFS{}
+	cfg := testConfig(t, fs)
+	cfg.UsageCacheTTL = time.Hour
+	cfg.HighWater = 1
+	cfg.MinFreeBytes = 1 << 20
+	fs.setUsage(func(string) DiskUsage { return DiskUsage{Total: 1 << 30, Free: 1<<20 + 100<<10} })
+	s := mustOpen(t, cfg)
+	mustCreate(t, s, 1)
+	a, ah := payload(1, 60<<10)
+	mustPut(t, s, 1, a, ah)
+	b, bh := payload(2, 60<<10)
+	if _, err := s.Put(context.Background(), 1, bh, bytes.NewReader(b), int64(len(b))); !errors.Is(err, raisfs.ErrNoSpace) {
+		t.Fatalf("second put = %v, want ErrNoSpace (the first put's bytes count)", err)
 	}
 }
