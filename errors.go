@@ -23,8 +23,24 @@ var (
 	ErrNoSpace = errors.New("no space")
 	// ErrSealed: the volume is sealed and takes no new blobs.
 	ErrSealed = errors.New("volume sealed")
-	// ErrExists: the thing being created already exists with other content.
+	// ErrExists: the thing being created already exists.
 	ErrExists = errors.New("already exists")
+	// ErrConflict: the key is already bound to other content. Messages are
+	// immutable: a retry with the same key and the same content succeeds.
+	ErrConflict = errors.New("conflict")
+	// ErrNoPlacement: no set of servers satisfies the replication class
+	// (too few servers, data centers or free space). Nothing was written.
+	ErrNoPlacement = errors.New("no placement")
+	// ErrLeaseExpired: the write lease ran out before the put committed;
+	// the bytes written under it are garbage. Start the put again.
+	ErrLeaseExpired = errors.New("lease expired")
+	// ErrNotLeader: this master is not the leader and could not forward.
+	// The request did not commit; retry against the leader.
+	ErrNotLeader = errors.New("not leader")
+	// ErrOutcomeUnknown: the request may or may not have committed (leader
+	// lost mid-commit, deadline hit while waiting). Commands are
+	// idempotent: retrying is safe.
+	ErrOutcomeUnknown = errors.New("outcome unknown")
 	// ErrUnavailable: the component cannot serve right now (failed disk,
 	// shutting down); another replica may.
 	ErrUnavailable = errors.New("unavailable")

@@ -1,0 +1,383 @@
+package raftfsm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/raisfs/raisfs"
+	"github.com/raisfs/raisfs/raftfsm/fsmpb"
+)
+
+// harness feeds an FSM numbered entries, as Raft would.
+type harness struct {
+	t    *testing.T
+	f    *FSM
+	next uint64
+	now  int64
+}
+
+func mustOpenFSM(t *testing.T, path string) *FSM {
+	t.Helper()
+	f, err := Open(path, nil)
+	if err != nil {
+		t.Fatalf("Open() = %v", err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func newHarness(t *testing.T) *harness {
+	h := &harness{t: t, f: mustOpenFSM(t, filepath.Join(t.TempDir(), "state.db")), next: 1, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()}
+	h.ok(&fsmpb.InitCluster{LeaseKey: bytes.Repeat([]byte{7}, 32), DefaultClass: &fsmpb.ReplicationClass{Name: DefaultClass, Copies: 3, WriteQuorum: 2}})
+	for _, id := range []string{"cs1", "cs2", "cs3"} {
+		h.ok(&fsmpb.UpsertServer{Id: id, Address: id + ":1", Dc: "dc1", Rack: "r-" + id})
+	}
+	return h
+}
+
+func (h *harness) apply(op any) Result {
+	h.t.Helper()
+	data, err := Encode(h.now, op)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	r := h.f.Apply([]Entry{{Index: h.next, Data: data}})
+	h.next++
+	return r[0]
+}
+
+func (h *harness) ok(op any) Result {
+	h.t.Helper()
+	r := h.apply(op)
+	if r.Err != nil {
+		h.t.Fatalf("apply %T = %v", op, r.Err)
+	}
+	return r
+}
+
+// rejected applies op, expects a rejection wrapping want, and checks that
+// the state did not change.
+func (h *harness) rejected(op any, want error) {
+	h.t.Helper()
+	before, _ := h.f.Dump()
+	r := h.apply(op)
+	if !errors.Is(r.Err, want) {
+		h.t.Fatalf("apply %T = %v, want %v", op, r.Err, want)
+	}
+	after, _ := h.f.Dump()
+	// Only the applied index may move.
+	if stripApplied(before) != stripApplied(after) {
+		h.t.Fatalf("rejected %T changed the state", op)
+	}
+}
+
+func stripApplied(dump string) string {
+	var out []string
+	for _, l := range strings.Split(dump, "\n") {
+		if !strings.HasPrefix(l, fmt.Sprintf("%x=", keyApplied)) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func hashOf(s string) []byte {
+	h := make([]byte, raisfs.HashSize)
+	copy(h, s)
+	return h
+}
+
+func (h *harness) volume() uint64 {
+	r := h.ok(&fsmpb.CreateVolume{Members: []string{"cs1", "cs2", "cs3"}, Class: DefaultClass})
+	h.ok(&fsmpb.SetVolumeState{Id: uint64(r.VolumeID), State: fsmpb.VolumeState_VOLUME_WRITABLE})
+	return uint64(r.VolumeID)
+}
+
+func (h *harness) lease() int64 { return h.now + int64(time.Minute) }
+
+func TestFSM_PutDedupDeleteLifecycle(t *testing.T) {
+	h := newHarness(t)
+	vol := h.volume()
+	a := hashOf("A")
+	put := func(key string, hash []byte, vol uint64) *fsmpb.PutObject {
+		return &fsmpb.PutObject{Key: []byte(key), Hash: hash, Size: 100, Volume: vol, LeaseExpiryUnixNano: h.lease()}
+	}
+	if r := h.ok(put("k1", a, vol)); !r.Created {
+		t.Fatal("first put not Created")
+	}
+	if r := h.ok(put("k1", a, vol)); r.Created {
+		t.Fatal("retried put Created again")
+	}
+	h.rejected(put("k1", hashOf("B"), vol), raisfs.ErrConflict)
+	h.ok(put("k2", a, 0)) // dedup: no bytes moved
+	if b, _ := h.f.Blob(a); b.Refs != 2 || b.Volume != vol {
+		t.Fatalf("blob after dedup = %v", b)
+	}
+	if s := h.f.Stats(); s.Objects != 2 || s.Bytes != 200 || s.Blobs != 1 || s.BlobBytes != 100 {
+		t.Fatalf("stats = %+v", s)
+	}
+	h.ok(&fsmpb.DeleteObject{Key: []byte("k1")})
+	if b, _ := h.f.Blob(a); b.Refs != 1 {
+		t.Fatalf("refs after one delete = %d", b.Refs)
+	}
+	h.rejected(&fsmpb.DeleteObject{Key: []byte("k1")}, raisfs.ErrNotFound)
+	h.ok(&fsmpb.DeleteObject{Key: []byte("k2")})
+	if _, err := h.f.Blob(a); !errors.Is(err, raisfs.ErrNotFound) {
+		t.Fatalf("blob after last delete: %v", err)
+	}
+	pd, _ := h.f.PendingDeletes(10)
+	if len(pd) != 1 || pd[0].Volume != raisfs.VolumeID(vol) || !bytes.Equal(pd[0].Hash[:], a) {
+		t.Fatalf("pending deletes = %v", pd)
+	}
+	// The race the design must survive: a put that dedups onto a blob
+	// whose last key just went must not point at bytes being deleted.
+	h.rejected(put("k3", a, 0), ErrBlobGone)
+	h.rejected(put("k3", a, vol), ErrBlobBeingDeleted)
+	other := h.volume()
+	h.ok(put("k3", a, other)) // uploaded again, elsewhere
+	h.ok(&fsmpb.BlobGone{Hash: a, Volume: vol})
+	if pd, _ := h.f.PendingDeletes(10); len(pd) != 0 {
+		t.Fatalf("pending after BlobGone = %v", pd)
+	}
+	if b, _ := h.f.Blob(a); b.Volume != other || b.Refs != 1 {
+		t.Fatalf("re-uploaded blob = %v", b)
+	}
+	if s := h.f.Stats(); s.Objects != 1 || s.Blobs != 1 {
+		t.Fatalf("stats = %+v", s)
+	}
+}
+
+func TestFSM_RejectsBadCommands(t *testing.T) {
+	h := newHarness(t)
+	vol := h.volume()
+	good := func() *fsmpb.PutObject {
+		return &fsmpb.PutObject{Key: []byte("k"), Hash: hashOf("A"), Size: 1, Volume: vol, LeaseExpiryUnixNano: h.lease()}
+	}
+	p := good()
+	p.Key = nil
+	h.rejected(p, raisfs.ErrInvalidArgument)
+	p = good()
+	p.Key = bytes.Repeat([]byte("k"), MaxKeyLen+1)
+	h.rejected(p, raisfs.ErrInvalidArgument)
+	p = good()
+	p.Hash = []byte("short")
+	h.rejected(p, raisfs.ErrInvalidArgument)
+	p = good()
+	p.Size = -1
+	h.rejected(p, raisfs.ErrInvalidArgument)
+	p = good()
+	p.LeaseExpiryUnixNano = h.now - 1
+	h.rejected(p, raisfs.ErrLeaseExpired)
+	p = good()
+	p.Volume = 999
+	h.rejected(p, raisfs.ErrNotFound)
+	h.rejected(&fsmpb.CreateVolume{Members: []string{"cs1", "nosuch"}}, raisfs.ErrNotFound)
+	h.rejected(&fsmpb.CreateVolume{Members: []string{"cs1", "cs1"}}, raisfs.ErrInvalidArgument)
+	h.rejected(&fsmpb.CreateVolume{}, raisfs.ErrInvalidArgument)
+	h.rejected(&fsmpb.UpsertServer{Id: "../x", Address: "a:1"}, raisfs.ErrInvalidArgument)
+	h.rejected(&fsmpb.SetServerState{Id: "nosuch", State: fsmpb.ServerState_SERVER_DOWN}, raisfs.ErrNotFound)
+	h.rejected(&fsmpb.SetVolumeState{Id: 999, State: fsmpb.VolumeState_VOLUME_SEALED}, raisfs.ErrNotFound)
+	h.rejected(&fsmpb.SetClass{Class: &fsmpb.ReplicationClass{Name: "x", Copies: 2, WriteQuorum: 3}}, raisfs.ErrInvalidArgument)
+	// A second InitCluster (a new leader) changes nothing.
+	before, _ := h.f.Dump()
+	h.ok(&fsmpb.InitCluster{LeaseKey: bytes.Repeat([]byte{9}, 32), DefaultClass: &fsmpb.ReplicationClass{Name: DefaultClass, Copies: 1}})
+	after, _ := h.f.Dump()
+	if stripApplied(before) != stripApplied(after) || !bytes.Equal(h.f.LeaseKey(), bytes.Repeat([]byte{7}, 32)) {
+		t.Fatal("second InitCluster changed the state")
+	}
+}
+
+func TestFSM_MalformedEntriesPanic(t *testing.T) {
+	h := newHarness(t)
+	for name, data := range map[string][]byte{
+		"garbage":      {0xff, 0xff, 0xff},
+		"newer":        mustMarshalVersion(t, CommandVersion+1),
+		"no version":   mustMarshalVersion(t, 0),
+		"no operation": mustMarshalVersion(t, CommandVersion),
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s entry applied without panic", name)
+				}
+			}()
+			h.f.Apply([]Entry{{Index: h.next, Data: data}})
+		}()
+	}
+}
+
+func mustMarshalVersion(t *testing.T, v uint32) []byte {
+	b, err := Encode(1, &fsmpb.DeleteObject{Key: []byte("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmd fsmpb.Command
+	unmarshal(t, b, &cmd)
+	cmd.Version = v
+	if v == CommandVersion {
+		cmd.Op = nil
+	}
+	return marshal(t, &cmd)
+}
+
+// Restart without double apply: after a restart, Raft may hand the FSM
+// entries it has already applied (everything after the last snapshot).
+// They must be skipped, so a refcount is not incremented twice.
+func TestFSM_RestartDoesNotReapply(t *testing.T) {
+	dir := t.TempDir()
+	var entries []Entry
+	now := time.Now().UnixNano()
+	add := func(op any) {
+		b, err := Encode(now, op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries = append(entries, Entry{Index: uint64(len(entries) + 1), Data: b})
+	}
+	add(&fsmpb.InitCluster{LeaseKey: bytes.Repeat([]byte{1}, 32), DefaultClass: &fsmpb.ReplicationClass{Name: DefaultClass, Copies: 1}})
+	add(&fsmpb.UpsertServer{Id: "cs1", Address: "a:1"})
+	add(&fsmpb.CreateVolume{Members: []string{"cs1"}})
+	for i := range 20 {
+		add(&fsmpb.PutObject{Key: []byte(fmt.Sprintf("k%02d", i)), Hash: hashOf("same"), Size: 10, Volume: 1, LeaseExpiryUnixNano: now + 1e12})
+	}
+	add(&fsmpb.DeleteObject{Key: []byte("k00")})
+
+	once := mustOpenFSM(t, filepath.Join(dir, "once.db"))
+	once.Apply(entries)
+	want, _ := once.Dump()
+
+	path := filepath.Join(dir, "restarted.db")
+	f, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Apply(entries[:10]) // applied in batches of different sizes
+	f.Apply(entries[10:15])
+	f.Close()
+	f = mustOpenFSM(t, path)
+	rs := f.Apply(entries) // replay everything, as after a restart
+	for i, r := range rs {
+		if (i < 15) != r.Skipped {
+			t.Fatalf("entry %d: skipped = %v", i+1, r.Skipped)
+		}
+	}
+	got, _ := f.Dump()
+	if got != want {
+		t.Fatalf("state after restart and replay differs from applying once")
+	}
+	if b, _ := f.Blob(hashOf("same")); b.Refs != 19 {
+		t.Fatalf("refs = %d, want 19", b.Refs)
+	}
+	if f.AppliedIndex() != uint64(len(entries)) {
+		t.Fatalf("applied index = %d", f.AppliedIndex())
+	}
+}
+
+func TestFSM_SnapshotRestore(t *testing.T) {
+	h := newHarness(t)
+	vol := h.volume()
+	for i := range 50 {
+		h.ok(&fsmpb.PutObject{Key: []byte(fmt.Sprintf("k%d", i)), Hash: hashOf(fmt.Sprint(i % 7)), Size: 5, Volume: vol, LeaseExpiryUnixNano: h.lease()})
+	}
+	want, _ := h.f.Dump()
+	snap, err := h.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Applies after the snapshot do not leak into it.
+	h.ok(&fsmpb.DeleteObject{Key: []byte("k1")})
+	var buf bytes.Buffer
+	if _, err := snap.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if snap.Index() != h.next-2 {
+		t.Fatalf("snapshot index = %d, want %d", snap.Index(), h.next-2)
+	}
+	snap.Release()
+	snap.Release() // idempotent
+
+	other := mustOpenFSM(t, filepath.Join(t.TempDir(), "other.db"))
+	if err := other.Restore(bytes.NewReader(buf.Bytes())); err != nil {
+		t.Fatalf("Restore = %v", err)
+	}
+	if got, _ := other.Dump(); got != want {
+		t.Fatal("restored state differs from the snapshot's")
+	}
+	// A bad stream leaves the state as it was.
+	before, _ := other.Dump()
+	if err := other.Restore(strings.NewReader("not a snapshot")); err == nil {
+		t.Fatal("garbage restored")
+	}
+	if err := other.Restore(bytes.NewReader(buf.Bytes()[:4096])); err == nil {
+		t.Fatal("truncated snapshot restored")
+	}
+	if got, _ := other.Dump(); got != before {
+		t.Fatal("failed restore changed the state")
+	}
+	// Restore over a state with more in it replaces, not merges.
+	if err := h.f.Restore(bytes.NewReader(buf.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := h.f.Dump(); got != want {
+		t.Fatal("restore did not replace the state")
+	}
+}
+
+func TestFSM_ListPrefixAndPages(t *testing.T) {
+	h := newHarness(t)
+	vol := h.volume()
+	for _, k := range []string{"a/1", "a/2", "a/3", "b/1", "a/10", "ab"} {
+		h.ok(&fsmpb.PutObject{Key: []byte(k), Hash: hashOf(k), Size: 1, Volume: vol, LeaseExpiryUnixNano: h.lease()})
+	}
+	var got []string
+	var after []byte
+	for {
+		page, more, err := h.f.List([]byte("a/"), after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range page {
+			got = append(got, string(o.Key))
+			after = o.Key
+		}
+		if !more {
+			break
+		}
+	}
+	if strings.Join(got, ",") != "a/1,a/10,a/2,a/3" {
+		t.Fatalf("list a/ = %v", got)
+	}
+}
+
+func TestFSM_VolumesAndServers(t *testing.T) {
+	h := newHarness(t)
+	v1, v2 := h.volume(), h.volume()
+	if v1 != 1 || v2 != 2 {
+		t.Fatalf("volume ids = %d, %d", v1, v2)
+	}
+	h.ok(&fsmpb.SetVolumeState{Id: v1, Members: []string{"cs2", "cs3", "cs1"}})
+	v, _ := h.f.Volume(raisfs.VolumeID(v1))
+	if v.Epoch != 2 || v.State != fsmpb.VolumeState_VOLUME_WRITABLE || v.Members[0] != "cs2" {
+		t.Fatalf("volume after membership change = %v", v)
+	}
+	h.ok(&fsmpb.SetServerState{Id: "cs2", State: fsmpb.ServerState_SERVER_DOWN})
+	h.ok(&fsmpb.UpsertServer{Id: "cs2", Address: "new:2", Dc: "dc1", Rack: "r"}) // it came back
+	ss, _ := h.f.Servers()
+	if s := ss["cs2"]; s.State != fsmpb.ServerState_SERVER_ALIVE || s.Address != "new:2" {
+		t.Fatalf("server after re-register = %v", s)
+	}
+	h.ok(&fsmpb.SetServerState{Id: "cs3", State: fsmpb.ServerState_SERVER_DRAINING})
+	h.ok(&fsmpb.UpsertServer{Id: "cs3", Address: "cs3:1"})
+	if ss, _ := h.f.Servers(); ss["cs3"].State != fsmpb.ServerState_SERVER_DRAINING {
+		t.Fatal("re-registering a draining server undrained it")
+	}
+	h.ok(&fsmpb.SetMaster{Id: "m1", ApiAddress: "127.0.0.1:1"})
+	if ms, _ := h.f.Masters(); ms["m1"] != "127.0.0.1:1" {
+		t.Fatalf("masters = %v", ms)
+	}
+}
