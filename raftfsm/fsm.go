@@ -64,7 +64,9 @@ var (
 
 const schemaVersion = 1
 
-// Entry is one committed Raft log entry handed to Apply.
+// Entry is one committed Raft log entry handed to Apply. Data nil marks an
+// entry that carries no command (a configuration change): it only moves
+// the applied index.
 type Entry struct {
 	Index uint64
 	Data  []byte
@@ -199,6 +201,10 @@ func (f *FSM) Apply(entries []Entry) []Result {
 		for i, e := range entries {
 			if e.Index != 0 && e.Index <= applied {
 				results[i] = Result{Skipped: true}
+				continue
+			}
+			if e.Data == nil { // a Raft entry that is not a command: only the index moves
+				applied = max(applied, e.Index)
 				continue
 			}
 			var cmd fsmpb.Command
@@ -903,4 +909,15 @@ func (f *FSM) Dump() (string, error) {
 		return nil
 	})
 	return buf.String(), err
+}
+
+// IsPendingDelete reports whether blob hash is queued for deletion from
+// volume vol.
+func (f *FSM) IsPendingDelete(hash raisfs.Hash, vol raisfs.VolumeID) bool {
+	found := false
+	f.view(func(tx *bolt.Tx) error {
+		found = tx.Bucket(bucketPending).Get(pendingKey(hash[:], uint64(vol))) != nil
+		return nil
+	})
+	return found
 }

@@ -1,0 +1,467 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/raisfs/raisfs"
+	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/raftfsm"
+	"github.com/raisfs/raisfs/raftfsm/fsmpb"
+)
+
+// defaultRPCTimeout bounds a call whose caller set no deadline: nothing
+// waits on Raft forever.
+const defaultRPCTimeout = 10 * time.Second
+
+const forwardedKey = "x-rais-forwarded"
+
+func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultRPCTimeout)
+		defer cancel()
+	}
+	resp, err := handler(ctx, req)
+	return resp, toStatus(err)
+}
+
+// peerConns caches gRPC client connections to other masters.
+type peerConns struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newPeerConns() *peerConns { return &peerConns{conns: map[string]*grpc.ClientConn{}} }
+
+func (p *peerConns) get(addr string) (masterpb.MasterClient, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[addr]; ok {
+		return masterpb.NewMasterClient(c), nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	p.conns[addr] = c
+	return masterpb.NewMasterClient(c), nil
+}
+
+func (p *peerConns) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = map[string]*grpc.ClientConn{}
+}
+
+// leader returns a client for the current leader, waiting (bounded by ctx)
+// through an election. ok is false when this master is the leader.
+func (s *Server) leader(ctx context.Context) (masterpb.MasterClient, bool, error) {
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedKey)) > 0 && s.raft.State() != raft.Leader {
+		// Forwarded here by a master that thought we lead; we do not (any
+		// more). Do not bounce it around: the caller retries.
+		return nil, false, fmt.Errorf("forwarded to a non-leader: %w", raisfs.ErrNotLeader)
+	}
+	for {
+		if s.raft.State() == raft.Leader {
+			return nil, false, nil
+		}
+		if _, id := s.raft.LeaderWithID(); id != "" {
+			ms, err := s.fsm.Masters()
+			if err == nil && ms[string(id)] != "" {
+				c, err := s.peers.get(ms[string(id)])
+				if err != nil {
+					return nil, false, err
+				}
+				return c, true, nil
+			}
+		}
+		if !sleepCtx(ctx, 20*time.Millisecond) {
+			return nil, false, fmt.Errorf("no leader known: %w: %w", raisfs.ErrNotLeader, ctx.Err())
+		}
+	}
+}
+
+func forwardCtx(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
+}
+
+// forward runs call against the leader if this master does not lead; ok
+// is false when the caller should handle the request locally.
+func forward[Req, Resp any](s *Server, ctx context.Context, req Req, call func(masterpb.MasterClient, context.Context, Req, ...grpc.CallOption) (Resp, error)) (resp Resp, ok bool, err error) {
+	c, remote, err := s.leader(ctx)
+	if err != nil || !remote {
+		return resp, remote, err
+	}
+	s.metrics.forwarded.Inc()
+	resp, err = call(c, forwardCtx(ctx), req)
+	return resp, true, err
+}
+
+// applyAnywhere applies op on the leader: locally, or through the
+// AnnounceMaster RPC for SetMaster (the only op followers originate).
+func (s *Server) applyAnywhere(ctx context.Context, op *fsmpb.SetMaster) error {
+	c, remote, err := s.leader(ctx)
+	if err != nil {
+		return err
+	}
+	if !remote {
+		_, err := s.apply(ctx, op)
+		return err
+	}
+	_, err = c.AnnounceMaster(forwardCtx(ctx), &masterpb.AddMasterRequest{Id: op.Id, ApiAddress: op.ApiAddress})
+	return err
+}
+
+// AnnounceMaster implements masterpb.MasterServer.
+func (s *Server) AnnounceMaster(ctx context.Context, req *masterpb.AddMasterRequest) (*masterpb.AddMasterResponse, error) {
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.AnnounceMaster); ok || err != nil {
+		return resp, err
+	}
+	if !raisfs.ValidNodeID(req.Id) || req.ApiAddress == "" {
+		return nil, fmt.Errorf("announce master: bad id or address: %w", raisfs.ErrInvalidArgument)
+	}
+	_, err := s.apply(ctx, &fsmpb.SetMaster{Id: req.Id, ApiAddress: req.ApiAddress})
+	return &masterpb.AddMasterResponse{}, err
+}
+
+// AddMaster implements masterpb.MasterServer: adds a voter to the group.
+func (s *Server) AddMaster(ctx context.Context, req *masterpb.AddMasterRequest) (*masterpb.AddMasterResponse, error) {
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.AddMaster); ok || err != nil {
+		return resp, err
+	}
+	if !raisfs.ValidNodeID(req.Id) || req.RaftAddress == "" {
+		return nil, fmt.Errorf("add master: bad id or raft address: %w", raisfs.ErrInvalidArgument)
+	}
+	if err := s.raft.AddVoter(raft.ServerID(req.Id), raft.ServerAddress(req.RaftAddress), 0, timeLeft(ctx)).Error(); err != nil {
+		return nil, fmt.Errorf("add master %s: %w: %w", req.Id, raisfs.ErrOutcomeUnknown, err)
+	}
+	if req.ApiAddress != "" {
+		if _, err := s.apply(ctx, &fsmpb.SetMaster{Id: req.Id, ApiAddress: req.ApiAddress}); err != nil {
+			return nil, err
+		}
+	}
+	s.log.Info("master added", "id", req.Id, "raft", req.RaftAddress)
+	return &masterpb.AddMasterResponse{}, nil
+}
+
+// RemoveMaster implements masterpb.MasterServer.
+func (s *Server) RemoveMaster(ctx context.Context, req *masterpb.RemoveMasterRequest) (*masterpb.RemoveMasterResponse, error) {
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.RemoveMaster); ok || err != nil {
+		return resp, err
+	}
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, err
+	}
+	found := false
+	for _, srv := range cf.Configuration().Servers {
+		found = found || string(srv.ID) == req.Id
+	}
+	if !found {
+		return nil, fmt.Errorf("master %q: %w", req.Id, raisfs.ErrNotFound)
+	}
+	if err := s.raft.RemoveServer(raft.ServerID(req.Id), 0, timeLeft(ctx)).Error(); err != nil {
+		return nil, fmt.Errorf("remove master %s: %w: %w", req.Id, raisfs.ErrOutcomeUnknown, err)
+	}
+	if req.Id != s.cfg.ID {
+		if _, err := s.apply(ctx, &fsmpb.SetMaster{Id: req.Id, Remove: true}); err != nil {
+			return nil, err
+		}
+	}
+	s.log.Info("master removed", "id", req.Id)
+	return &masterpb.RemoveMasterResponse{}, nil
+}
+
+func timeLeft(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return time.Until(dl)
+	}
+	return defaultRPCTimeout
+}
+
+func hashFrom(b []byte) (raisfs.Hash, error) {
+	var h raisfs.Hash
+	if len(b) != raisfs.HashSize {
+		return h, fmt.Errorf("hash of %d bytes, want %d: %w", len(b), raisfs.HashSize, raisfs.ErrInvalidArgument)
+	}
+	copy(h[:], b)
+	return h, nil
+}
+
+// replicas resolves volume members to addresses.
+func (s *Server) replicas(members []string) []*masterpb.Replica {
+	servers, _ := s.fsm.Servers()
+	out := make([]*masterpb.Replica, 0, len(members))
+	for _, id := range members {
+		r := &masterpb.Replica{Id: id}
+		if srv, ok := servers[id]; ok {
+			r.Address = srv.Address
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// BeginPut implements masterpb.MasterServer.
+func (s *Server) BeginPut(ctx context.Context, req *masterpb.BeginPutRequest) (*masterpb.BeginPutResponse, error) {
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.BeginPut); ok || err != nil {
+		return resp, err
+	}
+	if err := raftfsm.ValidateKey(req.Key); err != nil {
+		return nil, err
+	}
+	h, err := hashFrom(req.Hash)
+	if err != nil {
+		return nil, err
+	}
+	if req.Size < 0 {
+		return nil, fmt.Errorf("size %d: %w", req.Size, raisfs.ErrInvalidArgument)
+	}
+	class, err := s.fsm.Class(req.Class)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.readBarrier(ctx); err != nil {
+		return nil, err
+	}
+	// Retry of a committed put, or a conflict.
+	if obj, err := s.fsm.Object(req.Key); err == nil {
+		if string(obj.Hash) == string(req.Hash) {
+			return &masterpb.BeginPutResponse{Stored: true}, nil
+		}
+		return nil, fmt.Errorf("key is bound to other content: %w", raisfs.ErrConflict)
+	}
+	// Dedup: the content is stored already; bind the key now.
+	if blob, err := s.fsm.Blob(req.Hash); err == nil && blob.Size == req.Size {
+		_, err := s.apply(ctx, &fsmpb.PutObject{Key: req.Key, Hash: req.Hash, Size: req.Size, Class: class.Name})
+		if err == nil {
+			s.metrics.dedups.Inc()
+			return &masterpb.BeginPutResponse{Stored: true}, nil
+		}
+		if !isBlobGone(err) {
+			return nil, err
+		}
+		// Deleted meanwhile: upload it like a new blob.
+	}
+	vid, vol, err := s.writableVolume(ctx, class, h)
+	if err != nil {
+		return nil, err
+	}
+	expiry := time.Now().Add(s.cfg.LeaseTTL)
+	lease := raisfs.Lease{Op: raisfs.LeaseOpPut, Volume: vid, Hash: h, Expiry: expiry}.Sign(s.fsm.LeaseKey())
+	quorum := class.WriteQuorum
+	if quorum == 0 || quorum > uint32(len(vol.Members)) {
+		quorum = uint32(len(vol.Members))
+	}
+	return &masterpb.BeginPutResponse{
+		Volume: uint64(vid), Replicas: s.replicas(vol.Members), Lease: lease,
+		LeaseExpiryUnixNano: expiry.UnixNano(), WriteQuorum: quorum,
+	}, nil
+}
+
+func isBlobGone(err error) bool { return errors.Is(err, raftfsm.ErrBlobGone) }
+
+// leaseExpiry is the expiry a token claims (checked by its signature).
+func leaseExpiry(token string) int64 {
+	exp, _, _ := strings.Cut(token, ".")
+	n, _ := strconv.ParseInt(exp, 10, 64)
+	return n
+}
+
+// CommitPut implements masterpb.MasterServer.
+func (s *Server) CommitPut(ctx context.Context, req *masterpb.CommitPutRequest) (*masterpb.CommitPutResponse, error) {
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.CommitPut); ok || err != nil {
+		return resp, err
+	}
+	h, err := hashFrom(req.Hash)
+	if err != nil {
+		return nil, err
+	}
+	// The lease proves this master group chose the volume for this blob;
+	// its expiry is what the state machine checks against commit time.
+	if err := raisfs.VerifyLease(s.fsm.LeaseKey(), req.Lease, raisfs.LeaseOpPut, raisfs.VolumeID(req.Volume), h,
+		time.Unix(0, req.LeaseExpiryUnixNano-1)); err != nil {
+		return nil, err
+	}
+	if got := leaseExpiry(req.Lease); got != req.LeaseExpiryUnixNano {
+		return nil, fmt.Errorf("lease expiry does not match the token: %w", raisfs.ErrPermissionDenied)
+	}
+	r, err := s.apply(ctx, &fsmpb.PutObject{
+		Key: req.Key, Hash: req.Hash, Size: req.Size, Class: req.Class,
+		Volume: req.Volume, LeaseExpiryUnixNano: req.LeaseExpiryUnixNano,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if r.Created {
+		s.metrics.puts.Inc()
+	}
+	return &masterpb.CommitPutResponse{Created: r.Created}, nil
+}
+
+// Lookup implements masterpb.MasterServer.
+func (s *Server) Lookup(ctx context.Context, req *masterpb.LookupRequest) (*masterpb.LookupResponse, error) {
+	if !req.AllowStale {
+		if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.Lookup); ok || err != nil {
+			return resp, err
+		}
+		if err := s.readBarrier(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := raftfsm.ValidateKey(req.Key); err != nil {
+		return nil, err
+	}
+	obj, blob, vol, err := s.fsm.ObjectWithBlob(req.Key)
+	if err != nil {
+		return nil, err
+	}
+	return &masterpb.LookupResponse{
+		Hash: obj.Hash, Size: obj.Size, Class: obj.Class, CreatedUnixNano: obj.CreatedUnixNano,
+		Volume: blob.Volume, Replicas: s.replicas(vol.Members),
+	}, nil
+}
+
+// Delete implements masterpb.MasterServer.
+func (s *Server) Delete(ctx context.Context, req *masterpb.DeleteRequest) (*masterpb.DeleteResponse, error) {
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.Delete); ok || err != nil {
+		return resp, err
+	}
+	_, err := s.apply(ctx, &fsmpb.DeleteObject{Key: req.Key})
+	if err != nil {
+		return nil, err
+	}
+	return &masterpb.DeleteResponse{}, nil
+}
+
+// List implements masterpb.MasterServer.
+func (s *Server) List(ctx context.Context, req *masterpb.ListRequest) (*masterpb.ListResponse, error) {
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.List); ok || err != nil {
+		return resp, err
+	}
+	if err := s.readBarrier(ctx); err != nil {
+		return nil, err
+	}
+	limit := int(req.Limit)
+	if limit <= 0 || limit > 10000 {
+		limit = 1000
+	}
+	objs, more, err := s.fsm.List(req.Prefix, req.After, limit)
+	if err != nil {
+		return nil, err
+	}
+	resp := &masterpb.ListResponse{More: more}
+	for _, o := range objs {
+		resp.Entries = append(resp.Entries, &masterpb.ListEntry{Key: o.Key, Hash: o.Hash, Size: o.Size, CreatedUnixNano: o.CreatedUnixNano})
+	}
+	return resp, nil
+}
+
+// Status implements masterpb.MasterServer. It is served by any master from
+// its own state (it may lag the leader by a few entries) and marks the
+// leader as this master sees it.
+func (s *Server) Status(ctx context.Context, req *masterpb.StatusRequest) (*masterpb.StatusResponse, error) {
+	// The registry's soft state (free space, suspect) lives on the leader.
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.Status); ok && err == nil {
+		return resp, nil
+	}
+	resp := &masterpb.StatusResponse{}
+	st := s.fsm.Stats()
+	resp.Objects, resp.Bytes, resp.Blobs, resp.Volumes, resp.AppliedIndex = st.Objects, st.Bytes, st.Blobs, uint32(st.Volumes), st.AppliedIndex
+	apis, _ := s.fsm.Masters()
+	_, leaderID := s.raft.LeaderWithID()
+	if cf := s.raft.GetConfiguration(); cf.Error() == nil {
+		for _, srv := range cf.Configuration().Servers {
+			resp.Masters = append(resp.Masters, &masterpb.MasterStatus{
+				Id: string(srv.ID), Address: apis[string(srv.ID)], RaftAddress: string(srv.Address),
+				Leader: srv.ID == leaderID, Voter: srv.Suffrage == raft.Voter,
+			})
+		}
+	}
+	servers, err := s.fsm.Servers()
+	if err != nil {
+		return nil, err
+	}
+	vols, err := s.fsm.Volumes()
+	if err != nil {
+		return nil, err
+	}
+	perServer := map[string]uint32{}
+	for _, v := range vols {
+		if v.State == fsmpb.VolumeState_VOLUME_ABANDONED {
+			continue
+		}
+		for _, m := range v.Members {
+			perServer[m]++
+		}
+	}
+	resp.UnderReplicated = uint32(s.underReplicated(vols, servers))
+	now := time.Now()
+	for id, srv := range servers {
+		cs := &masterpb.ChunkServerStatus{Id: id, Address: srv.Address, Dc: srv.Dc, Rack: srv.Rack, Volumes: perServer[id], State: stateName(srv.State)}
+		if hb, ok := s.registry.get(id); ok {
+			cs.UsedBytes, cs.FreeBytes = hb.report.UsedBytes, hb.report.FreeBytes
+			if srv.State == fsmpb.ServerState_SERVER_ALIVE && now.Sub(hb.at) > s.cfg.ServerDownAfter/3 {
+				cs.State = "suspect"
+			}
+		}
+		resp.Chunkservers = append(resp.Chunkservers, cs)
+	}
+	sort.Slice(resp.Chunkservers, func(i, j int) bool { return resp.Chunkservers[i].Id < resp.Chunkservers[j].Id })
+	sort.Slice(resp.Masters, func(i, j int) bool { return resp.Masters[i].Id < resp.Masters[j].Id })
+	return resp, nil
+}
+
+func stateName(st fsmpb.ServerState) string {
+	switch st {
+	case fsmpb.ServerState_SERVER_ALIVE:
+		return "alive"
+	case fsmpb.ServerState_SERVER_DOWN:
+		return "down"
+	case fsmpb.ServerState_SERVER_DRAINING:
+		return "draining"
+	case fsmpb.ServerState_SERVER_RETIRED:
+		return "retired"
+	}
+	return "unknown"
+}
+
+// underReplicated counts live volumes with fewer healthy members than
+// their class asks for.
+func (s *Server) underReplicated(vols map[raisfs.VolumeID]*fsmpb.Volume, servers map[string]*fsmpb.Server) int {
+	n := 0
+	for _, v := range vols {
+		if v.State != fsmpb.VolumeState_VOLUME_WRITABLE && v.State != fsmpb.VolumeState_VOLUME_SEALED {
+			continue
+		}
+		want := len(v.Members)
+		if c, err := s.fsm.Class(v.Class); err == nil {
+			want = int(c.Copies)
+		}
+		healthy := 0
+		for _, m := range v.Members {
+			if srv, ok := servers[m]; ok && srv.State == fsmpb.ServerState_SERVER_ALIVE {
+				healthy++
+			}
+		}
+		if healthy < want {
+			n++
+		}
+	}
+	return n
+}

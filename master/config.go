@@ -1,0 +1,130 @@
+package master
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/raisfs/raisfs"
+)
+
+// Peer is a master of the initial cluster.
+type Peer struct {
+	ID       string
+	RaftAddr string
+}
+
+// Config configures a master. Zero values mean the defaults of
+// DefaultConfig.
+type Config struct {
+	// ID names this master in the Raft group; stable across restarts.
+	ID string
+	// Dir holds the Raft log (raft.db), snapshots and the state (state.db).
+	Dir string
+	// RaftAddr is the HOST:PORT the Raft transport listens on and
+	// advertises; port 0 picks a free port (tests).
+	RaftAddr string
+	// APIAddr is the HOST:PORT of the gRPC API; port 0 picks a free port.
+	APIAddr string
+	// HTTPAddr, if set, serves /metrics and /healthz.
+	HTTPAddr string
+
+	// Raft timing. The defaults are tuned for a LAN: a dead leader is
+	// replaced in about a second.
+	HeartbeatTimeout   time.Duration // default 300 ms
+	ElectionTimeout    time.Duration // default 300 ms
+	LeaderLeaseTimeout time.Duration // default 150 ms
+	// SnapshotThreshold: log entries between snapshots (default 8192).
+	SnapshotThreshold uint64
+
+	// ServerDownAfter: a chunk server silent this long is marked down
+	// (default 10 s); silent for a third of it, it shows as suspect.
+	ServerDownAfter time.Duration
+	// HeartbeatInterval is what chunk servers are told to use (default 1 s).
+	HeartbeatInterval time.Duration
+	// LeaseTTL is how long a write lease lasts (default 1 min).
+	LeaseTTL time.Duration
+	// DefaultCopies is the copy count of the default replication class set
+	// when the cluster is first initialised (default 3).
+	DefaultCopies int
+	// WritableVolumes is how many writable volumes per class the leader
+	// keeps open, to spread writers (default 4).
+	WritableVolumes int
+	// VolumeSizeLimit: a volume reported this large takes no new puts
+	// (default 1 GiB, the chunk server's own seal size).
+	VolumeSizeLimit int64
+	// MinFreeBytes: a chunk server with less free space gets no new volume
+	// (default 256 MiB).
+	MinFreeBytes int64
+
+	// Logger receives structured logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults, with no ID, Dir or addresses.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   300 * time.Millisecond,
+		ElectionTimeout:    300 * time.Millisecond,
+		LeaderLeaseTimeout: 150 * time.Millisecond,
+		SnapshotThreshold:  8192,
+		ServerDownAfter:    10 * time.Second,
+		HeartbeatInterval:  time.Second,
+		LeaseTTL:           time.Minute,
+		DefaultCopies:      3,
+		WritableVolumes:    4,
+		VolumeSizeLimit:    1 << 30,
+		MinFreeBytes:       256 << 20,
+	}
+}
+
+func (c *Config) withDefaults() {
+	d := DefaultConfig()
+	set := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	set(&c.HeartbeatTimeout, d.HeartbeatTimeout)
+	set(&c.ElectionTimeout, d.ElectionTimeout)
+	set(&c.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	set(&c.ServerDownAfter, d.ServerDownAfter)
+	set(&c.HeartbeatInterval, d.HeartbeatInterval)
+	set(&c.LeaseTTL, d.LeaseTTL)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = d.SnapshotThreshold
+	}
+	if c.DefaultCopies == 0 {
+		c.DefaultCopies = d.DefaultCopies
+	}
+	if c.WritableVolumes == 0 {
+		c.WritableVolumes = d.WritableVolumes
+	}
+	if c.VolumeSizeLimit == 0 {
+		c.VolumeSizeLimit = d.VolumeSizeLimit
+	}
+	if c.MinFreeBytes == 0 {
+		c.MinFreeBytes = d.MinFreeBytes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports the first invalid setting.
+func (c Config) Validate() error {
+	switch {
+	case !raisfs.ValidNodeID(c.ID):
+		return fmt.Errorf("master config: id %q: want 1-64 characters of [A-Za-z0-9._-]", c.ID)
+	case c.Dir == "":
+		return errors.New("master config: Dir is required")
+	case c.RaftAddr == "":
+		return errors.New("master config: RaftAddr is required")
+	case c.APIAddr == "":
+		return errors.New("master config: APIAddr is required")
+	case c.DefaultCopies < 0 || c.DefaultCopies > 16:
+		return fmt.Errorf("master config: DefaultCopies %d not in 1..16", c.DefaultCopies)
+	}
+	return nil
+}

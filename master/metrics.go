@@ -1,0 +1,78 @@
+package master
+
+import (
+	"net/http"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/raisfs/raisfs/raftfsm/fsmpb"
+)
+
+type metrics struct {
+	reg          *prometheus.Registry
+	applySeconds prometheus.Histogram
+	forwarded    prometheus.Counter
+	puts         prometheus.Counter
+	dedups       prometheus.Counter
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "rais", Subsystem: "master", Name: "commit_seconds",
+			Help: "Time from proposing a command to its application, on the leader.", Buckets: prometheus.ExponentialBuckets(100e-6, 2, 16),
+		}),
+		forwarded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "forwarded_total", Help: "Requests forwarded to the leader."}),
+		puts:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "puts_total", Help: "Objects committed with new bytes."}),
+		dedups:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "dedups_total", Help: "Objects committed onto an existing blob."}),
+	}
+	m.reg.MustRegister(m.applySeconds, m.forwarded, m.puts, m.dedups)
+	gauge := func(name, help string, f func() float64) {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "rais", Subsystem: "master", Name: name, Help: help}, f))
+	}
+	gauge("is_leader", "1 on the Raft leader.", func() float64 {
+		if s.raft.State() == raft.Leader {
+			return 1
+		}
+		return 0
+	})
+	gauge("applied_index", "Last Raft index applied to the state.", func() float64 { return float64(s.fsm.AppliedIndex()) })
+	gauge("objects", "Object keys.", func() float64 { return float64(s.fsm.Stats().Objects) })
+	gauge("object_bytes", "Bytes named by object keys.", func() float64 { return float64(s.fsm.Stats().Bytes) })
+	gauge("blobs", "Distinct blobs.", func() float64 { return float64(s.fsm.Stats().Blobs) })
+	for st, name := range map[fsmpb.ServerState]string{
+		fsmpb.ServerState_SERVER_ALIVE: "alive", fsmpb.ServerState_SERVER_DOWN: "down",
+		fsmpb.ServerState_SERVER_DRAINING: "draining", fsmpb.ServerState_SERVER_RETIRED: "retired",
+	} {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "rais", Subsystem: "master", Name: "chunkservers", Help: "Chunk servers by state.",
+			ConstLabels: prometheus.Labels{"state": name},
+		}, func() float64 {
+			servers, _ := s.fsm.Servers()
+			n := 0
+			for _, srv := range servers {
+				if srv.State == st {
+					n++
+				}
+			}
+			return float64(n)
+		}))
+	}
+	return m
+}
+
+func (s *Server) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if addr, _ := s.raft.LeaderWithID(); addr == "" {
+			http.Error(w, "no leader", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	return mux
+}

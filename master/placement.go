@@ -1,0 +1,256 @@
+package master
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/raisfs/raisfs"
+	"github.com/raisfs/raisfs/raftfsm/fsmpb"
+)
+
+// candidate is a chunk server that may receive a new volume.
+type candidate struct {
+	id, dc, rack string
+	free         int64
+}
+
+// place picks copies distinct servers for a new volume: spread over data
+// centers first, then racks, and within that weighted by free space.
+// It fails with raisfs.ErrNoPlacement rather than place fewer copies or
+// fewer data centers than asked (never silent under-replication).
+func place(cands []candidate, copies, minDCs int, rng *rand.Rand) ([]string, error) {
+	if len(cands) < copies {
+		return nil, fmt.Errorf("need %d chunk servers with space, have %d: %w", copies, len(cands), raisfs.ErrNoPlacement)
+	}
+	dcs := map[string]bool{}
+	for _, c := range cands {
+		dcs[c.dc] = true
+	}
+	if minDCs > 1 && len(dcs) < minDCs {
+		return nil, fmt.Errorf("need copies in %d data centers, servers with space are in %d: %w", minDCs, len(dcs), raisfs.ErrNoPlacement)
+	}
+	rest := append([]candidate(nil), cands...)
+	sort.Slice(rest, func(i, j int) bool { return rest[i].id < rest[j].id }) // determinism for a seeded rng
+	usedDC, usedRack := map[string]bool{}, map[string]bool{}
+	var out []string
+	for len(out) < copies {
+		tier := func(c candidate) int {
+			switch {
+			case !usedDC[c.dc]:
+				return 0
+			case !usedRack[c.dc+"/"+c.rack]:
+				return 1
+			}
+			return 2
+		}
+		best := 3
+		for _, c := range rest {
+			best = min(best, tier(c))
+		}
+		var pool []int
+		var total float64
+		for i, c := range rest {
+			if tier(c) == best {
+				pool = append(pool, i)
+				total += float64(c.free) + 1
+			}
+		}
+		x := rng.Float64() * total
+		pick := pool[len(pool)-1]
+		for _, i := range pool {
+			x -= float64(rest[i].free) + 1
+			if x < 0 {
+				pick = i
+				break
+			}
+		}
+		c := rest[pick]
+		out = append(out, c.id)
+		usedDC[c.dc] = true
+		usedRack[c.dc+"/"+c.rack] = true
+		rest = append(rest[:pick], rest[pick+1:]...)
+	}
+	return out, nil
+}
+
+// candidates are the alive, non-draining servers that reported enough
+// free space to this leader.
+func (s *Server) candidates(servers map[string]*fsmpb.Server) []candidate {
+	var out []candidate
+	for id, srv := range servers {
+		if srv.State != fsmpb.ServerState_SERVER_ALIVE {
+			continue
+		}
+		free, ok := s.registry.free(id)
+		if !ok || free < s.cfg.MinFreeBytes {
+			continue
+		}
+		out = append(out, candidate{id: id, dc: srv.Dc, rack: srv.Rack, free: free})
+	}
+	return out
+}
+
+// writableVolume picks a volume of class to write blob h to, creating one
+// when fewer than WritableVolumes are open.
+func (s *Server) writableVolume(ctx context.Context, class *fsmpb.ReplicationClass, h raisfs.Hash) (raisfs.VolumeID, *fsmpb.Volume, error) {
+	find := func() ([]raisfs.VolumeID, map[raisfs.VolumeID]*fsmpb.Volume, error) {
+		vols, err := s.fsm.Volumes()
+		if err != nil {
+			return nil, nil, err
+		}
+		servers, err := s.fsm.Servers()
+		if err != nil {
+			return nil, nil, err
+		}
+		var ids []raisfs.VolumeID
+	next:
+		for id, v := range vols {
+			if v.State != fsmpb.VolumeState_VOLUME_WRITABLE || v.Class != class.Name || len(v.Members) < int(class.Copies) {
+				continue
+			}
+			for _, m := range v.Members {
+				if srv, ok := servers[m]; !ok || srv.State != fsmpb.ServerState_SERVER_ALIVE {
+					continue next
+				}
+			}
+			if size, sealed := s.registry.volumeReport(uint64(id)); sealed || size >= s.cfg.VolumeSizeLimit {
+				continue
+			}
+			ids = append(ids, id)
+		}
+		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+		return ids, vols, nil
+	}
+	ids, vols, err := find()
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(ids) < s.cfg.WritableVolumes {
+		s.volMu.Lock()
+		ids, vols, err = find() // another request may have created one meanwhile
+		if err == nil && len(ids) < s.cfg.WritableVolumes {
+			var id raisfs.VolumeID
+			var cerr error
+			if id, _, cerr = s.createVolume(ctx, class); cerr == nil {
+				ids, vols, err = find()
+				_ = id
+			} else if len(ids) == 0 {
+				err = cerr
+			} else {
+				s.log.Warn("could not open another writable volume", "class", class.Name, "err", cerr)
+			}
+		}
+		s.volMu.Unlock()
+		if err != nil {
+			return 0, nil, err
+		}
+	}
+	var usable []raisfs.VolumeID
+	for _, id := range ids {
+		if !s.fsm.IsPendingDelete(h, id) {
+			usable = append(usable, id)
+		}
+	}
+	if len(usable) == 0 {
+		return 0, nil, fmt.Errorf("no writable volume for class %q: %w", class.Name, raisfs.ErrNoPlacement)
+	}
+	id := usable[rand.IntN(len(usable))]
+	return id, vols[id], nil
+}
+
+// createVolume places a new volume, creates it on its members, and makes
+// it writable. A volume whose creation fails on a member is abandoned.
+func (s *Server) createVolume(ctx context.Context, class *fsmpb.ReplicationClass) (raisfs.VolumeID, *fsmpb.Volume, error) {
+	servers, err := s.fsm.Servers()
+	if err != nil {
+		return 0, nil, err
+	}
+	members, err := place(s.candidates(servers), int(class.Copies), int(class.MinDcs), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
+	if err != nil {
+		return 0, nil, err
+	}
+	r, err := s.apply(ctx, &fsmpb.CreateVolume{Members: members, Class: class.Name})
+	if err != nil {
+		return 0, nil, err
+	}
+	id := r.VolumeID
+	token := raisfs.Lease{Op: raisfs.LeaseOpAdmin, Volume: id, Expiry: time.Now().Add(time.Minute)}.Sign(s.fsm.LeaseKey())
+	for _, m := range members {
+		if err := s.chunkCall(ctx, http.MethodPut, servers[m].Address, fmt.Sprintf("/v1/volumes/%d", id), token, http.StatusNoContent); err != nil {
+			s.log.Warn("volume creation failed on a member; abandoning the volume", "volume", id, "member", m, "err", err)
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			s.apply(actx, &fsmpb.SetVolumeState{Id: uint64(id), State: fsmpb.VolumeState_VOLUME_ABANDONED})
+			cancel()
+			return 0, nil, fmt.Errorf("create volume %d on %s: %w: %w", id, m, raisfs.ErrUnavailable, err)
+		}
+	}
+	if _, err := s.apply(ctx, &fsmpb.SetVolumeState{Id: uint64(id), State: fsmpb.VolumeState_VOLUME_WRITABLE}); err != nil {
+		return 0, nil, err
+	}
+	s.log.Info("volume created", "volume", id, "members", members, "class", class.Name)
+	vol, err := s.fsm.Volume(id)
+	return id, vol, err
+}
+
+// chunkCall makes one data-API call to a chunk server.
+func (s *Server) chunkCall(ctx context.Context, method, addr, path, token string, okCodes ...int) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set(raisfs.LeaseHeader, token)
+	resp, err := s.chunks.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	for _, c := range okCodes {
+		if resp.StatusCode == c {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %s%s: status %d (%s)", method, addr, path, resp.StatusCode, resp.Header.Get("X-Rais-Error"))
+}
+
+// gcLoop carries out queued blob deletions: a tombstone on every member,
+// then BlobGone. Members that are down are retried later.
+func (s *Server) gcLoop(ctx context.Context) {
+	for sleepCtx(ctx, time.Second) {
+		pds, err := s.fsm.PendingDeletes(256)
+		if err != nil || len(pds) == 0 {
+			continue
+		}
+		servers, _ := s.fsm.Servers()
+		for _, pd := range pds {
+			if ctx.Err() != nil {
+				return
+			}
+			done := true
+			if vol, err := s.fsm.Volume(pd.Volume); err == nil && vol.State != fsmpb.VolumeState_VOLUME_ABANDONED {
+				token := raisfs.Lease{Op: raisfs.LeaseOpDelete, Volume: pd.Volume, Hash: pd.Hash, Expiry: time.Now().Add(time.Minute)}.Sign(s.fsm.LeaseKey())
+				for _, m := range vol.Members {
+					srv, ok := servers[m]
+					if !ok || srv.State == fsmpb.ServerState_SERVER_DOWN {
+						done = false
+						continue
+					}
+					path := fmt.Sprintf("/v1/volumes/%d/blobs/%s", pd.Volume, pd.Hash)
+					if err := s.chunkCall(ctx, http.MethodDelete, srv.Address, path, token, http.StatusNoContent, http.StatusNotFound); err != nil {
+						done = false
+					}
+				}
+			}
+			if done {
+				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				s.apply(actx, &fsmpb.BlobGone{Hash: pd.Hash[:], Volume: uint64(pd.Volume)})
+				cancel()
+			}
+		}
+	}
+}

@@ -1,0 +1,147 @@
+package master
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/raisfs/raisfs"
+	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/raftfsm/fsmpb"
+)
+
+// registry is the leader's soft state about chunk servers: when each was
+// last heard from and what it reported. It is not replicated: a new leader
+// starts empty and gives every server a full ServerDownAfter to report.
+type registry struct {
+	mu      sync.Mutex
+	since   time.Time // when this leader started listening
+	servers map[string]heartbeat
+}
+
+type heartbeat struct {
+	at     time.Time
+	report *masterpb.HeartbeatRequest
+}
+
+func newRegistry() *registry { return &registry{servers: map[string]heartbeat{}} }
+
+func (r *registry) reset(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.since = now
+	r.servers = map[string]heartbeat{}
+}
+
+func (r *registry) put(id string, hb heartbeat) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.servers[id] = hb
+}
+
+func (r *registry) get(id string) (heartbeat, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	hb, ok := r.servers[id]
+	return hb, ok
+}
+
+// lastSeen is when id was last heard from, or when this leader started.
+func (r *registry) lastSeen(id string) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if hb, ok := r.servers[id]; ok {
+		return hb.at
+	}
+	return r.since
+}
+
+// volumeSize is the largest size any member reported for volume id.
+func (r *registry) volumeReport(id uint64) (size int64, sealed bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, hb := range r.servers {
+		for _, v := range hb.report.Volumes {
+			if v.Id == id {
+				size = max(size, v.SizeBytes)
+				sealed = sealed || v.Sealed || v.Failed
+			}
+		}
+	}
+	return size, sealed
+}
+
+func (r *registry) free(id string) (int64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	hb, ok := r.servers[id]
+	if !ok {
+		return 0, false
+	}
+	return hb.report.FreeBytes, true
+}
+
+// Heartbeat implements masterpb.MasterServer. Registration and address or
+// failure-domain changes are committed; capacity is soft state.
+func (s *Server) Heartbeat(ctx context.Context, req *masterpb.HeartbeatRequest) (*masterpb.HeartbeatResponse, error) {
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.Heartbeat); ok || err != nil {
+		return resp, err
+	}
+	if !raisfs.ValidNodeID(req.Id) || req.Address == "" {
+		return nil, fmt.Errorf("heartbeat: bad id or address: %w", raisfs.ErrInvalidArgument)
+	}
+	s.registry.put(req.Id, heartbeat{at: time.Now(), report: req})
+	servers, err := s.fsm.Servers()
+	if err != nil {
+		return nil, err
+	}
+	cur, known := servers[req.Id]
+	if !known || cur.Address != req.Address || cur.Dc != req.Dc || cur.Rack != req.Rack || cur.State == fsmpb.ServerState_SERVER_DOWN {
+		r, err := s.apply(ctx, &fsmpb.UpsertServer{Id: req.Id, Address: req.Address, Dc: req.Dc, Rack: req.Rack})
+		if err != nil {
+			return nil, err
+		}
+		if r.Created {
+			s.log.Info("chunk server registered", "id", req.Id, "address", req.Address, "dc", req.Dc, "rack", req.Rack)
+		} else if known && cur.State == fsmpb.ServerState_SERVER_DOWN {
+			s.log.Info("chunk server back", "id", req.Id)
+		}
+	}
+	// Volumes their members sealed (full) take no more puts.
+	vols, err := s.fsm.Volumes()
+	if err == nil {
+		for _, v := range req.Volumes {
+			if vol, ok := vols[raisfs.VolumeID(v.Id)]; ok && (v.Sealed || v.Failed) && vol.State == fsmpb.VolumeState_VOLUME_WRITABLE {
+				if _, err := s.apply(ctx, &fsmpb.SetVolumeState{Id: v.Id, State: fsmpb.VolumeState_VOLUME_SEALED}); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return &masterpb.HeartbeatResponse{LeaseKey: s.fsm.LeaseKey(), IntervalMs: s.cfg.HeartbeatInterval.Milliseconds()}, nil
+}
+
+// monitorLoop marks chunk servers that stopped reporting as down.
+func (s *Server) monitorLoop(ctx context.Context) {
+	for sleepCtx(ctx, s.cfg.HeartbeatInterval/2) {
+		servers, err := s.fsm.Servers()
+		if err != nil {
+			continue
+		}
+		now := time.Now()
+		for id, srv := range servers {
+			if srv.State != fsmpb.ServerState_SERVER_ALIVE && srv.State != fsmpb.ServerState_SERVER_DRAINING {
+				continue
+			}
+			if silent := now.Sub(s.registry.lastSeen(id)); silent > s.cfg.ServerDownAfter && srv.State == fsmpb.ServerState_SERVER_ALIVE {
+				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err := s.apply(actx, &fsmpb.SetServerState{Id: id, State: fsmpb.ServerState_SERVER_DOWN})
+				cancel()
+				if err == nil {
+					s.log.Warn("chunk server down: no heartbeat", "id", id, "silent", silent.Round(time.Millisecond))
+				}
+			}
+		}
+	}
+}

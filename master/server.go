@@ -1,0 +1,508 @@
+package master
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc"
+
+	"github.com/raisfs/raisfs"
+	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/raftfsm"
+	"github.com/raisfs/raisfs/raftfsm/fsmpb"
+)
+
+// Server is one master: a Raft member hosting the replicated state, and
+// the gRPC API in front of it. Any master answers any request; followers
+// forward writes (and linearizable reads) to the leader.
+type Server struct {
+	masterpb.UnimplementedMasterServer
+
+	cfg Config
+	log *slog.Logger
+
+	fsm       *raftfsm.FSM
+	logStore  *raftboltdb.BoltStore
+	snaps     raft.SnapshotStore
+	transport *raft.NetworkTransport
+	raft      *raft.Raft
+
+	grpc    *grpc.Server
+	apiLn   net.Listener
+	httpSrv *http.Server
+	httpLn  net.Listener
+	peers   *peerConns   // gRPC connections to other masters, for forwarding
+	chunks  *http.Client // to chunk servers (volume creation, deletes)
+	metrics *metrics
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // background loops
+
+	ready    atomic.Bool // leader, and its first barrier is applied: reads may be served
+	registry *registry   // soft state of chunk servers, on the leader
+	volMu    sync.Mutex  // serialises volume creation on the leader
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the master's stores, starts Raft and the API. It does not
+// bootstrap a cluster: call Bootstrap with the initial members on a fresh
+// cluster (a no-op when state exists), or AddMaster from a running one.
+func New(cfg Config) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.withDefaults()
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("master dir: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger.With("node", cfg.ID),
+		ctx:      ctx,
+		cancel:   cancel,
+		peers:    newPeerConns(),
+		chunks:   &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
+		registry: newRegistry(),
+	}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if s.fsm, err = raftfsm.Open(filepath.Join(cfg.Dir, "state.db"), s.log); err != nil {
+		return nil, err
+	}
+	hlog := newHCLogger(s.log.With("subsystem", "raft"))
+	if s.logStore, err = raftboltdb.New(raftboltdb.Options{
+		Path: filepath.Join(cfg.Dir, "raft.db"), BoltOptions: &bolt.Options{Timeout: time.Second},
+	}); err != nil {
+		return nil, fmt.Errorf("open raft log %s: %w", filepath.Join(cfg.Dir, "raft.db"), err)
+	}
+	if s.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog); err != nil {
+		return nil, fmt.Errorf("open snapshots: %w", err)
+	}
+	if s.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, nil, 5, 10*time.Second, hlog); err != nil {
+		return nil, fmt.Errorf("raft transport %s: %w", cfg.RaftAddr, err)
+	}
+	rc, err := s.raftConfig(hlog)
+	if err != nil {
+		return nil, err
+	}
+	logs, err := raft.NewLogCache(4096, s.logStore)
+	if err != nil {
+		return nil, err
+	}
+	if s.raft, err = raft.NewRaft(rc, fsmAdapter{s.fsm}, logs, s.logStore, s.snaps, s.transport); err != nil {
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	s.metrics = newMetrics(s)
+
+	if s.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
+		return nil, fmt.Errorf("listen api %s: %w", cfg.APIAddr, err)
+	}
+	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(s.unaryInterceptor))
+	masterpb.RegisterMasterServer(s.grpc, s)
+	s.goLoop("grpc", func(ctx context.Context) {
+		if err := s.grpc.Serve(s.apiLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.log.Error("grpc serve", "err", err)
+		}
+	})
+	if cfg.HTTPAddr != "" {
+		if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err)
+		}
+		s.httpSrv = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		s.goLoop("http", func(ctx context.Context) {
+			if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("http serve", "err", err)
+			}
+		})
+	}
+	s.goLoop("leadership", s.leadershipLoop)
+	s.goLoop("announce", s.announceLoop)
+	s.log.Info("master started", "raft", s.RaftAddr(), "api", s.APIAddr())
+	return s, nil
+}
+
+// raftConfig builds raft.Config from raft's defaults, overriding only what
+// RAIS-FS sets.
+func (s *Server) raftConfig(hlog hclog.Logger) (*raft.Config, error) {
+	c := raft.DefaultConfig()
+	c.LocalID = raft.ServerID(s.cfg.ID)
+	c.Logger = hlog
+	c.HeartbeatTimeout = s.cfg.HeartbeatTimeout
+	c.ElectionTimeout = s.cfg.ElectionTimeout
+	c.LeaderLeaseTimeout = s.cfg.LeaderLeaseTimeout
+	c.SnapshotThreshold = s.cfg.SnapshotThreshold
+	c.SnapshotInterval = 30 * time.Second
+	c.TrailingLogs = 10240
+	c.BatchApplyCh = true
+	c.MaxAppendEntries = 512
+	// The state machine's file is durable with its applied index (see
+	// raftfsm.FSM.Apply), so restoring the last snapshot at start would
+	// only throw newer state away and replay it. Skip it, unless the
+	// state file is behind the newest snapshot (lost or replaced): then
+	// the snapshot must be restored.
+	metas, err := s.snaps.List()
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	c.NoSnapshotRestoreOnStart = len(metas) == 0 || s.fsm.AppliedIndex() >= metas[0].Index
+	if !c.NoSnapshotRestoreOnStart {
+		s.log.Warn("state file is behind the newest snapshot; restoring it", "applied", s.fsm.AppliedIndex(), "snapshot", metas[0].Index)
+	}
+	if err := raft.ValidateConfig(c); err != nil {
+		return nil, fmt.Errorf("raft config: %w", err)
+	}
+	return c, nil
+}
+
+// Bootstrap forms a new cluster from peers (which must include this
+// master). On a master that already has state it does nothing, so every
+// initial master can be started with the same peer list every time.
+func (s *Server) Bootstrap(peers []Peer) error {
+	has, err := raft.HasExistingState(s.logStore, s.logStore, s.snaps)
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if has {
+		return nil
+	}
+	var conf raft.Configuration
+	self := false
+	for _, p := range peers {
+		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
+		self = self || p.ID == s.cfg.ID
+	}
+	if !self {
+		return fmt.Errorf("bootstrap: peers %v do not include this master (%s)", peers, s.cfg.ID)
+	}
+	if err := s.raft.BootstrapCluster(conf).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	return nil
+}
+
+// RaftAddr is the Raft transport's address.
+func (s *Server) RaftAddr() string { return string(s.transport.LocalAddr()) }
+
+// APIAddr is the gRPC API's address.
+func (s *Server) APIAddr() string { return s.apiLn.Addr().String() }
+
+// HTTPAddr is the metrics address, or "" if none.
+func (s *Server) HTTPAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
+// ID is this master's id.
+func (s *Server) ID() string { return s.cfg.ID }
+
+// IsLeader reports whether this master is the Raft leader.
+func (s *Server) IsLeader() bool { return s.raft != nil && s.raft.State() == raft.Leader }
+
+// FSM exposes the state machine for reads (tests, tools).
+func (s *Server) FSM() *raftfsm.FSM { return s.fsm }
+
+// goLoop runs fn in a goroutine owned by the server: Close cancels ctx and
+// waits for it.
+func (s *Server) goLoop(name string, fn func(ctx context.Context)) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn(s.ctx)
+	}()
+}
+
+// Close shuts the master down in order: stop client traffic, hand off
+// leadership, stop background loops, shut Raft down, close the transport,
+// close the stores last. It is idempotent.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Server) close() error {
+	var errs []error
+	if s.grpc != nil {
+		stopped := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			s.grpc.Stop()
+		}
+	}
+	if s.httpSrv != nil {
+		s.httpSrv.Close()
+	}
+	if s.raft != nil && s.raft.State() == raft.Leader {
+		if err := s.raft.LeadershipTransfer().Error(); err != nil {
+			s.log.Info("leadership transfer on shutdown", "err", err)
+		}
+	}
+	s.cancel()
+	s.wg.Wait()
+	if s.raft != nil {
+		if err := s.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+		}
+	}
+	if s.transport != nil {
+		s.transport.Close()
+	}
+	s.peers.close()
+	if s.logStore != nil {
+		if err := s.logStore.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.fsm != nil {
+		if err := s.fsm.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// leadershipLoop starts the leader's duties when this master wins an
+// election and stops them when it loses.
+func (s *Server) leadershipLoop(ctx context.Context) {
+	type duty struct {
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	var cur *duty
+	stop := func() {
+		s.ready.Store(false)
+		if cur != nil {
+			cur.cancel()
+			<-cur.done
+			cur = nil
+		}
+	}
+	defer stop()
+	ch := s.raft.LeaderCh()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case leader := <-ch:
+			stop()
+			if !leader {
+				s.log.Info("lost leadership")
+				continue
+			}
+			s.log.Info("became leader")
+			dctx, cancel := context.WithCancel(ctx)
+			cur = &duty{cancel: cancel, done: make(chan struct{})}
+			go func(d *duty) {
+				defer close(d.done)
+				s.leaderDuties(dctx)
+			}(cur)
+		}
+	}
+}
+
+// leaderDuties runs while this master leads.
+func (s *Server) leaderDuties(ctx context.Context) {
+	// Reads are linearizable only once everything committed by earlier
+	// leaders is applied here.
+	for ctx.Err() == nil {
+		if err := s.raft.Barrier(5 * time.Second).Error(); err == nil {
+			break
+		}
+		if !sleepCtx(ctx, 50*time.Millisecond) {
+			return
+		}
+	}
+	s.registry.reset(time.Now())
+	if err := s.initCluster(ctx); err != nil {
+		s.log.Warn("initialise cluster", "err", err)
+	}
+	s.ready.Store(true)
+	var wg sync.WaitGroup
+	for _, loop := range []func(context.Context){s.monitorLoop, s.gcLoop} {
+		wg.Add(1)
+		go func() { defer wg.Done(); loop(ctx) }()
+	}
+	wg.Wait()
+}
+
+// initCluster commits what a new cluster needs once (the lease key and the
+// default class) and this master's API address.
+func (s *Server) initCluster(ctx context.Context) error {
+	if s.fsm.LeaseKey() == nil {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return err
+		}
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		copies := uint32(s.cfg.DefaultCopies)
+		quorum := copies // durable on every copy before a put is acknowledged
+		if _, err := s.apply(actx, &fsmpb.InitCluster{LeaseKey: key, DefaultClass: &fsmpb.ReplicationClass{
+			Name: raftfsm.DefaultClass, Copies: copies, WriteQuorum: quorum,
+		}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// announceLoop makes sure this master's API address is in the replicated
+// state, so others can forward to it and status can list it.
+func (s *Server) announceLoop(ctx context.Context) {
+	for {
+		ms, err := s.fsm.Masters()
+		if err == nil && ms[s.cfg.ID] == s.APIAddr() {
+			if !sleepCtx(ctx, 5*time.Second) {
+				return
+			}
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err = s.applyAnywhere(actx, &fsmpb.SetMaster{Id: s.cfg.ID, ApiAddress: s.APIAddr()})
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			s.log.Debug("announce api address", "err", err)
+		}
+		if !sleepCtx(ctx, 200*time.Millisecond) {
+			return
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// apply proposes op through Raft on this master (which must lead) and
+// waits for it to be applied, or for ctx. It returns the FSM's domain
+// rejection, raisfs.ErrNotLeader (did not commit) or
+// raisfs.ErrOutcomeUnknown (may have committed).
+func (s *Server) apply(ctx context.Context, op any) (raftfsm.Result, error) {
+	data, err := raftfsm.Encode(time.Now().UnixNano(), op)
+	if err != nil {
+		return raftfsm.Result{}, err
+	}
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	if timeout <= 0 {
+		return raftfsm.Result{}, fmt.Errorf("apply: %w", context.DeadlineExceeded)
+	}
+	start := time.Now()
+	f := s.raft.Apply(data, timeout)
+	done := make(chan struct{})
+	go func() { f.Error(); close(done) }() // ends when raft answers (commit, loss, shutdown)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return raftfsm.Result{}, fmt.Errorf("apply: %w: %w", raisfs.ErrOutcomeUnknown, ctx.Err())
+	}
+	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrRaftShutdown):
+			return raftfsm.Result{}, fmt.Errorf("apply: %w: %w", raisfs.ErrNotLeader, err)
+		default:
+			return raftfsm.Result{}, fmt.Errorf("apply: %w: %w", raisfs.ErrOutcomeUnknown, err)
+		}
+	}
+	s.metrics.applySeconds.Observe(time.Since(start).Seconds())
+	r, ok := f.Response().(raftfsm.Result)
+	if !ok {
+		return raftfsm.Result{}, fmt.Errorf("apply: unexpected response %T", f.Response())
+	}
+	return r, r.Err
+}
+
+// readBarrier makes a read on the leader linearizable: leadership is
+// confirmed with a quorum after the read began, and the state machine has
+// applied everything committed before it.
+func (s *Server) readBarrier(ctx context.Context) error {
+	for !s.ready.Load() {
+		if s.raft.State() != raft.Leader {
+			return fmt.Errorf("read: %w", raisfs.ErrNotLeader)
+		}
+		if !sleepCtx(ctx, 5*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+	idx := s.raft.CommitIndex()
+	f := s.raft.VerifyLeader()
+	done := make(chan struct{})
+	go func() { f.Error(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("read: %w: %w", raisfs.ErrNotLeader, err)
+	}
+	for s.fsm.AppliedIndex() < idx {
+		if !sleepCtx(ctx, time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// hclog bridge: raft logs through slog.
+
+type hcWriter struct{ log *slog.Logger }
+
+func (w hcWriter) Write(p []byte) (int, error) {
+	line := string(bytes.TrimSpace(p))
+	switch {
+	case strings.Contains(line, "[ERROR]"):
+		w.log.Error(line)
+	case strings.Contains(line, "[WARN]"):
+		w.log.Warn(line)
+	case strings.Contains(line, "[DEBUG]"), strings.Contains(line, "[TRACE]"):
+		w.log.Debug(line)
+	default:
+		w.log.Info(line)
+	}
+	return len(p), nil
+}
+
+func newHCLogger(l *slog.Logger) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name: "raft", Level: hclog.Info, Output: hcWriter{l}, DisableTime: true,
+	})
+}
+
+var _ io.Writer = hcWriter{}
