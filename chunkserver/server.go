@@ -148,6 +148,7 @@ var errorTable = []struct {
 	{raisfs.ErrExists, http.StatusConflict, "exists"},
 	{raisfs.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
 	{raisfs.ErrPermissionDenied, http.StatusForbidden, "permission_denied"},
+	{raisfs.ErrLeaseExpired, http.StatusForbidden, "lease_expired"},
 }
 
 // ErrorHeader carries the stable error code of a failed request.

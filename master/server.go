@@ -343,6 +343,21 @@ func (s *Server) leaderDuties(ctx context.Context) {
 	if err := s.initCluster(ctx); err != nil {
 		s.log.Warn("initialise cluster", "err", err)
 	}
+	// Commit one command of this term. Raft's own entries (the no-op of a
+	// new term, barriers) never reach the state machine, so until a
+	// command of this term is applied the state machine's index can trail
+	// the commit index and readBarrier would wait for nothing.
+	for ctx.Err() == nil {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := s.apply(actx, &fsmpb.SetMaster{Id: s.cfg.ID, ApiAddress: s.APIAddr()})
+		cancel()
+		if err == nil {
+			break
+		}
+		if s.raft.State() != raft.Leader || !sleepCtx(ctx, 50*time.Millisecond) {
+			return
+		}
+	}
 	s.ready.Store(true)
 	var wg sync.WaitGroup
 	for _, loop := range []func(context.Context){s.monitorLoop, s.gcLoop} {
@@ -506,3 +521,21 @@ func newHCLogger(l *slog.Logger) hclog.Logger {
 }
 
 var _ io.Writer = hcWriter{}
+
+// kill stops the master as abruptly as the process allows short of
+// exiting: no graceful gRPC drain, no leadership transfer. For tests.
+func (s *Server) kill() {
+	s.closeOnce.Do(func() {
+		s.grpc.Stop()
+		if s.httpSrv != nil {
+			s.httpSrv.Close()
+		}
+		s.transport.Close() // peers see the connection drop at once
+		s.cancel()
+		s.wg.Wait()
+		s.raft.Shutdown().Error()
+		s.peers.close()
+		s.logStore.Close()
+		s.fsm.Close()
+	})
+}

@@ -1,0 +1,328 @@
+package master
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/zeebo/blake3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/raisfs/raisfs"
+	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/raftfsm/fsmpb"
+)
+
+func masterAddrs(c *testCluster) []string {
+	var out []string
+	for _, s := range c.masters {
+		if s != nil {
+			out = append(out, s.APIAddr())
+		}
+	}
+	return out
+}
+
+// waitServers waits until n chunk servers are registered, alive and have
+// reported capacity to the leader.
+func waitServers(t *testing.T, c *testCluster, n int) {
+	t.Helper()
+	testPoll(t, 10*time.Second, fmt.Sprintf("%d chunk servers", n), func() bool {
+		l := c.waitLeader()
+		servers, _ := l.fsm.Servers()
+		alive := 0
+		for id, s := range servers {
+			if _, ok := l.registry.get(id); ok && s.State == fsmpb.ServerState_SERVER_ALIVE {
+				alive++
+			}
+		}
+		return alive >= n && l.fsm.LeaseKey() != nil
+	})
+}
+
+func TestCluster_PutLookupDeleteThroughAnyMaster(t *testing.T) {
+	c := mustCluster(t, 3, nil)
+	for i := range 3 {
+		startChunkServer(t, fmt.Sprintf("cs%d", i+1), "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c))
+	}
+	waitServers(t, c, 3)
+	// Every request goes to a follower: it must forward.
+	f := client(t, c.follower().APIAddr())
+	body := []byte("Subject: hello\r\n\r\nworld\r\n")
+	if err := put(t, f, "user1/inbox/1", body); err != nil {
+		t.Fatalf("put = %v", err)
+	}
+	got, err := get(t, f, "user1/inbox/1")
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("get = %q, %v", got, err)
+	}
+	// Retry is idempotent; other content under the same key conflicts.
+	if err := put(t, f, "user1/inbox/1", body); err != nil {
+		t.Fatalf("retried put = %v", err)
+	}
+	if err := put(t, f, "user1/inbox/1", []byte("other")); status.Code(errors.Unwrap(err)) != codes.AlreadyExists {
+		t.Fatalf("conflicting put = %v, want AlreadyExists", err)
+	}
+	// Dedup: the same message for another mailbox moves no bytes.
+	h := blake3.Sum256(body)
+	bp, err := f.BeginPut(ctxT(t), &masterpb.BeginPutRequest{Key: []byte("user2/inbox/1"), Hash: h[:], Size: int64(len(body))})
+	if err != nil || !bp.Stored {
+		t.Fatalf("dedup BeginPut = %v, %v; want stored", bp, err)
+	}
+	l := c.waitLeader()
+	if b, _ := l.fsm.Blob(h[:]); b.Refs != 2 {
+		t.Fatalf("refs after dedup = %d", b.Refs)
+	}
+	ls, err := f.List(ctxT(t), &masterpb.ListRequest{Prefix: []byte("user")})
+	if err != nil || len(ls.Entries) != 2 {
+		t.Fatalf("list = %v, %v", ls, err)
+	}
+	// Deleting both keys frees the blob; GC tombstones it on every replica.
+	lr, _ := f.Lookup(ctxT(t), &masterpb.LookupRequest{Key: []byte("user1/inbox/1")})
+	for _, k := range []string{"user1/inbox/1", "user2/inbox/1"} {
+		if _, err := f.Delete(ctxT(t), &masterpb.DeleteRequest{Key: []byte(k)}); err != nil {
+			t.Fatalf("delete %s = %v", k, err)
+		}
+	}
+	if _, err := f.Lookup(ctxT(t), &masterpb.LookupRequest{Key: []byte("user1/inbox/1")}); status.Code(err) != codes.NotFound {
+		t.Fatalf("lookup after delete = %v", err)
+	}
+	testPoll(t, 10*time.Second, "the blob to be deleted from its replicas", func() bool {
+		pd, _ := c.waitLeader().fsm.PendingDeletes(10)
+		return len(pd) == 0
+	})
+	for _, r := range lr.Replicas {
+		if code, _ := httpGet(t, fmt.Sprintf("http://%s/v1/volumes/%d/blobs/%x", r.Address, lr.Volume, lr.Hash)); code != 404 {
+			t.Fatalf("replica %s still serves the deleted blob: %d", r.Id, code)
+		}
+	}
+}
+
+func TestCluster_ChunkServersNeedALease(t *testing.T) {
+	c := mustCluster(t, 3, nil)
+	var css []*testChunkServer
+	for i := range 3 {
+		css = append(css, startChunkServer(t, fmt.Sprintf("cs%d", i+1), "dc1", "r1", masterAddrs(c)))
+	}
+	waitServers(t, c, 3)
+	m := client(t, c.masters[0].APIAddr())
+	if err := put(t, m, "k", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	lr, _ := m.Lookup(ctxT(t), &masterpb.LookupRequest{Key: []byte("k")})
+	body := []byte("sneaky")
+	h := blake3.Sum256(body)
+	for _, tok := range []string{"", "123.abc", raisfs.Lease{Op: raisfs.LeaseOpPut, Volume: raisfs.VolumeID(lr.Volume), Hash: h, Expiry: time.Now().Add(time.Minute)}.Sign([]byte("not the cluster key, 32 bytes!!"))} {
+		code := httpPut(t, fmt.Sprintf("http://%s/v1/volumes/%d/blobs/%x", css[0].addr, lr.Volume, h), body, tok)
+		if code != 403 {
+			t.Fatalf("put with token %q = %d, want 403", tok, code)
+		}
+	}
+}
+
+func TestCluster_NoPlacementIsAnError(t *testing.T) {
+	c := mustCluster(t, 3, nil) // default class: 3 copies
+	startChunkServer(t, "cs1", "dc1", "r1", masterAddrs(c))
+	startChunkServer(t, "cs2", "dc1", "r2", masterAddrs(c))
+	waitServers(t, c, 2)
+	err := put(t, client(t, c.masters[0].APIAddr()), "k", []byte("x"))
+	if status.Code(errors.Unwrap(err)) != codes.ResourceExhausted {
+		t.Fatalf("put with too few servers = %v, want ResourceExhausted (no placement)", err)
+	}
+}
+
+func TestCluster_LeaderCrashLosesNothing(t *testing.T) {
+	c := mustCluster(t, 3, nil)
+	for i := range 3 {
+		startChunkServer(t, fmt.Sprintf("cs%d", i+1), "dc1", "r1", masterAddrs(c))
+	}
+	waitServers(t, c, 3)
+	want := map[string][]byte{}
+	for i := range 20 {
+		k, b := fmt.Sprintf("k%d", i), []byte(fmt.Sprintf("message %d", i))
+		if err := put(t, client(t, c.masters[i%3].APIAddr()), k, b); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = b
+	}
+	old := c.waitLeader()
+	c.stop(c.index(old), true)
+	start := time.Now()
+	l := c.waitLeader()
+	t.Logf("new leader %s after %s", l.ID(), time.Since(start))
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("election took %s", time.Since(start))
+	}
+	m := client(t, l.APIAddr())
+	for k, b := range want {
+		got, err := get(t, m, k)
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("%s after leader crash: %q, %v", k, got, err)
+		}
+	}
+	if err := put(t, client(t, c.follower().APIAddr()), "after", []byte("new leader")); err != nil {
+		t.Fatalf("put after failover = %v", err)
+	}
+}
+
+func TestCluster_MinorityCannotCommit(t *testing.T) {
+	c := mustCluster(t, 3, nil)
+	l := c.waitLeader()
+	f := c.follower()
+	fi := c.index(f)
+	for i := range c.masters {
+		if i != fi {
+			c.stop(i, true)
+		}
+	}
+	_ = l
+	ctx := ctxT(t)
+	_, err := f.apply(ctx, &fsmpb.SetMaster{Id: "x", ApiAddress: "y"})
+	if !errors.Is(err, raisfs.ErrNotLeader) && !errors.Is(err, raisfs.ErrOutcomeUnknown) {
+		t.Fatalf("apply on a lone master = %v, want not leader", err)
+	}
+	if f.IsLeader() {
+		t.Fatal("a lone master of three became leader")
+	}
+	// A linearizable read fails (with a timeout) rather than serve stale.
+	_, err = client(t, f.APIAddr()).Lookup(ctxShort(t), &masterpb.LookupRequest{Key: []byte("k")})
+	if err == nil {
+		t.Fatal("a minority master answered a linearizable read")
+	}
+}
+
+func TestCluster_RestartCatchesUpAndKeepsState(t *testing.T) {
+	c := mustCluster(t, 3, func(cfg *Config) { cfg.SnapshotThreshold = 32 })
+	f := c.follower()
+	fi := c.index(f)
+	c.stop(fi, false)
+	l := c.waitLeader()
+	// Enough entries that the leader snapshots and compacts its log: the
+	// restarted follower may need the snapshot.
+	for i := range 200 {
+		if _, err := l.apply(ctxT(t), &fsmpb.UpsertServer{Id: fmt.Sprintf("cs%d", i), Address: "a:1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.raft.Snapshot().Error()
+	r := c.restart(fi)
+	testPoll(t, 10*time.Second, "the restarted master to catch up", func() bool {
+		return r.fsm.AppliedIndex() >= l.fsm.AppliedIndex()
+	})
+	want, _ := l.fsm.Dump()
+	got, _ := r.fsm.Dump()
+	if stripAppliedDump(got) != stripAppliedDump(want) {
+		t.Fatal("restarted master's state differs from the leader's")
+	}
+	// Whole cluster restart: everything is still there.
+	for i := range c.masters {
+		c.stop(i, false)
+	}
+	for i := range c.masters {
+		c.restart(i)
+	}
+	l = c.waitLeader()
+	servers, _ := l.fsm.Servers()
+	if len(servers) != 200 {
+		t.Fatalf("after full restart: %d servers, want 200", len(servers))
+	}
+}
+
+func TestCluster_AddAndRemoveMaster(t *testing.T) {
+	c := mustCluster(t, 3, nil)
+	cfg := testMasterConfig(t, "m4", t.TempDir())
+	m4, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m4.Close()
+	f := client(t, c.follower().APIAddr())
+	if _, err := f.AddMaster(ctxT(t), &masterpb.AddMasterRequest{Id: "m4", RaftAddress: m4.RaftAddr(), ApiAddress: m4.APIAddr()}); err != nil {
+		t.Fatalf("AddMaster = %v", err)
+	}
+	l := c.waitLeader()
+	if _, err := l.apply(ctxT(t), &fsmpb.SetMaster{Id: "probe", ApiAddress: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	testPoll(t, 10*time.Second, "m4 to catch up", func() bool { return m4.fsm.AppliedIndex() >= l.fsm.AppliedIndex() })
+	st, err := client(t, m4.APIAddr()).Status(ctxT(t), &masterpb.StatusRequest{})
+	if err != nil || len(st.Masters) != 4 {
+		t.Fatalf("status after add = %v, %v", st, err)
+	}
+	if _, err := f.RemoveMaster(ctxT(t), &masterpb.RemoveMasterRequest{Id: "m4"}); err != nil {
+		t.Fatalf("RemoveMaster = %v", err)
+	}
+	st, err = f.Status(ctxT(t), &masterpb.StatusRequest{})
+	if err != nil || len(st.Masters) != 3 {
+		t.Fatalf("status after remove = %v, %v", st, err)
+	}
+	if _, err := f.RemoveMaster(ctxT(t), &masterpb.RemoveMasterRequest{Id: "nosuch"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("RemoveMaster(unknown) = %v", err)
+	}
+}
+
+func TestCluster_ChunkServerGoesDownAndComesBack(t *testing.T) {
+	c := mustCluster(t, 3, nil)
+	var css []*testChunkServer
+	for i := range 3 {
+		css = append(css, startChunkServer(t, fmt.Sprintf("cs%d", i+1), "dc1", "r1", masterAddrs(c)))
+	}
+	waitServers(t, c, 3)
+	m := client(t, c.masters[0].APIAddr())
+	css[2].close()
+	testPoll(t, 10*time.Second, "cs3 to be marked down", func() bool {
+		st, err := m.Status(ctxT(t), &masterpb.StatusRequest{})
+		if err != nil {
+			return false
+		}
+		for _, s := range st.Chunkservers {
+			if s.Id == "cs3" {
+				return s.State == "down"
+			}
+		}
+		return false
+	})
+	// With one of three down, a 3-copy put cannot be placed: a clear error.
+	if err := put(t, m, "k", []byte("x")); status.Code(errors.Unwrap(err)) != codes.ResourceExhausted {
+		t.Fatalf("put with a server down = %v", err)
+	}
+	startChunkServer(t, "cs3", "dc1", "r1", masterAddrs(c))
+	waitServers(t, c, 3)
+	if err := put(t, m, "k", []byte("x")); err != nil {
+		t.Fatalf("put after it came back = %v", err)
+	}
+}
+
+func TestCluster_BadRequests(t *testing.T) {
+	c := mustCluster(t, 3, nil)
+	m := client(t, c.masters[0].APIAddr())
+	h := blake3.Sum256([]byte("x"))
+	for name, req := range map[string]*masterpb.BeginPutRequest{
+		"empty key":    {Key: nil, Hash: h[:], Size: 1},
+		"oversize key": {Key: bytes.Repeat([]byte("k"), 1025), Hash: h[:], Size: 1},
+		"short hash":   {Key: []byte("k"), Hash: []byte("x"), Size: 1},
+		"negative":     {Key: []byte("k"), Hash: h[:], Size: -1},
+	} {
+		if _, err := m.BeginPut(ctxT(t), req); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: BeginPut = %v, want InvalidArgument", name, err)
+		}
+	}
+	if _, err := m.BeginPut(ctxT(t), &masterpb.BeginPutRequest{Key: []byte("k"), Hash: h[:], Size: 1, Class: "nosuch"}); status.Code(err) != codes.NotFound {
+		t.Errorf("unknown class: %v", err)
+	}
+	if _, err := m.CommitPut(ctxT(t), &masterpb.CommitPutRequest{Key: []byte("k"), Hash: h[:], Size: 1, Volume: 1, Lease: "1.forged", LeaseExpiryUnixNano: 1}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("forged lease: %v", err)
+	}
+	if _, err := m.Lookup(ctxT(t), &masterpb.LookupRequest{Key: []byte("nosuch")}); status.Code(err) != codes.NotFound {
+		t.Errorf("lookup unknown: %v", err)
+	}
+	if _, err := m.Delete(ctxT(t), &masterpb.DeleteRequest{Key: []byte("nosuch")}); status.Code(err) != codes.NotFound {
+		t.Errorf("delete unknown: %v", err)
+	}
+	if _, err := m.Heartbeat(ctxT(t), &masterpb.HeartbeatRequest{Id: "../x", Address: "a"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("bad heartbeat: %v", err)
+	}
+}
