@@ -27,6 +27,10 @@ func runChunkServer(ctx context.Context, args []string, stdout, stderr io.Writer
 	highWater := fl.Float64("high-water", def.HighWater, "fraction of a data dir's filesystem in use past which new blobs are refused")
 	minFree := fl.Int64("min-free", def.MinFreeBytes, "bytes always kept free on each data dir's filesystem")
 	batchWait := fl.Duration("max-batch-wait", def.MaxBatchWait, "longest the group committer waits to gather writers before an fsync")
+	masters := fl.String("masters", "", "masters' API addresses, comma separated; empty runs stand-alone (writes need no lease)")
+	advertise := fl.String("advertise", "", "HOST:PORT that masters and clients use to reach this server (default: the listening address)")
+	dc := fl.String("dc", "", "data center this server is in, for placement across failure domains")
+	rack := fl.String("rack", "", "rack this server is in, for placement across failure domains")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	shutdownWait := fl.Duration("shutdown-timeout", 30*time.Second, "how long a graceful shutdown waits for requests in flight")
 	fl.Usage = func() {
@@ -81,8 +85,29 @@ func runChunkServer(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *addr, err)
 	}
+	var auth chunkserver.Authorizer
+	hbDone := make(chan struct{})
+	close(hbDone)
+	if *masters != "" {
+		addr := *advertise
+		if addr == "" {
+			addr = ln.Addr().String()
+		}
+		hb, err := chunkserver.NewHeartbeater(chunkserver.HeartbeatConfig{
+			ID: raisfs.NodeID(*id), Address: addr, DC: *dc, Rack: *rack,
+			Masters: strings.Split(*masters, ","), Logger: logger,
+		}, store)
+		if err != nil {
+			return err
+		}
+		auth = hb
+		hbDone = make(chan struct{})
+		hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
+		defer func() { stopHB(); <-hbDone }()
+		go func() { defer close(hbDone); hb.Run(hbCtx) }()
+	}
 	srv := &http.Server{
-		Handler:           chunkserver.NewServer(raisfs.NodeID(*id), store, nil, logger),
+		Handler:           chunkserver.NewServer(raisfs.NodeID(*id), store, auth, logger),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}

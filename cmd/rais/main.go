@@ -1,9 +1,8 @@
 // Command rais runs the RAIS-FS servers.
 //
-//	rais chunkserver --id ID --dir DIR[,DIR2...] --addr HOST:PORT
+//	rais master --id ID --dir DIR --raft-addr H:P --api-addr H:P --peers ID=H:P,...
+//	rais chunkserver --id ID --dir DIR[,DIR2...] --addr HOST:PORT [--masters H:P,...]
 //	rais hash [FILE]
-//
-// Later milestones add `rais master` and `rais dev` here.
 package main
 
 import (
@@ -22,6 +21,7 @@ import (
 const usage = `usage: rais <command> [flags]
 
 commands:
+  master        run a master of the metadata Raft group (rais master --help)
   chunkserver   run a chunk server (rais chunkserver --help for flags)
   hash          print the BLAKE3-256 content hash of a file or stdin, as blobs are named
 
@@ -42,6 +42,8 @@ func main() {
 	switch os.Args[1] {
 	case "chunkserver":
 		err = runChunkServer(ctx, os.Args[2:], os.Stdout, os.Stderr)
+	case "master":
+		err = runMaster(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "hash":
 		err = runHash(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":

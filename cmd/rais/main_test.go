@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -49,46 +48,8 @@ type proc struct {
 
 func startChunkServer(t *testing.T, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(raisBinary(t), append([]string{"chunkserver"}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, stderr: &stderr, done: make(chan error, 1)}
-	lines := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "RAIS_CHUNKSERVER="); ok {
-				lines <- a
-			}
-		}
-		io.Copy(io.Discard, stdout)
-		close(lines)
-	}()
-	go func() { p.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		select { // reap it, without failing a test that already ended
-		case err := <-p.done:
-			p.done <- err
-		case <-time.After(10 * time.Second):
-		}
-	})
-	select {
-	case a, ok := <-lines:
-		if !ok {
-			t.Fatalf("chunk server exited before listening: %s", stderr.String())
-		}
-		p.addr = a
-	case <-time.After(30 * time.Second):
-		t.Fatalf("chunk server did not start: %s", stderr.String())
-	}
+	p, addr := startProc(t, "RAIS_CHUNKSERVER=", append([]string{"chunkserver"}, args...)...)
+	p.addr = addr
 	return p
 }
 
