@@ -326,3 +326,29 @@ func TestCluster_BadRequests(t *testing.T) {
 		t.Errorf("bad heartbeat: %v", err)
 	}
 }
+
+// Full and draining servers get no new volumes.
+func TestCluster_FullAndDrainingServersGetNoVolumes(t *testing.T) {
+	c := mustCluster(t, 3, func(cfg *Config) { cfg.DefaultCopies = 2; cfg.MinFreeBytes = 1 << 50 })
+	startChunkServer(t, "cs1", "dc1", "r1", masterAddrs(c))
+	startChunkServer(t, "cs2", "dc1", "r2", masterAddrs(c))
+	waitServers(t, c, 2)
+	m := client(t, c.masters[0].APIAddr())
+	// Every server reports less free space than MinFreeBytes: all full.
+	if err := put(t, m, "k", []byte("x")); status.Code(errors.Unwrap(err)) != codes.ResourceExhausted {
+		t.Fatalf("put with every server full = %v", err)
+	}
+	l := c.waitLeader()
+	servers, _ := l.fsm.Servers()
+	if cands := l.candidates(servers); len(cands) != 0 {
+		t.Fatalf("full servers are candidates: %v", cands)
+	}
+	l.cfg.MinFreeBytes = 1
+	if _, err := l.apply(ctxT(t), &fsmpb.SetServerState{Id: "cs2", State: fsmpb.ServerState_SERVER_DRAINING}); err != nil {
+		t.Fatal(err)
+	}
+	servers, _ = l.fsm.Servers()
+	if cands := l.candidates(servers); len(cands) != 1 || cands[0].id != "cs1" {
+		t.Fatalf("candidates with cs2 draining = %v", cands)
+	}
+}

@@ -95,7 +95,7 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	hlog := newHCLogger(s.log.With("subsystem", "raft"))
 	if s.logStore, err = raftboltdb.New(raftboltdb.Options{
-		Path: filepath.Join(cfg.Dir, "raft.db"), BoltOptions: &bolt.Options{Timeout: time.Second},
+		Path: filepath.Join(cfg.Dir, "raft.db"), BoltOptions: &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType},
 	}); err != nil {
 		return nil, fmt.Errorf("open raft log %s: %w", filepath.Join(cfg.Dir, "raft.db"), err)
 	}

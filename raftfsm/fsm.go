@@ -64,6 +64,9 @@ var (
 
 const schemaVersion = 1
 
+// initialMmapSize: see openDB.
+const initialMmapSize = 8 << 30
+
 // Entry is one committed Raft log entry handed to Apply. Data nil marks an
 // entry that carries no command (a configuration change): it only moves
 // the applied index.
@@ -120,7 +123,16 @@ func Open(path string, logger *slog.Logger) (*FSM, error) {
 }
 
 func openDB(path string) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	// The freelist is rebuilt at open instead of written at every commit:
+	// fewer pages per commit, and a commit per Raft batch is the hot path.
+	// A large initial mmap keeps a write from having to remap the file
+	// while a snapshot's long read transaction is open: bbolt makes the
+	// remap wait for every reader, which would stall Apply for the whole
+	// snapshot. It reserves address space, not memory.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
+		InitialMmapSize: initialMmapSize,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
@@ -163,6 +175,24 @@ func getU64(b []byte) uint64 {
 	return binary.BigEndian.Uint64(b)
 }
 
+// deltas accumulates counter changes over one Apply batch; they are
+// written once per batch instead of once per entry.
+type deltas struct{ objects, bytes, blobs, blobBytes int64 }
+
+func (d deltas) flush(m *bolt.Bucket) error {
+	for _, c := range []struct {
+		key []byte
+		v   int64
+	}{{keyObjects, d.objects}, {keyBytes, d.bytes}, {keyBlobs, d.blobs}, {keyBlobBytes, d.blobBytes}} {
+		if c.v != 0 {
+			if err := addI64(m, c.key, c.v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func addI64(m *bolt.Bucket, key []byte, d int64) error {
 	return m.Put(key, u64(uint64(int64(getU64(m.Get(key)))+d)))
 }
@@ -198,6 +228,7 @@ func (f *FSM) Apply(entries []Entry) []Result {
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		m := tx.Bucket(bucketMeta)
 		applied := getU64(m.Get(keyApplied))
+		var d deltas
 		for i, e := range entries {
 			if e.Index != 0 && e.Index <= applied {
 				results[i] = Result{Skipped: true}
@@ -214,7 +245,7 @@ func (f *FSM) Apply(entries []Entry) []Result {
 			if cmd.Version == 0 || cmd.Version > CommandVersion {
 				panic(fmt.Sprintf("raftfsm: entry %d has encoding version %d; this build applies up to %d", e.Index, cmd.Version, CommandVersion))
 			}
-			r, err := applyCommand(tx, &cmd)
+			r, err := applyCommand(tx, &d, &cmd)
 			if err != nil {
 				return fmt.Errorf("entry %d: %w", e.Index, err)
 			}
@@ -222,6 +253,9 @@ func (f *FSM) Apply(entries []Entry) []Result {
 			if e.Index > applied {
 				applied = e.Index
 			}
+		}
+		if err := d.flush(m); err != nil {
+			return err
 		}
 		return m.Put(keyApplied, u64(applied))
 	})
@@ -237,13 +271,13 @@ func reject(err error) (Result, error) { return Result{Err: err}, nil }
 // applyCommand applies one command. A non-nil error is a storage failure
 // (fatal); rejections come back in Result.Err, and a rejected command has
 // written nothing: every handler validates before it writes.
-func applyCommand(tx *bolt.Tx, cmd *fsmpb.Command) (Result, error) {
+func applyCommand(tx *bolt.Tx, d *deltas, cmd *fsmpb.Command) (Result, error) {
 	now := cmd.NowUnixNano
 	switch op := cmd.Op.(type) {
 	case *fsmpb.Command_PutObject:
-		return applyPut(tx, op.PutObject, now)
+		return applyPut(tx, d, op.PutObject, now)
 	case *fsmpb.Command_DeleteObject:
-		return applyDelete(tx, op.DeleteObject)
+		return applyDelete(tx, d, op.DeleteObject)
 	case *fsmpb.Command_CreateVolume:
 		return applyCreateVolume(tx, op.CreateVolume, now)
 	case *fsmpb.Command_SetVolumeState:
@@ -309,7 +343,7 @@ func pendingKey(hash []byte, vol uint64) []byte {
 	return append(k, u64(vol)...)
 }
 
-func applyPut(tx *bolt.Tx, p *fsmpb.PutObject, now int64) (Result, error) {
+func applyPut(tx *bolt.Tx, d *deltas, p *fsmpb.PutObject, now int64) (Result, error) {
 	if err := ValidateKey(p.Key); err != nil {
 		return reject(err)
 	}
@@ -354,13 +388,8 @@ func applyPut(tx *bolt.Tx, p *fsmpb.PutObject, now int64) (Result, error) {
 			return reject(ErrBlobBeingDeleted)
 		}
 		blob = fsmpb.Blob{Volume: p.Volume, Size: p.Size, Refs: 1}
-		m := tx.Bucket(bucketMeta)
-		if err := addI64(m, keyBlobs, 1); err != nil {
-			return Result{}, err
-		}
-		if err := addI64(m, keyBlobBytes, p.Size); err != nil {
-			return Result{}, err
-		}
+		d.blobs++
+		d.blobBytes += p.Size
 	}
 	if err := putProto(blobs, p.Hash, &blob); err != nil {
 		return Result{}, err
@@ -373,11 +402,9 @@ func applyPut(tx *bolt.Tx, p *fsmpb.PutObject, now int64) (Result, error) {
 	if err := putProto(objects, p.Key, obj); err != nil {
 		return Result{}, err
 	}
-	m := tx.Bucket(bucketMeta)
-	if err := addI64(m, keyObjects, 1); err != nil {
-		return Result{}, err
-	}
-	return Result{Created: true}, addI64(m, keyBytes, p.Size)
+	d.objects++
+	d.bytes += p.Size
+	return Result{Created: true}, nil
 }
 
 func truncKey(k []byte) string {
@@ -387,33 +414,28 @@ func truncKey(k []byte) string {
 	return string(k)
 }
 
-func applyDelete(tx *bolt.Tx, d *fsmpb.DeleteObject) (Result, error) {
-	if err := ValidateKey(d.Key); err != nil {
+func applyDelete(tx *bolt.Tx, d *deltas, del *fsmpb.DeleteObject) (Result, error) {
+	if err := ValidateKey(del.Key); err != nil {
 		return reject(err)
 	}
 	objects, blobs := tx.Bucket(bucketObjects), tx.Bucket(bucketBlobs)
 	var obj fsmpb.Object
-	if ok, err := getProto(objects, d.Key, &obj); err != nil {
+	if ok, err := getProto(objects, del.Key, &obj); err != nil {
 		return Result{}, err
 	} else if !ok {
-		return reject(fmt.Errorf("key %q: %w", truncKey(d.Key), raisfs.ErrNotFound))
+		return reject(fmt.Errorf("key %q: %w", truncKey(del.Key), raisfs.ErrNotFound))
 	}
 	var blob fsmpb.Blob
 	if ok, err := getProto(blobs, obj.Hash, &blob); err != nil {
 		return Result{}, err
 	} else if !ok {
-		return Result{}, fmt.Errorf("object %q names blob %x, which is missing", truncKey(d.Key), obj.Hash)
+		return Result{}, fmt.Errorf("object %q names blob %x, which is missing", truncKey(del.Key), obj.Hash)
 	}
-	if err := objects.Delete(d.Key); err != nil {
+	if err := objects.Delete(del.Key); err != nil {
 		return Result{}, err
 	}
-	m := tx.Bucket(bucketMeta)
-	if err := addI64(m, keyObjects, -1); err != nil {
-		return Result{}, err
-	}
-	if err := addI64(m, keyBytes, -obj.Size); err != nil {
-		return Result{}, err
-	}
+	d.objects--
+	d.bytes -= obj.Size
 	if blob.Refs > 1 {
 		blob.Refs--
 		return Result{}, putProto(blobs, obj.Hash, &blob)
@@ -423,12 +445,8 @@ func applyDelete(tx *bolt.Tx, d *fsmpb.DeleteObject) (Result, error) {
 	if err := blobs.Delete(obj.Hash); err != nil {
 		return Result{}, err
 	}
-	if err := addI64(m, keyBlobs, -1); err != nil {
-		return Result{}, err
-	}
-	if err := addI64(m, keyBlobBytes, -blob.Size); err != nil {
-		return Result{}, err
-	}
+	d.blobs--
+	d.blobBytes -= blob.Size
 	return Result{}, tx.Bucket(bucketPending).Put(pendingKey(obj.Hash, blob.Volume), nil)
 }
 
