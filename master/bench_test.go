@@ -22,7 +22,7 @@ import (
 // loopback, raft-boltdb as log store and the bbolt state machine, all in
 // this process.
 
-func benchCluster(b *testing.B) (*testCluster, *Server) {
+func benchCluster(b *testing.B, logStore string) (*testCluster, *Server) {
 	c := &testCluster{}
 	for i := range 3 {
 		cfg := DefaultConfig()
@@ -30,6 +30,7 @@ func benchCluster(b *testing.B) (*testCluster, *Server) {
 		cfg.Dir = b.TempDir()
 		cfg.RaftAddr, cfg.APIAddr = "127.0.0.1:0", "127.0.0.1:0"
 		cfg.Logger = testLogger(b).With("master", cfg.ID)
+		cfg.LogStore = logStore
 		s, err := New(cfg)
 		if err != nil {
 			b.Fatal(err)
@@ -113,21 +114,25 @@ func runParallel(b *testing.B, conc int, op func(i uint64) error) {
 }
 
 // BenchmarkCommit: 64 concurrent committers of ~100-byte commands on the
-// leader.
+// leader, with each Raft log store.
 func BenchmarkCommit(b *testing.B) {
-	_, leader := benchCluster(b)
-	base := uint64(time.Now().UnixNano())
-	runParallel(b, 64, func(i uint64) error {
-		_, err := leader.apply(context.Background(), putOp(base+i))
-		return err
-	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
+	for _, store := range []string{"boltdb", "wal"} {
+		b.Run("log="+store, func(b *testing.B) {
+			_, leader := benchCluster(b, store)
+			base := uint64(time.Now().UnixNano())
+			runParallel(b, 64, func(i uint64) error {
+				_, err := leader.apply(context.Background(), putOp(base+i))
+				return err
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
+		})
+	}
 }
 
 // BenchmarkLinearizableLookup: 64 concurrent linearizable look-ups of
 // existing keys on the leader (read barrier + bbolt read).
 func BenchmarkLinearizableLookup(b *testing.B) {
-	_, leader := benchCluster(b)
+	_, leader := benchCluster(b, "boltdb")
 	const keys = 10000
 	var wg sync.WaitGroup
 	for w := range 64 {
@@ -151,7 +156,7 @@ func BenchmarkLeaderFailover(b *testing.B) {
 	var total time.Duration
 	for range b.N {
 		b.StopTimer()
-		c, leader := benchCluster(b)
+		c, leader := benchCluster(b, "boltdb")
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		for w := range 16 { // background load

@@ -29,6 +29,11 @@ type Config struct {
 	APIAddr string
 	// HTTPAddr, if set, serves /metrics and /healthz.
 	HTTPAddr string
+	// LogStore is the Raft log store: "boltdb" (raft-boltdb v2, the
+	// default) or "wal" (hashicorp/raft-wal: segment files, faster; see
+	// ARCHITECTURE.md, "Performance"). Fixed for the life of a master's
+	// directory.
+	LogStore string
 
 	// Raft timing. The defaults are tuned for a LAN: a dead leader is
 	// replaced in about a second.
@@ -123,6 +128,8 @@ func (c Config) Validate() error {
 		return errors.New("master config: RaftAddr is required")
 	case c.APIAddr == "":
 		return errors.New("master config: APIAddr is required")
+	case c.LogStore != "" && c.LogStore != "boltdb" && c.LogStore != "wal":
+		return fmt.Errorf("master config: LogStore %q: want boltdb or wal", c.LogStore)
 	case c.DefaultCopies < 0 || c.DefaultCopies > 16:
 		return fmt.Errorf("master config: DefaultCopies %d not in 1..16", c.DefaultCopies)
 	}

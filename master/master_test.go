@@ -195,7 +195,13 @@ func TestCluster_MinorityCannotCommit(t *testing.T) {
 }
 
 func TestCluster_RestartCatchesUpAndKeepsState(t *testing.T) {
-	c := mustCluster(t, 3, func(cfg *Config) { cfg.SnapshotThreshold = 32 })
+	for _, store := range []string{"boltdb", "wal"} {
+		t.Run("log="+store, func(t *testing.T) { testRestart(t, store) })
+	}
+}
+
+func testRestart(t *testing.T, logStore string) {
+	c := mustCluster(t, 3, func(cfg *Config) { cfg.SnapshotThreshold = 32; cfg.LogStore = logStore })
 	f := c.follower()
 	fi := c.index(f)
 	c.stop(fi, false)

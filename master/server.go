@@ -20,6 +20,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 
@@ -39,7 +41,7 @@ type Server struct {
 	log *slog.Logger
 
 	fsm       *raftfsm.FSM
-	logStore  *raftboltdb.BoltStore
+	logStore  logStore
 	snaps     raft.SnapshotStore
 	transport *raft.NetworkTransport
 	raft      *raft.Raft
@@ -94,10 +96,8 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	hlog := newHCLogger(s.log.With("subsystem", "raft"))
-	if s.logStore, err = raftboltdb.New(raftboltdb.Options{
-		Path: filepath.Join(cfg.Dir, "raft.db"), BoltOptions: &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType},
-	}); err != nil {
-		return nil, fmt.Errorf("open raft log %s: %w", filepath.Join(cfg.Dir, "raft.db"), err)
+	if s.logStore, err = openLogStore(cfg, hlog); err != nil {
+		return nil, err
 	}
 	if s.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog); err != nil {
 		return nil, fmt.Errorf("open snapshots: %w", err)
@@ -176,6 +176,66 @@ func (s *Server) raftConfig(hlog hclog.Logger) (*raft.Config, error) {
 		return nil, fmt.Errorf("raft config: %w", err)
 	}
 	return c, nil
+}
+
+// logStore is a Raft log and stable store that can be closed.
+type logStore interface {
+	raft.LogStore
+	raft.StableStore
+	Close() error
+}
+
+// walStore closes raft-wal's metadata database too, which WAL.Close
+// leaves open (a restart in the same process would block on its lock).
+type walStore struct {
+	*wal.WAL
+	meta *metadb.BoltMetaDB
+}
+
+func (w walStore) Close() error {
+	err := w.WAL.Close()
+	if merr := w.meta.Close(); err == nil {
+		err = merr
+	}
+	return err
+}
+
+// openLogStore opens the configured Raft log store. A directory keeps the
+// kind it was created with: switching needs a fresh directory (or adding
+// a new master and removing the old one).
+func openLogStore(cfg Config, hlog hclog.Logger) (logStore, error) {
+	boltPath, walDir := filepath.Join(cfg.Dir, "raft.db"), filepath.Join(cfg.Dir, "wal")
+	_, boltErr := os.Stat(boltPath)
+	_, walErr := os.Stat(walDir)
+	kind := cfg.LogStore
+	if kind == "" {
+		kind = "boltdb"
+	}
+	switch {
+	case kind == "wal" && boltErr == nil:
+		return nil, fmt.Errorf("raft log store: %s holds a boltdb log (raft.db); it cannot switch to wal", cfg.Dir)
+	case kind == "boltdb" && walErr == nil:
+		return nil, fmt.Errorf("raft log store: %s holds a wal log; start with --log-store wal", cfg.Dir)
+	}
+	if kind == "wal" {
+		if err := os.MkdirAll(walDir, 0o755); err != nil {
+			return nil, fmt.Errorf("raft log store: %w", err)
+		}
+		meta := &metadb.BoltMetaDB{}
+		w, err := wal.Open(walDir, wal.WithLogger(hlog), wal.WithMetaStore(meta))
+		if err != nil {
+			meta.Close()
+			return nil, fmt.Errorf("open raft wal %s: %w", walDir, err)
+		}
+		return walStore{w, meta}, nil
+	}
+	b, err := raftboltdb.New(raftboltdb.Options{
+		Path: boltPath, BoltOptions: &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open raft log %s: %w", boltPath, err)
+	}
+	return b, nil
 }
 
 // Bootstrap forms a new cluster from peers (which must include this

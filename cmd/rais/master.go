@@ -41,6 +41,7 @@ func runMaster(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	peers := fl.String("peers", "", "the initial masters as ID=RAFT-HOST:PORT,...; used once, to form a new cluster (include this master)")
 	copies := fl.Int("copies", def.DefaultCopies, "copies of each message in the default replication class, set when the cluster is first formed")
 	downAfter := fl.Duration("server-down-after", def.ServerDownAfter, "a chunk server silent this long is marked down")
+	logStore := fl.String("log-store", "boltdb", "Raft log store: boltdb (raft-boltdb) or wal (raft-wal, faster commits); fixed once the dir exists")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	fl.Usage = func() {
 		fmt.Fprintf(stderr, "usage: rais master --id ID --dir DIR --raft-addr H:P --api-addr H:P --peers ID=H:P,... [flags]\n\n"+
@@ -77,7 +78,7 @@ func runMaster(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	cfg := master.Config{
 		ID: *id, Dir: *dir, RaftAddr: *raftAddr, APIAddr: *apiAddr, HTTPAddr: *httpAddr,
-		DefaultCopies: *copies, ServerDownAfter: *downAfter, Logger: logger,
+		DefaultCopies: *copies, ServerDownAfter: *downAfter, LogStore: *logStore, Logger: logger,
 	}
 	s, err := master.New(cfg)
 	if err != nil {
