@@ -63,7 +63,9 @@ func benchScale(b *testing.B, n int) {
 	}
 	apply(&fsmpb.UpsertServer{Id: "cs1", Address: "a:1"})
 	apply(&fsmpb.CreateVolume{Members: []string{"cs1"}})
-	key := func(i int) []byte { return []byte(fmt.Sprintf("user%06d/INBOX/%016x", i%100_000, uint64(i)*0x9e3779b97f4a7c15)) }
+	key := func(i int) []byte {
+		return []byte(fmt.Sprintf("user%06d/INBOX/%016x", i%100_000, uint64(i)*0x9e3779b97f4a7c15))
+	}
 	b.ResetTimer()
 	start := time.Now()
 	const batch = 2048
