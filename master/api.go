@@ -17,6 +17,7 @@ import (
 
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/internal/rpcerr"
 	"github.com/raisfs/raisfs/raftfsm"
 	"github.com/raisfs/raisfs/raftfsm/fsmpb"
 )
@@ -34,7 +35,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 		defer cancel()
 	}
 	resp, err := handler(ctx, req)
-	return resp, toStatus(err)
+	return resp, rpcerr.ToStatus(err)
 }
 
 // peerConns caches gRPC client connections to other masters.

@@ -1,4 +1,7 @@
-package master
+// Package rpcerr is the one translation table between RAIS-FS's sentinel
+// errors and gRPC statuses, shared by the masters (which encode) and the
+// client SDK (which decodes), so both ends agree without matching text.
+package rpcerr
 
 import (
 	"context"
@@ -12,9 +15,7 @@ import (
 	"github.com/raisfs/raisfs/api/masterpb"
 )
 
-// errorTable is the one translation table of the gRPC boundary: domain
-// error → gRPC code and the reason the client maps back to the sentinel.
-var errorTable = []struct {
+var table = []struct {
 	err    error
 	code   codes.Code
 	reason string
@@ -31,10 +32,10 @@ var errorTable = []struct {
 	{raisfs.ErrUnavailable, codes.Unavailable, masterpb.ReasonUnavailable},
 }
 
-// toStatus converts an error for the wire. Context errors pass as their
-// own codes; errors already carrying a status (from a forwarded call) are
-// passed through unchanged.
-func toStatus(err error) error {
+// ToStatus converts an error for the wire. Context errors become their
+// own codes; an error that already carries a status (a forwarded call's)
+// passes through unchanged; anything unknown is Internal.
+func ToStatus(err error) error {
 	if err == nil {
 		return nil
 	}
@@ -47,7 +48,7 @@ func toStatus(err error) error {
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	}
-	for _, e := range errorTable {
+	for _, e := range table {
 		if errors.Is(err, e.err) {
 			st := status.New(e.code, err.Error())
 			if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: e.reason, Domain: masterpb.ErrorDomain}); derr == nil {
@@ -59,18 +60,19 @@ func toStatus(err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
-// fromStatus maps a gRPC error back to the domain sentinel (used for
-// forwarded calls, whose errors come back as statuses).
-func fromStatus(err error) error {
+// FromStatus maps a gRPC error back to its sentinel: the result wraps the
+// sentinel (errors.Is works) and still carries the status. Errors without
+// a RAIS-FS reason come back unchanged.
+func FromStatus(err error) error {
 	st, ok := status.FromError(err)
-	if !ok {
+	if !ok || err == nil {
 		return err
 	}
 	for _, d := range st.Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == masterpb.ErrorDomain {
-			for _, e := range errorTable {
+			for _, e := range table {
 				if e.reason == info.Reason {
-					return &wireError{msg: st.Message(), sentinel: e.err, st: err}
+					return &Error{msg: st.Message(), sentinel: e.err, status: st}
 				}
 			}
 		}
@@ -78,12 +80,17 @@ func fromStatus(err error) error {
 	return err
 }
 
-type wireError struct {
+// Error is a decoded wire error.
+type Error struct {
 	msg      string
 	sentinel error
-	st       error
+	status   *status.Status
 }
 
-func (e *wireError) Error() string              { return e.msg }
-func (e *wireError) Unwrap() []error            { return []error{e.sentinel} }
-func (e *wireError) GRPCStatus() *status.Status { s, _ := status.FromError(e.st); return s }
+func (e *Error) Error() string { return e.msg }
+
+// Unwrap returns the sentinel.
+func (e *Error) Unwrap() error { return e.sentinel }
+
+// GRPCStatus returns the original status, so the error can be forwarded.
+func (e *Error) GRPCStatus() *status.Status { return e.status }

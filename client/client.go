@@ -1,0 +1,198 @@
+// Package client is the RAIS-FS SDK: store, read and delete immutable
+// objects (mail messages) by key. It asks the masters where an object
+// lives or goes, then streams bytes straight to and from the chunk
+// servers, failing over between masters and between replicas.
+//
+// Every method takes a context and honours its deadline; a call whose
+// context has none gets Config.Timeout. Errors wrap the raisfs sentinels
+// (aliased here), for errors.Is:
+//
+//	obj, err := c.Put(ctx, "alice/INBOX/1234", msg, nil)
+//	r, err := c.Get(ctx, "alice/INBOX/1234")
+//	if errors.Is(err, client.ErrNotFound) { ... }
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/raisfs/raisfs"
+	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/internal/rpcerr"
+)
+
+// Errors callers test with errors.Is. They are the raisfs sentinels.
+var (
+	ErrNotFound        = raisfs.ErrNotFound
+	ErrConflict        = raisfs.ErrConflict
+	ErrNoPlacement     = raisfs.ErrNoPlacement
+	ErrUnavailable     = raisfs.ErrUnavailable
+	ErrInvalidArgument = raisfs.ErrInvalidArgument
+	ErrCorrupt         = raisfs.ErrCorrupt
+)
+
+// Config configures a Client.
+type Config struct {
+	// Masters are the masters' API addresses (HOST:PORT); any one is
+	// enough, more give failover. Required.
+	Masters []string
+	// Timeout bounds a call whose context has no deadline (default 30 s).
+	Timeout time.Duration
+	// SpoolThreshold: bodies up to this size are held in memory while
+	// they are hashed and sent; larger ones in a temp file (default 4 MiB).
+	SpoolThreshold int64
+	// SpoolDir is where large bodies are spooled ("" is os.TempDir()).
+	SpoolDir string
+	// VerifyThreshold: objects up to this size are read whole and checked
+	// against their hash before Get returns, failing over to another
+	// replica on a mismatch; larger ones stream and are checked at the end
+	// (default 8 MiB).
+	VerifyThreshold int64
+	// HTTPClient talks to the chunk servers (default: a pooled client).
+	HTTPClient *http.Client
+	// Logger receives structured logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Client is safe for concurrent use. Close releases its connections.
+type Client struct {
+	cfg     Config
+	log     *slog.Logger
+	http    *http.Client
+	conns   []*grpc.ClientConn
+	masters []masterpb.MasterClient
+	next    atomic.Uint32 // master to try first
+
+	closeOnce sync.Once
+}
+
+// New returns a client for the cluster whose masters are cfg.Masters. It
+// does not contact them until the first call.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	if len(cfg.Masters) == 0 {
+		return nil, fmt.Errorf("client: no masters: %w", ErrInvalidArgument)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.SpoolThreshold <= 0 {
+		cfg.SpoolThreshold = 4 << 20
+	}
+	if cfg.VerifyThreshold <= 0 {
+		cfg.VerifyThreshold = 8 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger, http: cfg.HTTPClient}
+	if c.http == nil {
+		c.http = &http.Client{Transport: &http.Transport{
+			MaxIdleConnsPerHost: 64,
+			WriteBufferSize:     128 << 10, // a small message and its headers in one write
+			ReadBufferSize:      64 << 10,
+		}}
+	}
+	for _, addr := range cfg.Masters {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("client: master %s: %w", addr, err)
+		}
+		c.conns = append(c.conns, conn)
+		c.masters = append(c.masters, masterpb.NewMasterClient(conn))
+	}
+	c.next.Store(rand.Uint32N(uint32(len(c.masters))))
+	return c, nil
+}
+
+// Close releases the client's connections. It is idempotent.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		for _, conn := range c.conns {
+			conn.Close()
+		}
+		c.http.CloseIdleConnections()
+	})
+	return nil
+}
+
+func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, c.cfg.Timeout)
+}
+
+// retryable reports whether a master call may succeed on another master
+// or a little later: no leader yet, a master down, a leader change.
+func retryable(err error) bool {
+	if errors.Is(err, raisfs.ErrNotLeader) || errors.Is(err, raisfs.ErrUnavailable) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Aborted:
+		return true
+	}
+	return false
+}
+
+// call runs fn against the masters, moving to the next master and backing
+// off while errors are retryable, until ctx ends. Errors come back as
+// raisfs sentinels.
+func (c *Client) call(ctx context.Context, what string, fn func(context.Context, masterpb.MasterClient) error) error {
+	backoff := 10 * time.Millisecond
+	var last error
+	for attempt := 0; ; attempt++ {
+		i := int(c.next.Load()) % len(c.masters)
+		// Each attempt gets a slice of the remaining time, so one master
+		// that hangs cannot use it all.
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout(ctx))
+		err := rpcerr.FromStatus(fn(actx, c.masters[i]))
+		cancel()
+		if err == nil {
+			return nil
+		}
+		last = err
+		if ctx.Err() != nil {
+			break
+		}
+		if !retryable(err) && status.Code(err) != codes.DeadlineExceeded {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		c.next.CompareAndSwap(uint32(i), uint32(i+1))
+		t := time.NewTimer(backoff + rand.N(backoff))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+	return fmt.Errorf("%s: masters %v unreachable or without a leader (%w): %w: %w", what, c.cfg.Masters, last, ErrUnavailable, ctx.Err())
+}
+
+// attemptTimeout is the share of ctx's remaining time one master attempt
+// may use: at least 2 s (an election), at most half of what is left.
+func attemptTimeout(ctx context.Context) time.Duration {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return 5 * time.Second
+	}
+	left := time.Until(dl)
+	return max(min(left, 2*time.Second), left/2)
+}

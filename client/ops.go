@@ -1,0 +1,514 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/zeebo/blake3"
+
+	"github.com/raisfs/raisfs"
+	"github.com/raisfs/raisfs/api/masterpb"
+)
+
+// Object describes a stored object.
+type Object struct {
+	Key     string
+	Hash    raisfs.Hash
+	Size    int64
+	Class   string
+	Created time.Time
+	// Deduped is set by Put when the content was already stored (under
+	// this or another key) and no bytes were sent.
+	Deduped bool
+}
+
+// PutOptions are optional settings of Put.
+type PutOptions struct {
+	// Class is the replication class ("" for the cluster's default).
+	Class string
+}
+
+// body is a spooled request body that can be read any number of times.
+type body struct {
+	mem  []byte
+	file *os.File
+	size int64
+	hash raisfs.Hash
+}
+
+func (b *body) reader() io.Reader {
+	if b.file != nil {
+		return io.NewSectionReader(b.file, 0, b.size)
+	}
+	return bytes.NewReader(b.mem)
+}
+
+func (b *body) close() {
+	if b.file != nil {
+		b.file.Close()
+		os.Remove(b.file.Name())
+	}
+}
+
+// spool reads r to the end, hashing it, into memory or a temp file.
+func (c *Client) spool(ctx context.Context, r io.Reader) (*body, error) {
+	h := blake3.New()
+	b := &body{}
+	var buf bytes.Buffer
+	n, err := io.Copy(io.MultiWriter(&buf, h), io.LimitReader(r, c.cfg.SpoolThreshold+1))
+	if err != nil {
+		return nil, fmt.Errorf("read body: %w", err)
+	}
+	b.size = n
+	if n <= c.cfg.SpoolThreshold {
+		b.mem = buf.Bytes()
+	} else {
+		f, err := os.CreateTemp(c.cfg.SpoolDir, "rais-put-*")
+		if err != nil {
+			return nil, fmt.Errorf("spool body: %w", err)
+		}
+		b.file = f
+		if _, err := f.Write(buf.Bytes()); err != nil {
+			b.close()
+			return nil, fmt.Errorf("spool body: %w", err)
+		}
+		m, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, r})
+		if err != nil {
+			b.close()
+			return nil, fmt.Errorf("read body: %w", err)
+		}
+		b.size += m
+	}
+	h.Sum(b.hash[:0])
+	return b, nil
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func validKey(key string) error {
+	if len(key) == 0 || len(key) > 1024 {
+		return fmt.Errorf("key of %d bytes: want 1..1024: %w", len(key), ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Put stores the bytes read from r under key, and returns once they are
+// durable on the class's write quorum of chunk servers and the key is
+// committed by the masters. Putting the same content under the same key
+// again succeeds (retries are safe); other content under an existing key
+// is ErrConflict: objects are immutable.
+func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts *PutOptions) (Object, error) {
+	if err := validKey(key); err != nil {
+		return Object{}, err
+	}
+	if opts == nil {
+		opts = &PutOptions{}
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	b, err := c.spool(ctx, r)
+	if err != nil {
+		return Object{}, fmt.Errorf("put %q: %w", key, err)
+	}
+	defer b.close()
+	obj := Object{Key: key, Hash: b.hash, Size: b.size, Class: opts.Class}
+
+	var lastErr error
+	for attempt := 0; attempt < 5 && ctx.Err() == nil; attempt++ {
+		var bp *masterpb.BeginPutResponse
+		err := c.call(ctx, "put "+key, func(ctx context.Context, m masterpb.MasterClient) (err error) {
+			bp, err = m.BeginPut(ctx, &masterpb.BeginPutRequest{Key: []byte(key), Hash: b.hash[:], Size: b.size, Class: opts.Class})
+			return err
+		})
+		if err != nil {
+			return Object{}, err
+		}
+		if bp.Stored {
+			obj.Deduped = true
+			return obj, nil
+		}
+		if err := c.upload(ctx, b, bp); err != nil {
+			lastErr = err
+			c.log.Warn("upload failed; asking for another placement", "key", key, "err", err)
+			continue
+		}
+		for {
+			err = c.call(ctx, "commit "+key, func(ctx context.Context, m masterpb.MasterClient) error {
+				_, err := m.CommitPut(ctx, &masterpb.CommitPutRequest{
+					Key: []byte(key), Hash: b.hash[:], Size: b.size, Class: opts.Class,
+					Volume: bp.Volume, Lease: bp.Lease, LeaseExpiryUnixNano: bp.LeaseExpiryUnixNano,
+				})
+				return err
+			})
+			// "Maybe committed": commits are idempotent, so ask again.
+			if !errors.Is(err, raisfs.ErrOutcomeUnknown) || ctx.Err() != nil {
+				break
+			}
+		}
+		switch {
+		case err == nil:
+			return obj, nil
+		case errors.Is(err, raisfs.ErrLeaseExpired):
+			lastErr = err
+			continue // the bytes are garbage now; start over
+		default:
+			return Object{}, err
+		}
+	}
+	if lastErr == nil {
+		lastErr = ctx.Err()
+	}
+	return Object{}, fmt.Errorf("put %q: %w", key, lastErr)
+}
+
+// upload sends the body to every replica at once and waits until the
+// write quorum has it durably (all of them, by default).
+func (c *Client) upload(ctx context.Context, b *body, bp *masterpb.BeginPutResponse) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(bp.Replicas))
+	for i, r := range bp.Replicas {
+		wg.Go(func() {
+			errs[i] = c.putReplica(ctx, r, bp, b)
+		})
+	}
+	wg.Wait()
+	ok := 0
+	var failed []string
+	for i, err := range errs {
+		if err == nil {
+			ok++
+		} else {
+			failed = append(failed, fmt.Sprintf("%s: %v", bp.Replicas[i].Id, err))
+		}
+	}
+	if uint32(ok) < max(bp.WriteQuorum, 1) {
+		return fmt.Errorf("volume %d: %d of %d replicas stored the blob, %d needed (%s): %w",
+			bp.Volume, ok, len(bp.Replicas), bp.WriteQuorum, strings.Join(failed, "; "), ErrUnavailable)
+	}
+	return nil
+}
+
+func (c *Client) putReplica(ctx context.Context, r *masterpb.Replica, bp *masterpb.BeginPutResponse, b *body) error {
+	url := fmt.Sprintf("http://%s/v1/volumes/%d/blobs/%s", r.Address, bp.Volume, b.hash)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, b.reader())
+	if err != nil {
+		return err
+	}
+	req.ContentLength = b.size
+	req.Header.Set(raisfs.LeaseHeader, bp.Lease)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d (%s)", resp.StatusCode, resp.Header.Get("X-Rais-Error"))
+	}
+	return nil
+}
+
+// lookup asks the masters where key lives.
+func (c *Client) lookup(ctx context.Context, key string) (*masterpb.LookupResponse, error) {
+	if err := validKey(key); err != nil {
+		return nil, err
+	}
+	var lr *masterpb.LookupResponse
+	err := c.call(ctx, "lookup "+key, func(ctx context.Context, m masterpb.MasterClient) (err error) {
+		lr, err = m.Lookup(ctx, &masterpb.LookupRequest{Key: []byte(key)})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(lr.Hash) != raisfs.HashSize {
+		return nil, fmt.Errorf("lookup %q: master returned a bad hash", key)
+	}
+	return lr, nil
+}
+
+func objectFrom(key string, lr *masterpb.LookupResponse) Object {
+	o := Object{Key: key, Size: lr.Size, Class: lr.Class, Created: time.Unix(0, lr.CreatedUnixNano)}
+	copy(o.Hash[:], lr.Hash)
+	return o
+}
+
+// Stat returns what the masters know of key, without reading its bytes.
+func (c *Client) Stat(ctx context.Context, key string) (Object, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	lr, err := c.lookup(ctx, key)
+	if err != nil {
+		return Object{}, err
+	}
+	return objectFrom(key, lr), nil
+}
+
+// Delete removes key. The bytes are freed once no other key names the
+// same content. Deleting a key that does not exist is ErrNotFound.
+func (c *Client) Delete(ctx context.Context, key string) error {
+	if err := validKey(key); err != nil {
+		return err
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	return c.call(ctx, "delete "+key, func(ctx context.Context, m masterpb.MasterClient) error {
+		_, err := m.Delete(ctx, &masterpb.DeleteRequest{Key: []byte(key)})
+		return err
+	})
+}
+
+// Page is one page of List.
+type Page struct {
+	Objects []Object
+	// Next is the 'after' argument for the next page; "" on the last.
+	Next string
+}
+
+// List returns up to limit objects (1..10000; 0 means 1000) whose keys
+// start with prefix and sort after 'after', in key order.
+func (c *Client) List(ctx context.Context, prefix, after string, limit int) (Page, error) {
+	if limit < 0 || limit > 10000 {
+		return Page{}, fmt.Errorf("list limit %d: %w", limit, ErrInvalidArgument)
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	var lr *masterpb.ListResponse
+	err := c.call(ctx, "list", func(ctx context.Context, m masterpb.MasterClient) (err error) {
+		lr, err = m.List(ctx, &masterpb.ListRequest{Prefix: []byte(prefix), After: []byte(after), Limit: uint32(limit)})
+		return err
+	})
+	if err != nil {
+		return Page{}, err
+	}
+	var p Page
+	for _, e := range lr.Entries {
+		o := Object{Key: string(e.Key), Size: e.Size, Created: time.Unix(0, e.CreatedUnixNano)}
+		copy(o.Hash[:], e.Hash)
+		p.Objects = append(p.Objects, o)
+	}
+	if lr.More && len(p.Objects) > 0 {
+		p.Next = p.Objects[len(p.Objects)-1].Key
+	}
+	return p, nil
+}
+
+// Reader reads an object's bytes. Close it.
+type Reader struct {
+	Object
+	r     io.Reader
+	close func()
+}
+
+// Read implements io.Reader.
+func (r *Reader) Read(p []byte) (int, error) { return r.r.Read(p) }
+
+// Close releases the reader.
+func (r *Reader) Close() error {
+	if r.close != nil {
+		r.close()
+		r.close = nil
+	}
+	return nil
+}
+
+// replicaOrder spreads reads over the replicas.
+func replicaOrder(rs []*masterpb.Replica) []*masterpb.Replica {
+	out := append([]*masterpb.Replica(nil), rs...)
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// Get reads key. Objects up to Config.VerifyThreshold are read whole and
+// checked against their hash before Get returns: a replica that is down,
+// slow or returns wrong bytes is skipped for the next. Larger objects
+// stream: each chunk server checks every block before sending it, a
+// replica that fails mid-stream is replaced by the next from the same
+// offset, and the whole is checked against the hash at the end (the last
+// Read returns ErrCorrupt on a mismatch).
+func (c *Client) Get(ctx context.Context, key string) (*Reader, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	lr, err := c.lookup(ctx, key)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	obj := objectFrom(key, lr)
+	if lr.Size <= c.cfg.VerifyThreshold {
+		defer cancel()
+		var tried []string
+		for _, rep := range replicaOrder(lr.Replicas) {
+			data, err := c.fetch(ctx, lr, rep, 0, lr.Size)
+			if err == nil && blake3.Sum256(data) == obj.Hash {
+				return &Reader{Object: obj, r: bytes.NewReader(data)}, nil
+			}
+			if err == nil {
+				err = fmt.Errorf("returned bytes that do not match the hash: %w", ErrCorrupt)
+				c.log.Warn("replica returned corrupt data", "key", key, "replica", rep.Id, "volume", lr.Volume)
+			}
+			tried = append(tried, fmt.Sprintf("%s: %v", rep.Id, err))
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		return nil, fmt.Errorf("get %q: every replica failed (%s): %w", key, strings.Join(tried, "; "), ErrUnavailable)
+	}
+	s := &stream{c: c, ctx: ctx, lr: lr, replicas: replicaOrder(lr.Replicas), hasher: blake3.New(), want: obj.Hash}
+	return &Reader{Object: obj, r: s, close: func() { s.closeBody(); cancel() }}, nil
+}
+
+// GetRange reads length bytes of key from offset off (clipped to the
+// object). The chunk server checks every block it sends against its CRC;
+// the whole-object hash cannot be checked for a part.
+func (c *Client) GetRange(ctx context.Context, key string, off, length int64) ([]byte, error) {
+	if off < 0 || length < 0 {
+		return nil, fmt.Errorf("range %d+%d: %w", off, length, ErrInvalidArgument)
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	lr, err := c.lookup(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if off >= lr.Size || length == 0 {
+		return []byte{}, nil
+	}
+	length = min(length, lr.Size-off)
+	var tried []string
+	for _, rep := range replicaOrder(lr.Replicas) {
+		data, err := c.fetch(ctx, lr, rep, off, length)
+		if err == nil {
+			return data, nil
+		}
+		tried = append(tried, fmt.Sprintf("%s: %v", rep.Id, err))
+	}
+	return nil, fmt.Errorf("get %q range %d+%d: every replica failed (%s): %w", key, off, length, strings.Join(tried, "; "), ErrUnavailable)
+}
+
+// open starts reading lr's blob from rep at offset off.
+func (c *Client) open(ctx context.Context, lr *masterpb.LookupResponse, rep *masterpb.Replica, off, length int64) (io.ReadCloser, error) {
+	url := fmt.Sprintf("http://%s/v1/volumes/%d/blobs/%x", rep.Address, lr.Volume, lr.Hash)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	partial := off > 0 || length < lr.Size
+	if partial {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+length-1))
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	want := http.StatusOK
+	if partial {
+		want = http.StatusPartialContent
+	}
+	if resp.StatusCode != want {
+		resp.Body.Close()
+		return nil, fmt.Errorf("status %d (%s)", resp.StatusCode, resp.Header.Get("X-Rais-Error"))
+	}
+	return resp.Body, nil
+}
+
+func (c *Client) fetch(ctx context.Context, lr *masterpb.LookupResponse, rep *masterpb.Replica, off, length int64) ([]byte, error) {
+	rc, err := c.open(ctx, lr, rep, off, length)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data := make([]byte, length)
+	if _, err := io.ReadFull(rc, data); err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	return data, nil
+}
+
+// stream reads a large object, failing over between replicas mid-way.
+type stream struct {
+	c        *Client
+	ctx      context.Context
+	lr       *masterpb.LookupResponse
+	replicas []*masterpb.Replica
+	next     int // next replica to try
+	body     io.ReadCloser
+	off      int64
+	hasher   *blake3.Hasher
+	want     raisfs.Hash
+	tried    []string
+	done     bool
+}
+
+func (s *stream) closeBody() {
+	if s.body != nil {
+		s.body.Close()
+		s.body = nil
+	}
+}
+
+func (s *stream) Read(p []byte) (int, error) {
+	if s.done {
+		return 0, io.EOF
+	}
+	for {
+		if s.body == nil {
+			if s.next >= len(s.replicas) {
+				return 0, fmt.Errorf("get %q: every replica failed at offset %d (%s): %w", s.lr.Hash, s.off, strings.Join(s.tried, "; "), ErrUnavailable)
+			}
+			rep := s.replicas[s.next]
+			s.next++
+			body, err := s.c.open(s.ctx, s.lr, rep, s.off, s.lr.Size-s.off)
+			if err != nil {
+				s.tried = append(s.tried, fmt.Sprintf("%s: %v", rep.Id, err))
+				continue
+			}
+			s.body = body
+		}
+		p = p[:min(int64(len(p)), s.lr.Size-s.off)]
+		n, err := s.body.Read(p)
+		s.hasher.Write(p[:n])
+		s.off += int64(n)
+		if s.off == s.lr.Size {
+			s.done = true
+			s.closeBody()
+			var got raisfs.Hash
+			s.hasher.Sum(got[:0])
+			if got != s.want {
+				return n, fmt.Errorf("object does not match its hash: %w", ErrCorrupt)
+			}
+			if n > 0 {
+				return n, nil
+			}
+			return 0, io.EOF
+		}
+		if err != nil {
+			// This replica failed mid-stream: go on from here on the next.
+			s.tried = append(s.tried, fmt.Sprintf("replica failed at %d: %v", s.off, err))
+			s.closeBody()
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		return n, nil
+	}
+}
