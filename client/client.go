@@ -155,7 +155,8 @@ func (c *Client) call(ctx context.Context, what string, fn func(context.Context,
 	backoff := 10 * time.Millisecond
 	var last error
 	for attempt := 0; ; attempt++ {
-		i := int(c.next.Load()) % len(c.masters)
+		cur := c.next.Load()
+		i := int(cur) % len(c.masters)
 		// Each attempt gets a slice of the remaining time, so one master
 		// that hangs cannot use it all.
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout(ctx))
@@ -171,7 +172,7 @@ func (c *Client) call(ctx context.Context, what string, fn func(context.Context,
 		if !retryable(err) && status.Code(err) != codes.DeadlineExceeded {
 			return fmt.Errorf("%s: %w", what, err)
 		}
-		c.next.CompareAndSwap(uint32(i), uint32(i+1))
+		c.next.CompareAndSwap(cur, uint32((i+1)%len(c.masters))) // move on, unless another call already did
 		t := time.NewTimer(backoff + rand.N(backoff))
 		select {
 		case <-ctx.Done():
@@ -186,13 +187,11 @@ func (c *Client) call(ctx context.Context, what string, fn func(context.Context,
 	return fmt.Errorf("%s: masters %v unreachable or without a leader (%w): %w: %w", what, c.cfg.Masters, last, ErrUnavailable, ctx.Err())
 }
 
-// attemptTimeout is the share of ctx's remaining time one master attempt
-// may use: at least 2 s (an election), at most half of what is left.
+// attemptTimeout is how long one master attempt may take: 5 s (enough for
+// an election behind a forwarded call), or what is left of ctx.
 func attemptTimeout(ctx context.Context) time.Duration {
-	dl, ok := ctx.Deadline()
-	if !ok {
-		return 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		return min(time.Until(dl), 5*time.Second)
 	}
-	left := time.Until(dl)
-	return max(min(left, 2*time.Second), left/2)
+	return 5 * time.Second
 }

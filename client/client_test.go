@@ -286,3 +286,19 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A dead master in the list (connection refused) is skipped, whichever
+// master the client happens to try first.
+func TestClient_SkipsDeadMaster(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	for range 6 { // the first master tried is random
+		c := mustClient(t, append([]string{"127.0.0.1:1"}, cl.MasterAddrs()...), func(cfg *client.Config) { cfg.Timeout = 10 * time.Second })
+		start := time.Now()
+		if _, err := c.Put(ctxT(t), fmt.Sprintf("k%d", start.UnixNano()), strings.NewReader("x"), nil); err != nil {
+			t.Fatalf("Put with one dead master in the list = %v", err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Fatalf("Put took %s with one dead master in the list", d)
+		}
+	}
+}

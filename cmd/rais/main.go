@@ -1,5 +1,6 @@
 // Command rais runs the RAIS-FS servers.
 //
+//	rais dev [--dir DIR] [--chunkservers N]
 //	rais master --id ID --dir DIR --raft-addr H:P --api-addr H:P --peers ID=H:P,...
 //	rais chunkserver --id ID --dir DIR[,DIR2...] --addr HOST:PORT [--masters H:P,...]
 //	rais hash [FILE]
@@ -21,6 +22,7 @@ import (
 const usage = `usage: rais <command> [flags]
 
 commands:
+  dev           run a whole local cluster: 3 masters and 4 chunk servers (rais dev --help)
   master        run a master of the metadata Raft group (rais master --help)
   chunkserver   run a chunk server (rais chunkserver --help for flags)
   hash          print the BLAKE3-256 content hash of a file or stdin, as blobs are named
@@ -44,6 +46,8 @@ func main() {
 		err = runChunkServer(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "master":
 		err = runMaster(ctx, os.Args[2:], os.Stdout, os.Stderr)
+	case "dev":
+		err = runDev(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "hash":
 		err = runHash(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":

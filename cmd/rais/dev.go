@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// devLayout is what `rais dev` keeps in DIR/dev.json: the ports chosen at
+// the first start, reused on every later one (the masters' Raft addresses
+// are part of the cluster's membership and must not change).
+type devLayout struct {
+	Masters      []devNode `json:"masters"`
+	ChunkServers []devNode `json:"chunkservers"`
+}
+
+type devNode struct {
+	ID       string `json:"id"`
+	API      string `json:"api"`            // master gRPC API, or chunk server data API
+	Raft     string `json:"raft,omitempty"` // masters only
+	HTTPAddr string `json:"http,omitempty"` // masters' /metrics
+}
+
+func freeLoopbackPort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func loadOrCreateLayout(dir string, chunkservers int) (*devLayout, error) {
+	path := filepath.Join(dir, "dev.json")
+	var l devLayout
+	if b, err := os.ReadFile(path); err == nil {
+		if err := json.Unmarshal(b, &l); err != nil {
+			return nil, fmt.Errorf("%s: %w (remove the directory to start afresh)", path, err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	port := func() string {
+		a, err := freeLoopbackPort()
+		if err != nil {
+			panic(err)
+		}
+		return a
+	}
+	if len(l.Masters) == 0 {
+		for i := range 3 {
+			l.Masters = append(l.Masters, devNode{ID: fmt.Sprintf("m%d", i+1), API: port(), Raft: port(), HTTPAddr: port()})
+		}
+	}
+	for len(l.ChunkServers) < chunkservers {
+		l.ChunkServers = append(l.ChunkServers, devNode{ID: fmt.Sprintf("cs%d", len(l.ChunkServers)+1), API: port()})
+	}
+	b, _ := json.MarshalIndent(l, "", "  ")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+type child struct {
+	name string
+	addr string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("rais dev", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	dir := fl.String("dir", "rais-data", "directory for all data and logs; reused by the next start")
+	n := fl.Int("chunkservers", 4, "number of chunk servers")
+	copies := fl.Int("copies", 3, "copies of each message (default replication class), fixed when the cluster is first formed")
+	fl.Usage = func() {
+		fmt.Fprintf(stderr, "usage: rais dev [--dir DIR] [--chunkservers N]\n\n"+
+			"Runs a whole cluster on this machine: 3 masters and N chunk servers as child processes on\n"+
+			"loopback, data and logs under DIR (reused on the next start). A child that dies is reported,\n"+
+			"not restarted, so failover can be watched. Ctrl-C stops everything.\n\nflags:\n")
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if fl.NArg() > 0 || *n < 1 || *n > 64 || *copies < 1 || *copies > *n {
+		fmt.Fprintln(stderr, "rais dev: want no arguments, 1..64 chunk servers and 1..chunkservers copies")
+		return errUsage
+	}
+	if err := os.MkdirAll(filepath.Join(*dir, "logs"), 0o755); err != nil {
+		return err
+	}
+	lockFile, err := os.OpenFile(filepath.Join(*dir, "dev.lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lockFile.Close()
+	if err := syscall.Flock(int(lockFile.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return fmt.Errorf("%s is in use by another rais dev (lock %s): %w", *dir, lockFile.Name(), err)
+	}
+	layout, err := loadOrCreateLayout(*dir, *n)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var peers, masters []string
+	for _, m := range layout.Masters {
+		peers = append(peers, m.ID+"="+m.Raft)
+		masters = append(masters, m.API)
+	}
+	var children []*child
+	var mu sync.Mutex
+	start := func(name, addr string, args ...string) error {
+		logPath := filepath.Join(*dir, "logs", name+".log")
+		logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(self, args...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		// Ctrl-C on the terminal reaches the children too (same process
+		// group): they shut down cleanly on their own, and a second Ctrl-C
+		// stops them at once. If rais dev itself dies, they get SIGTERM.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+		if err := cmd.Start(); err != nil {
+			logf.Close()
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+		c := &child{name: name, addr: addr, cmd: cmd, done: make(chan struct{})}
+		go func() {
+			c.err = cmd.Wait()
+			logf.Close()
+			close(c.done)
+		}()
+		mu.Lock()
+		children = append(children, c)
+		mu.Unlock()
+		return nil
+	}
+	stopAll := func() {
+		mu.Lock()
+		cs := append([]*child(nil), children...)
+		mu.Unlock()
+		// Chunk servers first, masters last.
+		for i := len(cs) - 1; i >= 0; i-- {
+			cs[i].cmd.Process.Signal(syscall.SIGTERM)
+		}
+		deadline := time.After(15 * time.Second)
+		for _, c := range cs {
+			select {
+			case <-c.done:
+			case <-deadline:
+				c.cmd.Process.Kill()
+				<-c.done
+			}
+		}
+	}
+	for _, m := range layout.Masters {
+		err := start(m.ID, m.API, "master", "--id", m.ID, "--dir", filepath.Join(*dir, m.ID),
+			"--raft-addr", m.Raft, "--api-addr", m.API, "--http-addr", m.HTTPAddr, "--peers", strings.Join(peers, ","),
+			"--copies", fmt.Sprint(*copies))
+		if err != nil {
+			stopAll()
+			return err
+		}
+	}
+	for i, cs := range layout.ChunkServers[:*n] {
+		err := start(cs.ID, cs.API, "chunkserver", "--id", cs.ID, "--dir", filepath.Join(*dir, cs.ID),
+			"--addr", cs.API, "--masters", strings.Join(masters, ","), "--rack", fmt.Sprintf("rack%d", i%2+1),
+			"--volume-size", fmt.Sprint(256<<20), "--min-free", fmt.Sprint(64<<20))
+		if err != nil {
+			stopAll()
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "RAIS_MASTERS=%s\n", strings.Join(masters, ","))
+	mu.Lock()
+	for _, c := range children {
+		fmt.Fprintf(stdout, "  %-5s %-22s pid %d   log %s\n", c.name, c.addr, c.cmd.Process.Pid, filepath.Join(*dir, "logs", c.name+".log"))
+	}
+	mu.Unlock()
+	fmt.Fprintf(stdout, "\nTry (in another shell):\n"+
+		"  export RAIS_MASTERS=%s\n"+
+		"  go run ./cmd/raisadm status\n"+
+		"  go run ./cmd/raisadm put hello.txt README.md && go run ./cmd/raisadm get hello.txt\n"+
+		"Kill a master or a chunk server (kill PID) and watch the cluster carry on. Ctrl-C stops everything.\n",
+		strings.Join(masters, ","))
+
+	// Report children that die; do not restart them.
+	dead := make(chan *child)
+	mu.Lock()
+	for _, c := range children {
+		go func() {
+			<-c.done
+			select {
+			case dead <- c:
+			case <-ctx.Done():
+			}
+		}()
+	}
+	mu.Unlock()
+	for {
+		select {
+		case c := <-dead:
+			fmt.Fprintf(stdout, "%s (pid %d) exited: %v; not restarting it (see its log)\n", c.name, c.cmd.Process.Pid, c.err)
+		case <-ctx.Done():
+			fmt.Fprintln(stdout, "stopping the cluster...")
+			stopAll()
+			fmt.Fprintln(stdout, "stopped")
+			return nil
+		}
+	}
+}
