@@ -73,7 +73,9 @@ type Client struct {
 	http    *http.Client
 	conns   []*grpc.ClientConn
 	masters []masterpb.MasterClient
-	next    atomic.Uint32 // master to try first
+	next    atomic.Uint32 // master to try first: the leader, once known
+
+	leaderCheck atomic.Int64 // unix nanos of the last leader discovery
 
 	closeOnce sync.Once
 }
@@ -152,6 +154,7 @@ func retryable(err error) bool {
 // off while errors are retryable, until ctx ends. Errors come back as
 // raisfs sentinels.
 func (c *Client) call(ctx context.Context, what string, fn func(context.Context, masterpb.MasterClient) error) error {
+	c.findLeader(ctx)
 	backoff := 10 * time.Millisecond
 	var last error
 	for attempt := 0; ; attempt++ {
@@ -173,6 +176,7 @@ func (c *Client) call(ctx context.Context, what string, fn func(context.Context,
 			return fmt.Errorf("%s: %w", what, err)
 		}
 		c.next.CompareAndSwap(cur, uint32((i+1)%len(c.masters))) // move on, unless another call already did
+		c.leaderCheck.Store(0)                                   // and look for the leader again
 		t := time.NewTimer(backoff + rand.N(backoff))
 		select {
 		case <-ctx.Done():
@@ -194,4 +198,34 @@ func attemptTimeout(ctx context.Context) time.Duration {
 		return min(time.Until(dl), 5*time.Second)
 	}
 	return 5 * time.Second
+}
+
+// findLeader points the client at the leader, so requests do not take an
+// extra hop through a follower. It asks at most once a second, and only
+// when the leader is not known; failures are ignored (any master answers).
+func (c *Client) findLeader(ctx context.Context) {
+	if len(c.masters) == 1 {
+		return
+	}
+	last := c.leaderCheck.Load()
+	if last != 0 || !c.leaderCheck.CompareAndSwap(last, time.Now().UnixNano()) {
+		return
+	}
+	i := int(c.next.Load()) % len(c.masters)
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	st, err := c.masters[i].Status(sctx, &masterpb.StatusRequest{})
+	if err != nil {
+		return
+	}
+	for _, m := range st.Masters {
+		if !m.Leader {
+			continue
+		}
+		for j, addr := range c.cfg.Masters {
+			if addr == m.Address {
+				c.next.Store(uint32(j))
+			}
+		}
+	}
 }

@@ -237,8 +237,13 @@ func (s *Server) BeginPut(ctx context.Context, req *masterpb.BeginPutRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	if err := s.readBarrier(ctx); err != nil {
-		return nil, err
+	// No read barrier: the checks below read the leader's own state, which
+	// may trail the last commits by a few milliseconds. That is safe: the
+	// commit (PutObject) re-checks everything in the state machine, and
+	// the worst a stale answer causes is an upload the commit then
+	// resolves (idempotent retry, dedup or conflict).
+	if s.raft.State() != raft.Leader {
+		return nil, fmt.Errorf("begin put: %w", raisfs.ErrNotLeader)
 	}
 	// Retry of a committed put, or a conflict.
 	if obj, err := s.fsm.Object(req.Key); err == nil {

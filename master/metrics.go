@@ -2,6 +2,7 @@ package master
 
 import (
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,6 +68,8 @@ func newMetrics(s *Server) *metrics {
 func (s *Server) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if addr, _ := s.raft.LeaderWithID(); addr == "" {
 			http.Error(w, "no leader", http.StatusServiceUnavailable)

@@ -83,9 +83,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return errUsage
 	}
 	masters := strings.Split(*mastersFlag, ",")
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
 	cmd, rest := fl.Arg(0), fl.Args()[1:]
+	if cmd != "bench" { // bench runs as long as it takes; each operation has the timeout
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
 	if cmd == "status" {
 		return status(ctx, masters, rest, stdout, stderr)
 	}
@@ -102,6 +105,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return nil
 	}
 	switch cmd {
+	case "bench":
+		return bench(ctx, c, rest, stdout, stderr)
 	case "put":
 		if err := need(2, "put KEY FILE|-"); err != nil {
 			return err
