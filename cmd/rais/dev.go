@@ -87,6 +87,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dir := fl.String("dir", "rais-data", "directory for all data and logs; reused by the next start")
 	n := fl.Int("chunkservers", 4, "number of chunk servers")
 	copies := fl.Int("copies", 3, "copies of each message (default replication class), fixed when the cluster is first formed")
+	logStore := fl.String("log-store", "boltdb", "masters' Raft log store: boltdb or wal; fixed when the cluster is first formed")
 	fl.Usage = func() {
 		fmt.Fprintf(stderr, "usage: rais dev [--dir DIR] [--chunkservers N]\n\n"+
 			"Runs a whole cluster on this machine: 3 masters and N chunk servers as child processes on\n"+
@@ -178,7 +179,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	for _, m := range layout.Masters {
 		err := start(m.ID, m.API, "master", "--id", m.ID, "--dir", filepath.Join(*dir, m.ID),
 			"--raft-addr", m.Raft, "--api-addr", m.API, "--http-addr", m.HTTPAddr, "--peers", strings.Join(peers, ","),
-			"--copies", fmt.Sprint(*copies))
+			"--copies", fmt.Sprint(*copies), "--log-store", *logStore)
 		if err != nil {
 			stopAll()
 			return err
