@@ -214,6 +214,14 @@ func TestClient_ReadsFailOver(t *testing.T) {
 			t.Fatal("large object: wrong bytes after rot on one replica")
 		}
 	}
+	// The rotten replica was reported to the masters (for repair).
+	// Replicas are tried in random order: read until the rotten one was tried.
+	waitFor(t, 20*time.Second, "a bad-replica report", func() bool {
+		if got := mustGet(t, c, "small"); !bytes.Equal(got, small) {
+			t.Fatal("small object: wrong bytes")
+		}
+		return cl.Leader().BadReplicaReports() > 0
+	})
 	// One replica down as well: the third still serves.
 	cl.Chunks[1].Close()
 	for range 5 {

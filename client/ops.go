@@ -365,6 +365,7 @@ func (c *Client) Get(ctx context.Context, key string) (*Reader, error) {
 				err = fmt.Errorf("returned bytes that do not match the hash: %w", ErrCorrupt)
 				c.log.Warn("replica returned corrupt data", "key", key, "replica", rep.Id, "volume", lr.Volume)
 			}
+			c.reportBad(ctx, lr, rep, err)
 			tried = append(tried, fmt.Sprintf("%s: %v", rep.Id, err))
 			if ctx.Err() != nil {
 				break
@@ -399,6 +400,7 @@ func (c *Client) GetRange(ctx context.Context, key string, off, length int64) ([
 		if err == nil {
 			return data, nil
 		}
+		c.reportBad(ctx, lr, rep, err)
 		tried = append(tried, fmt.Sprintf("%s: %v", rep.Id, err))
 	}
 	return nil, fmt.Errorf("get %q range %d+%d: every replica failed (%s): %w", key, off, length, strings.Join(tried, "; "), ErrUnavailable)
@@ -425,7 +427,11 @@ func (c *Client) open(ctx context.Context, lr *masterpb.LookupResponse, rep *mas
 	}
 	if resp.StatusCode != want {
 		resp.Body.Close()
-		return nil, fmt.Errorf("status %d (%s)", resp.StatusCode, resp.Header.Get("X-Rais-Error"))
+		code := resp.Header.Get("X-Rais-Error")
+		if code == "corrupt" { // the chunk server's own check failed
+			return nil, fmt.Errorf("status %d: %w", resp.StatusCode, ErrCorrupt)
+		}
+		return nil, fmt.Errorf("status %d (%s)", resp.StatusCode, code)
 	}
 	return resp.Body, nil
 }
@@ -478,6 +484,7 @@ func (s *stream) Read(p []byte) (int, error) {
 			s.next++
 			body, err := s.c.open(s.ctx, s.lr, rep, s.off, s.lr.Size-s.off)
 			if err != nil {
+				s.c.reportBad(s.ctx, s.lr, rep, err)
 				s.tried = append(s.tried, fmt.Sprintf("%s: %v", rep.Id, err))
 				continue
 			}
@@ -511,4 +518,23 @@ func (s *stream) Read(p []byte) (int, error) {
 		}
 		return n, nil
 	}
+}
+
+// reportBad tells the masters a replica failed a read, so it can be
+// repaired. It waits at most half a second and ignores failures: the read
+// itself has already moved on to the next replica.
+func (c *Client) reportBad(ctx context.Context, lr *masterpb.LookupResponse, rep *masterpb.Replica, cause error) {
+	if ctx.Err() != nil {
+		return
+	}
+	reason := "unavailable: "
+	if errors.Is(cause, ErrCorrupt) {
+		reason = "corrupt: "
+	}
+	rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	i := int(c.next.Load()) % len(c.masters)
+	c.masters[i].ReportBadReplica(rctx, &masterpb.ReportBadReplicaRequest{
+		Volume: lr.Volume, Hash: lr.Hash, Replica: rep.Id, Reason: reason + cause.Error(),
+	})
 }

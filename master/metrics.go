@@ -17,6 +17,7 @@ type metrics struct {
 	forwarded    prometheus.Counter
 	puts         prometheus.Counter
 	dedups       prometheus.Counter
+	badReplicas  prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -30,7 +31,8 @@ func newMetrics(s *Server) *metrics {
 		puts:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "puts_total", Help: "Objects committed with new bytes."}),
 		dedups:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "dedups_total", Help: "Objects committed onto an existing blob."}),
 	}
-	m.reg.MustRegister(m.applySeconds, m.forwarded, m.puts, m.dedups)
+	m.badReplicas = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "bad_replica_reports_total", Help: "Replicas clients reported as failing a read."})
+	m.reg.MustRegister(m.applySeconds, m.forwarded, m.puts, m.dedups, m.badReplicas)
 	gauge := func(name, help string, f func() float64) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "rais", Subsystem: "master", Name: name, Help: help}, f))
 	}

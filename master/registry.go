@@ -18,6 +18,29 @@ type registry struct {
 	mu      sync.Mutex
 	since   time.Time // when this leader started listening
 	servers map[string]heartbeat
+	bad     []badReplica // reported by clients, newest last, bounded
+}
+
+// badReplica is a client's report that a replica failed a read. Repair
+// (the self-healing work) consumes these; until then they are logged,
+// counted and kept for inspection.
+type badReplica struct {
+	at      time.Time
+	volume  uint64
+	hash    []byte
+	replica string
+	reason  string
+}
+
+const maxBadReports = 1024
+
+func (r *registry) reportBad(b badReplica) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.bad) == maxBadReports {
+		r.bad = r.bad[1:]
+	}
+	r.bad = append(r.bad, b)
 }
 
 type heartbeat struct {
@@ -120,6 +143,28 @@ func (s *Server) Heartbeat(ctx context.Context, req *masterpb.HeartbeatRequest) 
 		}
 	}
 	return &masterpb.HeartbeatResponse{LeaseKey: s.fsm.LeaseKey(), IntervalMs: s.cfg.HeartbeatInterval.Milliseconds()}, nil
+}
+
+// BadReplicaReports returns how many bad-replica reports this master has
+// received while leading (at most the last 1024 are kept).
+func (s *Server) BadReplicaReports() int {
+	s.registry.mu.Lock()
+	defer s.registry.mu.Unlock()
+	return len(s.registry.bad)
+}
+
+// ReportBadReplica implements masterpb.MasterServer.
+func (s *Server) ReportBadReplica(ctx context.Context, req *masterpb.ReportBadReplicaRequest) (*masterpb.ReportBadReplicaResponse, error) {
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.ReportBadReplica); ok || err != nil {
+		return resp, err
+	}
+	if !raisfs.ValidNodeID(req.Replica) || len(req.Hash) != raisfs.HashSize {
+		return nil, fmt.Errorf("report bad replica: bad replica id or hash: %w", raisfs.ErrInvalidArgument)
+	}
+	s.registry.reportBad(badReplica{at: time.Now(), volume: req.Volume, hash: req.Hash, replica: req.Replica, reason: req.Reason})
+	s.metrics.badReplicas.Inc()
+	s.log.Warn("client reported a bad replica", "volume", req.Volume, "hash", fmt.Sprintf("%x", req.Hash), "replica", req.Replica, "reason", req.Reason)
+	return &masterpb.ReportBadReplicaResponse{}, nil
 }
 
 // monitorLoop marks chunk servers that stopped reporting as down.

@@ -1482,6 +1482,110 @@ func (*RemoveMasterResponse) Descriptor() ([]byte, []int) {
 	return file_master_proto_rawDescGZIP(), []int{22}
 }
 
+type ReportBadReplicaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volume        uint64                 `protobuf:"varint,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	Hash          []byte                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	Replica       string                 `protobuf:"bytes,3,opt,name=replica,proto3" json:"replica,omitempty"` // chunk server id
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`   // "corrupt" or "unavailable", and detail
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportBadReplicaRequest) Reset() {
+	*x = ReportBadReplicaRequest{}
+	mi := &file_master_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportBadReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportBadReplicaRequest) ProtoMessage() {}
+
+func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportBadReplicaRequest.ProtoReflect.Descriptor instead.
+func (*ReportBadReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ReportBadReplicaRequest) GetVolume() uint64 {
+	if x != nil {
+		return x.Volume
+	}
+	return 0
+}
+
+func (x *ReportBadReplicaRequest) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+func (x *ReportBadReplicaRequest) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *ReportBadReplicaRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ReportBadReplicaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportBadReplicaResponse) Reset() {
+	*x = ReportBadReplicaResponse{}
+	mi := &file_master_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportBadReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportBadReplicaResponse) ProtoMessage() {}
+
+func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportBadReplicaResponse.ProtoReflect.Descriptor instead.
+func (*ReportBadReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{24}
+}
+
 var File_master_proto protoreflect.FileDescriptor
 
 const file_master_proto_rawDesc = "" +
@@ -1596,7 +1700,13 @@ const file_master_proto_rawDesc = "" +
 	"\x11AddMasterResponse\"%\n" +
 	"\x13RemoveMasterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +
-	"\x14RemoveMasterResponse2\xc5\x06\n" +
+	"\x14RemoveMasterResponse\"w\n" +
+	"\x17ReportBadReplicaRequest\x12\x16\n" +
+	"\x06volume\x18\x01 \x01(\x04R\x06volume\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\x12\x18\n" +
+	"\areplica\x18\x03 \x01(\tR\areplica\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x1a\n" +
+	"\x18ReportBadReplicaResponse2\xb0\a\n" +
 	"\x06Master\x12Q\n" +
 	"\bBeginPut\x12!.raisfs.master.v1.BeginPutRequest\x1a\".raisfs.master.v1.BeginPutResponse\x12T\n" +
 	"\tCommitPut\x12\".raisfs.master.v1.CommitPutRequest\x1a#.raisfs.master.v1.CommitPutResponse\x12K\n" +
@@ -1606,7 +1716,8 @@ const file_master_proto_rawDesc = "" +
 	"\tHeartbeat\x12\".raisfs.master.v1.HeartbeatRequest\x1a#.raisfs.master.v1.HeartbeatResponse\x12K\n" +
 	"\x06Status\x12\x1f.raisfs.master.v1.StatusRequest\x1a .raisfs.master.v1.StatusResponse\x12T\n" +
 	"\tAddMaster\x12\".raisfs.master.v1.AddMasterRequest\x1a#.raisfs.master.v1.AddMasterResponse\x12]\n" +
-	"\fRemoveMaster\x12%.raisfs.master.v1.RemoveMasterRequest\x1a&.raisfs.master.v1.RemoveMasterResponse\x12Y\n" +
+	"\fRemoveMaster\x12%.raisfs.master.v1.RemoveMasterRequest\x1a&.raisfs.master.v1.RemoveMasterResponse\x12i\n" +
+	"\x10ReportBadReplica\x12).raisfs.master.v1.ReportBadReplicaRequest\x1a*.raisfs.master.v1.ReportBadReplicaResponse\x12Y\n" +
 	"\x0eAnnounceMaster\x12\".raisfs.master.v1.AddMasterRequest\x1a#.raisfs.master.v1.AddMasterResponseB'Z%github.com/raisfs/raisfs/api/masterpbb\x06proto3"
 
 var (
@@ -1621,31 +1732,33 @@ func file_master_proto_rawDescGZIP() []byte {
 	return file_master_proto_rawDescData
 }
 
-var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_master_proto_goTypes = []any{
-	(*Replica)(nil),              // 0: raisfs.master.v1.Replica
-	(*BeginPutRequest)(nil),      // 1: raisfs.master.v1.BeginPutRequest
-	(*BeginPutResponse)(nil),     // 2: raisfs.master.v1.BeginPutResponse
-	(*CommitPutRequest)(nil),     // 3: raisfs.master.v1.CommitPutRequest
-	(*CommitPutResponse)(nil),    // 4: raisfs.master.v1.CommitPutResponse
-	(*LookupRequest)(nil),        // 5: raisfs.master.v1.LookupRequest
-	(*LookupResponse)(nil),       // 6: raisfs.master.v1.LookupResponse
-	(*DeleteRequest)(nil),        // 7: raisfs.master.v1.DeleteRequest
-	(*DeleteResponse)(nil),       // 8: raisfs.master.v1.DeleteResponse
-	(*ListRequest)(nil),          // 9: raisfs.master.v1.ListRequest
-	(*ListEntry)(nil),            // 10: raisfs.master.v1.ListEntry
-	(*ListResponse)(nil),         // 11: raisfs.master.v1.ListResponse
-	(*VolumeReport)(nil),         // 12: raisfs.master.v1.VolumeReport
-	(*HeartbeatRequest)(nil),     // 13: raisfs.master.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),    // 14: raisfs.master.v1.HeartbeatResponse
-	(*StatusRequest)(nil),        // 15: raisfs.master.v1.StatusRequest
-	(*MasterStatus)(nil),         // 16: raisfs.master.v1.MasterStatus
-	(*ChunkServerStatus)(nil),    // 17: raisfs.master.v1.ChunkServerStatus
-	(*StatusResponse)(nil),       // 18: raisfs.master.v1.StatusResponse
-	(*AddMasterRequest)(nil),     // 19: raisfs.master.v1.AddMasterRequest
-	(*AddMasterResponse)(nil),    // 20: raisfs.master.v1.AddMasterResponse
-	(*RemoveMasterRequest)(nil),  // 21: raisfs.master.v1.RemoveMasterRequest
-	(*RemoveMasterResponse)(nil), // 22: raisfs.master.v1.RemoveMasterResponse
+	(*Replica)(nil),                  // 0: raisfs.master.v1.Replica
+	(*BeginPutRequest)(nil),          // 1: raisfs.master.v1.BeginPutRequest
+	(*BeginPutResponse)(nil),         // 2: raisfs.master.v1.BeginPutResponse
+	(*CommitPutRequest)(nil),         // 3: raisfs.master.v1.CommitPutRequest
+	(*CommitPutResponse)(nil),        // 4: raisfs.master.v1.CommitPutResponse
+	(*LookupRequest)(nil),            // 5: raisfs.master.v1.LookupRequest
+	(*LookupResponse)(nil),           // 6: raisfs.master.v1.LookupResponse
+	(*DeleteRequest)(nil),            // 7: raisfs.master.v1.DeleteRequest
+	(*DeleteResponse)(nil),           // 8: raisfs.master.v1.DeleteResponse
+	(*ListRequest)(nil),              // 9: raisfs.master.v1.ListRequest
+	(*ListEntry)(nil),                // 10: raisfs.master.v1.ListEntry
+	(*ListResponse)(nil),             // 11: raisfs.master.v1.ListResponse
+	(*VolumeReport)(nil),             // 12: raisfs.master.v1.VolumeReport
+	(*HeartbeatRequest)(nil),         // 13: raisfs.master.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 14: raisfs.master.v1.HeartbeatResponse
+	(*StatusRequest)(nil),            // 15: raisfs.master.v1.StatusRequest
+	(*MasterStatus)(nil),             // 16: raisfs.master.v1.MasterStatus
+	(*ChunkServerStatus)(nil),        // 17: raisfs.master.v1.ChunkServerStatus
+	(*StatusResponse)(nil),           // 18: raisfs.master.v1.StatusResponse
+	(*AddMasterRequest)(nil),         // 19: raisfs.master.v1.AddMasterRequest
+	(*AddMasterResponse)(nil),        // 20: raisfs.master.v1.AddMasterResponse
+	(*RemoveMasterRequest)(nil),      // 21: raisfs.master.v1.RemoveMasterRequest
+	(*RemoveMasterResponse)(nil),     // 22: raisfs.master.v1.RemoveMasterResponse
+	(*ReportBadReplicaRequest)(nil),  // 23: raisfs.master.v1.ReportBadReplicaRequest
+	(*ReportBadReplicaResponse)(nil), // 24: raisfs.master.v1.ReportBadReplicaResponse
 }
 var file_master_proto_depIdxs = []int32{
 	0,  // 0: raisfs.master.v1.BeginPutResponse.replicas:type_name -> raisfs.master.v1.Replica
@@ -1663,19 +1776,21 @@ var file_master_proto_depIdxs = []int32{
 	15, // 12: raisfs.master.v1.Master.Status:input_type -> raisfs.master.v1.StatusRequest
 	19, // 13: raisfs.master.v1.Master.AddMaster:input_type -> raisfs.master.v1.AddMasterRequest
 	21, // 14: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
-	19, // 15: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	2,  // 16: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
-	4,  // 17: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
-	6,  // 18: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
-	8,  // 19: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
-	11, // 20: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
-	14, // 21: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
-	18, // 22: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
-	20, // 23: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	22, // 24: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
-	20, // 25: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	16, // [16:26] is the sub-list for method output_type
-	6,  // [6:16] is the sub-list for method input_type
+	23, // 15: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
+	19, // 16: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
+	2,  // 17: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
+	4,  // 18: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
+	6,  // 19: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
+	8,  // 20: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
+	11, // 21: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
+	14, // 22: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
+	18, // 23: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
+	20, // 24: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	22, // 25: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
+	24, // 26: raisfs.master.v1.Master.ReportBadReplica:output_type -> raisfs.master.v1.ReportBadReplicaResponse
+	20, // 27: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	17, // [17:28] is the sub-list for method output_type
+	6,  // [6:17] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -1692,7 +1807,7 @@ func file_master_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_master_proto_rawDesc), len(file_master_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

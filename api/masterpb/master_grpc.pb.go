@@ -22,16 +22,17 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Master_BeginPut_FullMethodName       = "/raisfs.master.v1.Master/BeginPut"
-	Master_CommitPut_FullMethodName      = "/raisfs.master.v1.Master/CommitPut"
-	Master_Lookup_FullMethodName         = "/raisfs.master.v1.Master/Lookup"
-	Master_Delete_FullMethodName         = "/raisfs.master.v1.Master/Delete"
-	Master_List_FullMethodName           = "/raisfs.master.v1.Master/List"
-	Master_Heartbeat_FullMethodName      = "/raisfs.master.v1.Master/Heartbeat"
-	Master_Status_FullMethodName         = "/raisfs.master.v1.Master/Status"
-	Master_AddMaster_FullMethodName      = "/raisfs.master.v1.Master/AddMaster"
-	Master_RemoveMaster_FullMethodName   = "/raisfs.master.v1.Master/RemoveMaster"
-	Master_AnnounceMaster_FullMethodName = "/raisfs.master.v1.Master/AnnounceMaster"
+	Master_BeginPut_FullMethodName         = "/raisfs.master.v1.Master/BeginPut"
+	Master_CommitPut_FullMethodName        = "/raisfs.master.v1.Master/CommitPut"
+	Master_Lookup_FullMethodName           = "/raisfs.master.v1.Master/Lookup"
+	Master_Delete_FullMethodName           = "/raisfs.master.v1.Master/Delete"
+	Master_List_FullMethodName             = "/raisfs.master.v1.Master/List"
+	Master_Heartbeat_FullMethodName        = "/raisfs.master.v1.Master/Heartbeat"
+	Master_Status_FullMethodName           = "/raisfs.master.v1.Master/Status"
+	Master_AddMaster_FullMethodName        = "/raisfs.master.v1.Master/AddMaster"
+	Master_RemoveMaster_FullMethodName     = "/raisfs.master.v1.Master/RemoveMaster"
+	Master_ReportBadReplica_FullMethodName = "/raisfs.master.v1.Master/ReportBadReplica"
+	Master_AnnounceMaster_FullMethodName   = "/raisfs.master.v1.Master/AnnounceMaster"
 )
 
 // MasterClient is the client API for Master service.
@@ -55,6 +56,9 @@ type MasterClient interface {
 	// AddMaster and RemoveMaster change the Raft group online.
 	AddMaster(ctx context.Context, in *AddMasterRequest, opts ...grpc.CallOption) (*AddMasterResponse, error)
 	RemoveMaster(ctx context.Context, in *RemoveMasterRequest, opts ...grpc.CallOption) (*RemoveMasterResponse, error)
+	// ReportBadReplica tells the masters that a replica failed a read (down,
+	// or bytes that do not match the hash), so it can be repaired.
+	ReportBadReplica(ctx context.Context, in *ReportBadReplicaRequest, opts ...grpc.CallOption) (*ReportBadReplicaResponse, error)
 	// AnnounceMaster records a master's API address (masters call it on the
 	// leader at start; it does not change Raft membership).
 	AnnounceMaster(ctx context.Context, in *AddMasterRequest, opts ...grpc.CallOption) (*AddMasterResponse, error)
@@ -158,6 +162,16 @@ func (c *masterClient) RemoveMaster(ctx context.Context, in *RemoveMasterRequest
 	return out, nil
 }
 
+func (c *masterClient) ReportBadReplica(ctx context.Context, in *ReportBadReplicaRequest, opts ...grpc.CallOption) (*ReportBadReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportBadReplicaResponse)
+	err := c.cc.Invoke(ctx, Master_ReportBadReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *masterClient) AnnounceMaster(ctx context.Context, in *AddMasterRequest, opts ...grpc.CallOption) (*AddMasterResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AddMasterResponse)
@@ -189,6 +203,9 @@ type MasterServer interface {
 	// AddMaster and RemoveMaster change the Raft group online.
 	AddMaster(context.Context, *AddMasterRequest) (*AddMasterResponse, error)
 	RemoveMaster(context.Context, *RemoveMasterRequest) (*RemoveMasterResponse, error)
+	// ReportBadReplica tells the masters that a replica failed a read (down,
+	// or bytes that do not match the hash), so it can be repaired.
+	ReportBadReplica(context.Context, *ReportBadReplicaRequest) (*ReportBadReplicaResponse, error)
 	// AnnounceMaster records a master's API address (masters call it on the
 	// leader at start; it does not change Raft membership).
 	AnnounceMaster(context.Context, *AddMasterRequest) (*AddMasterResponse, error)
@@ -228,6 +245,9 @@ func (UnimplementedMasterServer) AddMaster(context.Context, *AddMasterRequest) (
 }
 func (UnimplementedMasterServer) RemoveMaster(context.Context, *RemoveMasterRequest) (*RemoveMasterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveMaster not implemented")
+}
+func (UnimplementedMasterServer) ReportBadReplica(context.Context, *ReportBadReplicaRequest) (*ReportBadReplicaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportBadReplica not implemented")
 }
 func (UnimplementedMasterServer) AnnounceMaster(context.Context, *AddMasterRequest) (*AddMasterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AnnounceMaster not implemented")
@@ -415,6 +435,24 @@ func _Master_RemoveMaster_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Master_ReportBadReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportBadReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MasterServer).ReportBadReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Master_ReportBadReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MasterServer).ReportBadReplica(ctx, req.(*ReportBadReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Master_AnnounceMaster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AddMasterRequest)
 	if err := dec(in); err != nil {
@@ -475,6 +513,10 @@ var Master_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveMaster",
 			Handler:    _Master_RemoveMaster_Handler,
+		},
+		{
+			MethodName: "ReportBadReplica",
+			Handler:    _Master_ReportBadReplica_Handler,
 		},
 		{
 			MethodName: "AnnounceMaster",
