@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,6 +63,8 @@ func NewServer(id raisfs.NodeID, store *Store, auth Authorizer, logger *slog.Log
 	s.route("GET /healthz", "health", s.health)
 	s.route("GET /v1/status", "status", s.status)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(store.metrics.reg, promhttp.HandlerOpts{}))
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	s.route("PUT /v1/volumes/{vid}", "create", s.createVolume)
 	s.route("POST /v1/volumes/{vid}/seal", "seal", s.sealVolume)
 	s.route("POST /v1/volumes/{vid}/compact", "compact", s.compactVolume)
