@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -108,6 +109,8 @@ type FSM struct {
 
 	mu sync.RWMutex // held for writing only while Restore swaps the file
 	db *bolt.DB
+
+	applied atomic.Uint64 // the durable applied index, cached for readers
 }
 
 // Open opens (creating if needed) the state file at path.
@@ -119,7 +122,9 @@ func Open(path string, logger *slog.Logger) (*FSM, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &FSM{path: path, log: logger, db: db}, nil
+	f := &FSM{path: path, log: logger, db: db}
+	f.loadApplied()
+	return f, nil
 }
 
 func openDB(path string) (*bolt.DB, error) {
@@ -198,13 +203,15 @@ func addI64(m *bolt.Bucket, key []byte, d int64) error {
 }
 
 // AppliedIndex is the index of the last entry applied, durable with it.
-func (f *FSM) AppliedIndex() uint64 {
-	var idx uint64
-	f.view(func(tx *bolt.Tx) error {
-		idx = getU64(tx.Bucket(bucketMeta).Get(keyApplied))
+// It is read on every linearizable read, so it is served from memory.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// loadApplied refreshes the cached applied index from the file.
+func (f *FSM) loadApplied() {
+	f.db.View(func(tx *bolt.Tx) error {
+		f.applied.Store(getU64(tx.Bucket(bucketMeta).Get(keyApplied)))
 		return nil
 	})
-	return idx
 }
 
 func (f *FSM) view(fn func(tx *bolt.Tx) error) error {
@@ -225,6 +232,7 @@ func (f *FSM) Apply(entries []Entry) []Result {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	results := make([]Result, len(entries))
+	var newApplied uint64
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		m := tx.Bucket(bucketMeta)
 		applied := getU64(m.Get(keyApplied))
@@ -257,11 +265,13 @@ func (f *FSM) Apply(entries []Entry) []Result {
 		if err := d.flush(m); err != nil {
 			return err
 		}
+		newApplied = applied
 		return m.Put(keyApplied, u64(applied))
 	})
 	if err != nil {
 		panic(fmt.Sprintf("raftfsm: apply: %v", err))
 	}
+	f.applied.Store(newApplied) // only once the transaction is durable
 	return results
 }
 
@@ -657,6 +667,7 @@ func (f *FSM) Restore(r io.Reader) error {
 		panic(fmt.Sprintf("raftfsm: restore: reopen state: %v", err))
 	}
 	f.db = db
+	f.loadApplied()
 	return nil
 }
 
