@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,8 +36,20 @@ func bench(ctx context.Context, c *client.Client, args []string, stdout, stderr 
 	conc := fl.Int("c", 16, "concurrent requests")
 	class := fl.String("class", "", "replication class (default: the cluster's)")
 	prefix := fl.String("prefix", fmt.Sprintf("bench/%d/", time.Now().UnixNano()), "key prefix")
+	cpuProfile := fl.String("cpuprofile", "", "write this process's CPU profile to FILE")
 	if err := fl.Parse(args); err != nil || fl.NArg() > 0 || *n < 1 || *conc < 1 {
 		return errUsage
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	sz, err := parseSize(*size)
 	if err != nil {
