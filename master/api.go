@@ -206,7 +206,10 @@ func hashFrom(b []byte) (raisfs.Hash, error) {
 
 // replicas resolves volume members to addresses.
 func (s *Server) replicas(members []string) []*masterpb.Replica {
-	servers, _ := s.fsm.Servers()
+	var servers map[string]*fsmpb.Server
+	if p, err := s.placement(); err == nil {
+		servers = p.servers
+	}
 	out := make([]*masterpb.Replica, 0, len(members))
 	for _, id := range members {
 		r := &masterpb.Replica{Id: id}

@@ -12,6 +12,35 @@ import (
 	"github.com/raisfs/raisfs/raftfsm/fsmpb"
 )
 
+// placementView is the volume and chunk-server maps at one placement
+// version. The maps are shared: read them, never modify them.
+type placementView struct {
+	ver     uint64
+	volumes map[raisfs.VolumeID]*fsmpb.Volume
+	servers map[string]*fsmpb.Server
+}
+
+// placement returns the current volumes and servers, from a cache that is
+// refreshed only when a volume or server record changed: put and look-up
+// paths read them on every request, and they change rarely.
+func (s *Server) placement() (*placementView, error) {
+	v := s.fsm.PlacementVersion()
+	if p := s.placementCache.Load(); p != nil && p.ver == v {
+		return p, nil
+	}
+	vols, err := s.fsm.Volumes()
+	if err != nil {
+		return nil, err
+	}
+	servers, err := s.fsm.Servers()
+	if err != nil {
+		return nil, err
+	}
+	p := &placementView{ver: v, volumes: vols, servers: servers}
+	s.placementCache.Store(p)
+	return p, nil
+}
+
 // candidate is a chunk server that may receive a new volume.
 type candidate struct {
 	id, dc, rack string
@@ -98,14 +127,11 @@ func (s *Server) candidates(servers map[string]*fsmpb.Server) []candidate {
 // when fewer than WritableVolumes are open.
 func (s *Server) writableVolume(ctx context.Context, class *fsmpb.ReplicationClass, h raisfs.Hash) (raisfs.VolumeID, *fsmpb.Volume, error) {
 	find := func() ([]raisfs.VolumeID, map[raisfs.VolumeID]*fsmpb.Volume, error) {
-		vols, err := s.fsm.Volumes()
+		p, err := s.placement()
 		if err != nil {
 			return nil, nil, err
 		}
-		servers, err := s.fsm.Servers()
-		if err != nil {
-			return nil, nil, err
-		}
+		vols, servers := p.volumes, p.servers
 		var ids []raisfs.VolumeID
 	next:
 		for id, v := range vols {
@@ -165,10 +191,11 @@ func (s *Server) writableVolume(ctx context.Context, class *fsmpb.ReplicationCla
 // createVolume places a new volume, creates it on its members, and makes
 // it writable. A volume whose creation fails on a member is abandoned.
 func (s *Server) createVolume(ctx context.Context, class *fsmpb.ReplicationClass) (raisfs.VolumeID, *fsmpb.Volume, error) {
-	servers, err := s.fsm.Servers()
+	p, err := s.placement()
 	if err != nil {
 		return 0, nil, err
 	}
+	servers := p.servers
 	members, err := place(s.candidates(servers), int(class.Copies), int(class.MinDcs), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 	if err != nil {
 		return 0, nil, err

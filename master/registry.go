@@ -115,10 +115,11 @@ func (s *Server) Heartbeat(ctx context.Context, req *masterpb.HeartbeatRequest) 
 		return nil, fmt.Errorf("heartbeat: bad id or address: %w", raisfs.ErrInvalidArgument)
 	}
 	s.registry.put(req.Id, heartbeat{at: time.Now(), report: req})
-	servers, err := s.fsm.Servers()
+	p, err := s.placement()
 	if err != nil {
 		return nil, err
 	}
+	servers := p.servers
 	cur, known := servers[req.Id]
 	if !known || cur.Address != req.Address || cur.Dc != req.Dc || cur.Rack != req.Rack || cur.State == fsmpb.ServerState_SERVER_DOWN {
 		r, err := s.apply(ctx, &fsmpb.UpsertServer{Id: req.Id, Address: req.Address, Dc: req.Dc, Rack: req.Rack})
@@ -132,8 +133,8 @@ func (s *Server) Heartbeat(ctx context.Context, req *masterpb.HeartbeatRequest) 
 		}
 	}
 	// Volumes their members sealed (full) take no more puts.
-	vols, err := s.fsm.Volumes()
-	if err == nil {
+	if p, err := s.placement(); err == nil {
+		vols := p.volumes
 		for _, v := range req.Volumes {
 			if vol, ok := vols[raisfs.VolumeID(v.Id)]; ok && (v.Sealed || v.Failed) && vol.State == fsmpb.VolumeState_VOLUME_WRITABLE {
 				if _, err := s.apply(ctx, &fsmpb.SetVolumeState{Id: v.Id, State: fsmpb.VolumeState_VOLUME_SEALED}); err != nil {

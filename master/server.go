@@ -58,9 +58,10 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background loops
 
-	ready    atomic.Bool // leader, and its first barrier is applied: reads may be served
-	registry *registry   // soft state of chunk servers, on the leader
-	volMu    sync.Mutex  // serialises volume creation on the leader
+	ready          atomic.Bool // leader, and its first barrier is applied: reads may be served
+	placementCache atomic.Pointer[placementView]
+	registry       *registry  // soft state of chunk servers, on the leader
+	volMu          sync.Mutex // serialises volume creation on the leader
 
 	closeOnce sync.Once
 	closeErr  error

@@ -111,6 +111,9 @@ type FSM struct {
 	db *bolt.DB
 
 	applied atomic.Uint64 // the durable applied index, cached for readers
+	// placementVer changes whenever a volume or chunk-server record may
+	// have changed, so callers can cache those (small, hot) maps.
+	placementVer atomic.Uint64
 }
 
 // Open opens (creating if needed) the state file at path.
@@ -233,6 +236,7 @@ func (f *FSM) Apply(entries []Entry) []Result {
 	defer f.mu.RUnlock()
 	results := make([]Result, len(entries))
 	var newApplied uint64
+	placement := false
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		m := tx.Bucket(bucketMeta)
 		applied := getU64(m.Get(keyApplied))
@@ -253,6 +257,10 @@ func (f *FSM) Apply(entries []Entry) []Result {
 			if cmd.Version == 0 || cmd.Version > CommandVersion {
 				panic(fmt.Sprintf("raftfsm: entry %d has encoding version %d; this build applies up to %d", e.Index, cmd.Version, CommandVersion))
 			}
+			switch cmd.Op.(type) {
+			case *fsmpb.Command_CreateVolume, *fsmpb.Command_SetVolumeState, *fsmpb.Command_UpsertServer, *fsmpb.Command_SetServerState:
+				placement = true
+			}
 			r, err := applyCommand(tx, &d, &cmd)
 			if err != nil {
 				return fmt.Errorf("entry %d: %w", e.Index, err)
@@ -272,6 +280,9 @@ func (f *FSM) Apply(entries []Entry) []Result {
 		panic(fmt.Sprintf("raftfsm: apply: %v", err))
 	}
 	f.applied.Store(newApplied) // only once the transaction is durable
+	if placement {
+		f.placementVer.Add(1)
+	}
 	return results
 }
 
@@ -668,8 +679,14 @@ func (f *FSM) Restore(r io.Reader) error {
 	}
 	f.db = db
 	f.loadApplied()
+	f.placementVer.Add(1)
 	return nil
 }
+
+// PlacementVersion changes (after the change is applied) whenever a
+// volume or chunk-server record may have changed: a cache of Volumes and
+// Servers taken at version v is current while the version is still v.
+func (f *FSM) PlacementVersion() uint64 { return f.placementVer.Load() }
 
 // --- reads ---
 

@@ -381,3 +381,22 @@ func TestFSM_VolumesAndServers(t *testing.T) {
 		t.Fatalf("masters = %v", ms)
 	}
 }
+
+func TestFSM_PlacementVersion(t *testing.T) {
+	h := newHarness(t)
+	v0 := h.f.PlacementVersion()
+	vol := h.volume()
+	v1 := h.f.PlacementVersion()
+	if v1 == v0 {
+		t.Fatal("creating a volume did not change the placement version")
+	}
+	h.ok(&fsmpb.PutObject{Key: []byte("k"), Hash: hashOf("A"), Size: 1, Volume: vol, LeaseExpiryUnixNano: h.lease()})
+	h.ok(&fsmpb.DeleteObject{Key: []byte("k")})
+	if h.f.PlacementVersion() != v1 {
+		t.Fatal("object commands changed the placement version")
+	}
+	h.ok(&fsmpb.SetServerState{Id: "cs1", State: fsmpb.ServerState_SERVER_DRAINING})
+	if h.f.PlacementVersion() == v1 {
+		t.Fatal("a server state change did not change the placement version")
+	}
+}
