@@ -107,8 +107,9 @@ type FSM struct {
 	path string
 	log  *slog.Logger
 
-	mu sync.RWMutex // held for writing only while Restore swaps the file
-	db *bolt.DB
+	mu   sync.RWMutex // held for writing only while Restore swaps the file
+	db   *bolt.DB
+	lock *os.File // flock on PATH.lock; nil once closed
 
 	applied atomic.Uint64 // the durable applied index, cached for readers
 	// placementVer changes whenever a volume or chunk-server record may
@@ -117,15 +118,42 @@ type FSM struct {
 }
 
 // Open opens (creating if needed) the state file at path.
+//
+// A state file left by a session that did not close cleanly, on a machine
+// that has restarted since, is not trusted (it is written without fsync):
+// it is moved aside to PATH.discarded and the state starts empty, with
+// applied index 0, so that the host restores the newest Raft snapshot and
+// replays the log (see trust.go).
 func Open(path string, logger *slog.Logger) (*FSM, error) {
+	return openWith(path, logger, readBootID())
+}
+
+func openWith(path string, logger *slog.Logger, bootID string) (*FSM, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	db, err := openDB(path)
+	lock, err := lockState(path)
 	if err != nil {
 		return nil, err
 	}
-	f := &FSM{path: path, log: logger, db: db}
+	if ok, why := trusted(path, bootID); !ok {
+		logger.Warn("state file not trusted; moving it aside, it will be rebuilt from the newest snapshot and the Raft log",
+			"path", path, "reason", why)
+		if err := os.Rename(path, path+".discarded"); err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("discard untrusted state: %w", err)
+		}
+	}
+	if err := beginSession(path, bootID); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	db, err := openDB(path)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	f := &FSM{path: path, log: logger, db: db, lock: lock}
 	f.loadApplied()
 	return f, nil
 }
@@ -137,9 +165,10 @@ func openDB(path string) (*bolt.DB, error) {
 	// while a snapshot's long read transaction is open: bbolt makes the
 	// remap wait for every reader, which would stall Apply for the whole
 	// snapshot. It reserves address space, not memory.
+	// NoSync: the Raft log is the durable record; see trust.go.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
-		InitialMmapSize: initialMmapSize,
+		InitialMmapSize: initialMmapSize, NoSync: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
@@ -164,10 +193,26 @@ func openDB(path string) (*bolt.DB, error) {
 }
 
 // Close closes the state file.
+// Close syncs the state file, closes it and marks it clean.
 func (f *FSM) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.db.Close()
+	if f.lock == nil {
+		return nil
+	}
+	err := f.db.Sync()
+	if cerr := f.db.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = endSession(f.path)
+	}
+	f.lock.Close()
+	f.lock = nil
+	if err != nil {
+		return fmt.Errorf("close state %s: %w", f.path, err)
+	}
+	return nil
 }
 
 func u64(v uint64) []byte {
@@ -966,4 +1011,14 @@ func (f *FSM) IsPendingDelete(hash raisfs.Hash, vol raisfs.VolumeID) bool {
 		return nil
 	})
 	return found
+}
+
+// abandon drops the state without syncing or marking it clean, as a crash
+// would. For tests.
+func (f *FSM) abandon() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.db.Close()
+	f.lock.Close()
+	f.lock = nil
 }
