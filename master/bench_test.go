@@ -3,6 +3,7 @@ package master
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -114,18 +115,22 @@ func runParallel(b *testing.B, conc int, op func(i uint64) error) {
 }
 
 // BenchmarkCommit: 64 concurrent committers of ~100-byte commands on the
-// leader, with each Raft log store.
+// leader, with each Raft log store, with Go's default GC target and with
+// the one `rais master` sets (GCPercent).
 func BenchmarkCommit(b *testing.B) {
 	for _, store := range []string{"boltdb", "wal"} {
-		b.Run("log="+store, func(b *testing.B) {
-			_, leader := benchCluster(b, store)
-			base := uint64(time.Now().UnixNano())
-			runParallel(b, 64, func(i uint64) error {
-				_, err := leader.apply(context.Background(), putOp(base+i))
-				return err
+		for _, gc := range []int{100, GCPercent} {
+			b.Run(fmt.Sprintf("log=%s/gogc=%d", store, gc), func(b *testing.B) {
+				defer debug.SetGCPercent(debug.SetGCPercent(gc))
+				_, leader := benchCluster(b, store)
+				base := uint64(time.Now().UnixNano())
+				runParallel(b, 64, func(i uint64) error {
+					_, err := leader.apply(context.Background(), putOp(base+i))
+					return err
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
 			})
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
-		})
+		}
 	}
 }
 

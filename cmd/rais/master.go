@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/raisfs/raisfs"
@@ -75,6 +77,9 @@ func runMaster(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	logger, err := newLogger(stderr, *logLevel)
 	if err != nil {
 		return err
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(master.GCPercent)
 	}
 	cfg := master.Config{
 		ID: *id, Dir: *dir, RaftAddr: *raftAddr, APIAddr: *apiAddr, HTTPAddr: *httpAddr,
