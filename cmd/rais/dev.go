@@ -51,10 +51,11 @@ func loadOrCreateLayout(dir string, chunkservers int) (*devLayout, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
+	var portErr error
 	port := func() string {
 		a, err := freeLoopbackPort()
-		if err != nil {
-			panic(err)
+		if err != nil && portErr == nil {
+			portErr = fmt.Errorf("pick a free port: %w", err)
 		}
 		return a
 	}
@@ -65,6 +66,9 @@ func loadOrCreateLayout(dir string, chunkservers int) (*devLayout, error) {
 	}
 	for len(l.ChunkServers) < chunkservers {
 		l.ChunkServers = append(l.ChunkServers, devNode{ID: fmt.Sprintf("cs%d", len(l.ChunkServers)+1), API: port()})
+	}
+	if portErr != nil {
+		return nil, portErr
 	}
 	b, _ := json.MarshalIndent(l, "", "  ")
 	if err := os.WriteFile(path, b, 0o644); err != nil {
