@@ -172,7 +172,6 @@ func TestCluster_LeaderCrashLosesNothing(t *testing.T) {
 
 func TestCluster_MinorityCannotCommit(t *testing.T) {
 	c := mustCluster(t, 3, nil)
-	l := c.waitLeader()
 	f := c.follower()
 	fi := c.index(f)
 	for i := range c.masters {
@@ -180,7 +179,6 @@ func TestCluster_MinorityCannotCommit(t *testing.T) {
 			c.stop(i, true)
 		}
 	}
-	_ = l
 	ctx := ctxT(t)
 	_, err := f.apply(ctx, &fsmpb.SetMaster{Id: "x", ApiAddress: "y"})
 	if !errors.Is(err, raisfs.ErrNotLeader) && !errors.Is(err, raisfs.ErrOutcomeUnknown) {

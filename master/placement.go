@@ -156,21 +156,28 @@ func (s *Server) writableVolume(ctx context.Context, class *fsmpb.ReplicationCla
 		return 0, nil, err
 	}
 	if len(ids) < s.cfg.WritableVolumes {
-		s.volMu.Lock()
-		ids, vols, err = find() // another request may have created one meanwhile
-		if err == nil && len(ids) < s.cfg.WritableVolumes {
-			var id raisfs.VolumeID
-			var cerr error
-			if id, _, cerr = s.createVolume(ctx, class); cerr == nil {
-				ids, vols, err = find()
-				_ = id
-			} else if len(ids) == 0 {
-				err = cerr
-			} else {
-				s.log.Warn("could not open another writable volume", "class", class.Name, "err", cerr)
-			}
+		// One creation at a time. A request that has a volume to use does
+		// not wait for another's creation; one that has none does.
+		locked := false
+		if len(ids) == 0 {
+			s.volMu.Lock()
+			locked = true
+		} else {
+			locked = s.volMu.TryLock()
 		}
-		s.volMu.Unlock()
+		if locked {
+			ids, vols, err = find() // another request may have created one meanwhile
+			if err == nil && len(ids) < s.cfg.WritableVolumes {
+				if _, _, cerr := s.createVolume(ctx, class); cerr == nil {
+					ids, vols, err = find()
+				} else if len(ids) == 0 {
+					err = cerr
+				} else {
+					s.log.Warn("could not open another writable volume", "class", class.Name, "err", cerr)
+				}
+			}
+			s.volMu.Unlock()
+		}
 		if err != nil {
 			return 0, nil, err
 		}
