@@ -61,7 +61,10 @@ type Config struct {
 	// when the cluster is first initialised (default 3).
 	DefaultCopies int
 	// WritableVolumes is how many writable volumes per class the leader
-	// keeps open, to spread writers (default 4).
+	// keeps open. 0 (the default) means one per `copies` live chunk
+	// servers, at least one: each server then takes part in about one
+	// open volume per class, so its writers share one group commit (one
+	// fsync stream per disk) instead of splitting over several.
 	WritableVolumes int
 	// VolumeSizeLimit: a volume reported this large takes no new puts
 	// (default 1 GiB, the chunk server's own seal size).
@@ -85,7 +88,6 @@ func DefaultConfig() Config {
 		HeartbeatInterval:  time.Second,
 		LeaseTTL:           time.Minute,
 		DefaultCopies:      3,
-		WritableVolumes:    4,
 		VolumeSizeLimit:    1 << 30,
 		MinFreeBytes:       256 << 20,
 	}
@@ -109,9 +111,6 @@ func (c *Config) withDefaults() {
 	}
 	if c.DefaultCopies == 0 {
 		c.DefaultCopies = d.DefaultCopies
-	}
-	if c.WritableVolumes == 0 {
-		c.WritableVolumes = d.WritableVolumes
 	}
 	if c.VolumeSizeLimit == 0 {
 		c.VolumeSizeLimit = d.VolumeSizeLimit

@@ -124,7 +124,7 @@ func (s *Server) candidates(servers map[string]*fsmpb.Server) []candidate {
 }
 
 // writableVolume picks a volume of class to write blob h to, creating one
-// when fewer than WritableVolumes are open.
+// when fewer than the wanted number (Config.WritableVolumes) are open.
 func (s *Server) writableVolume(ctx context.Context, class *fsmpb.ReplicationClass, h raisfs.Hash) (raisfs.VolumeID, *fsmpb.Volume, error) {
 	find := func() ([]raisfs.VolumeID, map[raisfs.VolumeID]*fsmpb.Volume, error) {
 		p, err := s.placement()
@@ -155,7 +155,15 @@ func (s *Server) writableVolume(ctx context.Context, class *fsmpb.ReplicationCla
 	if err != nil {
 		return 0, nil, err
 	}
-	if len(ids) < s.cfg.WritableVolumes {
+	want := s.cfg.WritableVolumes
+	if want == 0 {
+		p, err := s.placement()
+		if err != nil {
+			return 0, nil, err
+		}
+		want = max(1, len(s.candidates(p.servers))/int(max(class.Copies, 1)))
+	}
+	if len(ids) < want {
 		// One creation at a time. A request that has a volume to use does
 		// not wait for another's creation; one that has none does.
 		locked := false
@@ -167,7 +175,7 @@ func (s *Server) writableVolume(ctx context.Context, class *fsmpb.ReplicationCla
 		}
 		if locked {
 			ids, vols, err = find() // another request may have created one meanwhile
-			if err == nil && len(ids) < s.cfg.WritableVolumes {
+			if err == nil && len(ids) < want {
 				if _, _, cerr := s.createVolume(ctx, class); cerr == nil {
 					ids, vols, err = find()
 				} else if len(ids) == 0 {

@@ -43,6 +43,7 @@ func runMaster(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	peers := fl.String("peers", "", "the initial masters as ID=RAFT-HOST:PORT,...; used once, to form a new cluster (include this master)")
 	copies := fl.Int("copies", def.DefaultCopies, "copies of each message in the default replication class, set when the cluster is first formed")
 	downAfter := fl.Duration("server-down-after", def.ServerDownAfter, "a chunk server silent this long is marked down")
+	writable := fl.Int("writable-volumes", 0, "writable volumes kept open per replication class (0: one per copies-sized group of live chunk servers, at least 1)")
 	logStore := fl.String("log-store", "boltdb", "Raft log store: boltdb (raft-boltdb) or wal (raft-wal, faster commits); fixed once the dir exists")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	fl.Usage = func() {
@@ -83,7 +84,7 @@ func runMaster(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	cfg := master.Config{
 		ID: *id, Dir: *dir, RaftAddr: *raftAddr, APIAddr: *apiAddr, HTTPAddr: *httpAddr,
-		DefaultCopies: *copies, ServerDownAfter: *downAfter, LogStore: *logStore, Logger: logger,
+		DefaultCopies: *copies, ServerDownAfter: *downAfter, LogStore: *logStore, WritableVolumes: *writable, Logger: logger,
 	}
 	s, err := master.New(cfg)
 	if err != nil {
