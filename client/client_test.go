@@ -310,3 +310,29 @@ func TestClient_SkipsDeadMaster(t *testing.T) {
 		}
 	}
 }
+
+// Volumes fill up and seal under a stream of puts; new ones open and no
+// put fails.
+func TestClient_PutsFillAndSealVolumes(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{VolumeSize: 256 << 10})
+	c := mustClient(t, cl.MasterAddrs(), nil)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 15 {
+				k := fmt.Sprintf("w%d/%d", w, i)
+				if _, err := c.Put(ctxT(t), k, bytes.NewReader(randomBytes(uint64(w*100+i), 20<<10)), nil); err != nil {
+					t.Errorf("Put(%s) = %v", k, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	vols, err := cl.Leader().FSM().Volumes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vols) < 3 {
+		t.Fatalf("%d volumes after 1.2 MiB into 256 KiB volumes, want several", len(vols))
+	}
+}

@@ -149,6 +149,14 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts *PutOpti
 		if err := c.upload(ctx, b, bp); err != nil {
 			lastErr = err
 			c.log.Warn("upload failed; asking for another placement", "key", key, "err", err)
+			// Give the masters time to learn what went wrong (a member
+			// down, a volume full) before asking again.
+			t := time.NewTimer(time.Duration(25<<attempt) * time.Millisecond)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
 			continue
 		}
 		for {
@@ -193,11 +201,16 @@ func (c *Client) upload(ctx context.Context, b *body, bp *masterpb.BeginPutRespo
 	wg.Wait()
 	ok := 0
 	var failed []string
+	reportedFull := false
 	for i, err := range errs {
 		if err == nil {
 			ok++
-		} else {
-			failed = append(failed, fmt.Sprintf("%s: %v", bp.Replicas[i].Id, err))
+			continue
+		}
+		failed = append(failed, fmt.Sprintf("%s: %v", bp.Replicas[i].Id, err))
+		if errors.Is(err, errVolumeFull) && !reportedFull {
+			reportedFull = true
+			c.reportFull(ctx, bp.Volume, bp.Replicas[i].Id)
 		}
 	}
 	if uint32(ok) < max(bp.WriteQuorum, 1) {
@@ -222,9 +235,26 @@ func (c *Client) putReplica(ctx context.Context, r *masterpb.Replica, bp *master
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		if resp.Header.Get("X-Rais-Error") == "sealed" {
+			return fmt.Errorf("status %d: %w", resp.StatusCode, errVolumeFull)
+		}
 		return fmt.Errorf("status %d (%s)", resp.StatusCode, resp.Header.Get("X-Rais-Error"))
 	}
 	return nil
+}
+
+// errVolumeFull is a replica's answer that the volume is sealed.
+var errVolumeFull = errors.New("volume full (sealed)")
+
+// reportFull tells the masters a volume filled up, so they stop handing
+// it out before the member's next heartbeat says so.
+func (c *Client) reportFull(ctx context.Context, vol uint64, replica string) {
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	c.call(rctx, "report full volume", func(ctx context.Context, m masterpb.MasterClient) error {
+		_, err := m.ReportBadReplica(ctx, &masterpb.ReportBadReplicaRequest{Volume: vol, Replica: replica, Sealed: true})
+		return err
+	})
 }
 
 // lookup asks the masters where key lives.

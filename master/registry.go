@@ -159,6 +159,21 @@ func (s *Server) ReportBadReplica(ctx context.Context, req *masterpb.ReportBadRe
 	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.ReportBadReplica); ok || err != nil {
 		return resp, err
 	}
+	if req.Sealed {
+		// Sealing early is harmless (a new volume opens), so a client's
+		// word is enough; the member's next heartbeat says the same.
+		vol, err := s.fsm.Volume(raisfs.VolumeID(req.Volume))
+		if err != nil {
+			return nil, err
+		}
+		if vol.State == fsmpb.VolumeState_VOLUME_WRITABLE {
+			if _, err := s.apply(ctx, &fsmpb.SetVolumeState{Id: req.Volume, State: fsmpb.VolumeState_VOLUME_SEALED}); err != nil {
+				return nil, err
+			}
+			s.log.Info("volume sealed: a member reported it full", "volume", req.Volume, "replica", req.Replica)
+		}
+		return &masterpb.ReportBadReplicaResponse{}, nil
+	}
 	if !raisfs.ValidNodeID(req.Replica) || len(req.Hash) != raisfs.HashSize {
 		return nil, fmt.Errorf("report bad replica: bad replica id or hash: %w", raisfs.ErrInvalidArgument)
 	}

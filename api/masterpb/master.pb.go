@@ -1483,11 +1483,15 @@ func (*RemoveMasterResponse) Descriptor() ([]byte, []int) {
 }
 
 type ReportBadReplicaRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Volume        uint64                 `protobuf:"varint,1,opt,name=volume,proto3" json:"volume,omitempty"`
-	Hash          []byte                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
-	Replica       string                 `protobuf:"bytes,3,opt,name=replica,proto3" json:"replica,omitempty"` // chunk server id
-	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`   // "corrupt" or "unavailable", and detail
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Volume  uint64                 `protobuf:"varint,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	Hash    []byte                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	Replica string                 `protobuf:"bytes,3,opt,name=replica,proto3" json:"replica,omitempty"` // chunk server id
+	Reason  string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`   // "corrupt" or "unavailable", and detail
+	// The replica refused a put because the volume is full (sealed): the
+	// masters stop handing the volume out at once instead of at the next
+	// heartbeat.
+	Sealed        bool `protobuf:"varint,5,opt,name=sealed,proto3" json:"sealed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1548,6 +1552,13 @@ func (x *ReportBadReplicaRequest) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *ReportBadReplicaRequest) GetSealed() bool {
+	if x != nil {
+		return x.Sealed
+	}
+	return false
 }
 
 type ReportBadReplicaResponse struct {
@@ -1700,12 +1711,13 @@ const file_master_proto_rawDesc = "" +
 	"\x11AddMasterResponse\"%\n" +
 	"\x13RemoveMasterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +
-	"\x14RemoveMasterResponse\"w\n" +
+	"\x14RemoveMasterResponse\"\x8f\x01\n" +
 	"\x17ReportBadReplicaRequest\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\x04R\x06volume\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\fR\x04hash\x12\x18\n" +
 	"\areplica\x18\x03 \x01(\tR\areplica\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x1a\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06sealed\x18\x05 \x01(\bR\x06sealed\"\x1a\n" +
 	"\x18ReportBadReplicaResponse2\xb0\a\n" +
 	"\x06Master\x12Q\n" +
 	"\bBeginPut\x12!.raisfs.master.v1.BeginPutRequest\x1a\".raisfs.master.v1.BeginPutResponse\x12T\n" +

@@ -77,6 +77,10 @@ func loadOrCreateLayout(dir string, chunkservers int) (*devLayout, error) {
 	return &l, nil
 }
 
+// devVolumeSize: small volumes, so that sealing and new volumes happen
+// in a demo; masters and chunk servers must agree on it.
+const devVolumeSize = 256 << 20
+
 type child struct {
 	name string
 	addr string
@@ -183,7 +187,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	for _, m := range layout.Masters {
 		err := start(m.ID, m.API, "master", "--id", m.ID, "--dir", filepath.Join(*dir, m.ID),
 			"--raft-addr", m.Raft, "--api-addr", m.API, "--http-addr", m.HTTPAddr, "--peers", strings.Join(peers, ","),
-			"--copies", fmt.Sprint(*copies), "--log-store", *logStore)
+			"--copies", fmt.Sprint(*copies), "--log-store", *logStore, "--volume-size", fmt.Sprint(devVolumeSize))
 		if err != nil {
 			stopAll()
 			return err
@@ -192,7 +196,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	for i, cs := range layout.ChunkServers[:*n] {
 		err := start(cs.ID, cs.API, "chunkserver", "--id", cs.ID, "--dir", filepath.Join(*dir, cs.ID),
 			"--addr", cs.API, "--masters", strings.Join(masters, ","), "--rack", fmt.Sprintf("rack%d", i%2+1),
-			"--volume-size", fmt.Sprint(256<<20), "--min-free", fmt.Sprint(64<<20))
+			"--volume-size", fmt.Sprint(devVolumeSize), "--min-free", fmt.Sprint(64<<20))
 		if err != nil {
 			stopAll()
 			return err

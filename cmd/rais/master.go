@@ -43,6 +43,7 @@ func runMaster(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	peers := fl.String("peers", "", "the initial masters as ID=RAFT-HOST:PORT,...; used once, to form a new cluster (include this master)")
 	copies := fl.Int("copies", def.DefaultCopies, "copies of each message in the default replication class, set when the cluster is first formed")
 	downAfter := fl.Duration("server-down-after", def.ServerDownAfter, "a chunk server silent this long is marked down")
+	volSize := fl.Int64("volume-size", def.VolumeSizeLimit, "size at which a volume is full: match the chunk servers' --volume-size")
 	writable := fl.Int("writable-volumes", 0, "writable volumes kept open per replication class (0: one per copies-sized group of live chunk servers, at least 1)")
 	logStore := fl.String("log-store", "boltdb", "Raft log store: boltdb (raft-boltdb) or wal (raft-wal, faster commits); fixed once the dir exists")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
@@ -84,7 +85,7 @@ func runMaster(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	cfg := master.Config{
 		ID: *id, Dir: *dir, RaftAddr: *raftAddr, APIAddr: *apiAddr, HTTPAddr: *httpAddr,
-		DefaultCopies: *copies, ServerDownAfter: *downAfter, LogStore: *logStore, WritableVolumes: *writable, Logger: logger,
+		DefaultCopies: *copies, ServerDownAfter: *downAfter, LogStore: *logStore, WritableVolumes: *writable, VolumeSizeLimit: *volSize, Logger: logger,
 	}
 	s, err := master.New(cfg)
 	if err != nil {

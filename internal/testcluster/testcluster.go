@@ -23,16 +23,18 @@ import (
 
 // Options size a cluster.
 type Options struct {
-	Masters      int // default 3
-	ChunkServers int // default 3
-	Copies       int // default replication class copies (default 3)
+	Masters      int   // default 3
+	ChunkServers int   // default 3
+	Copies       int   // default replication class copies (default 3)
+	VolumeSize   int64 // size at which volumes seal (default: the chunk server's)
 }
 
 // Cluster is a running cluster. Its parts stop when the test ends.
 type Cluster struct {
-	t       testing.TB
-	Masters []*master.Server
-	Chunks  []*ChunkServer
+	t          testing.TB
+	volumeSize int64
+	Masters    []*master.Server
+	Chunks     []*ChunkServer
 }
 
 // ChunkServer is one running chunk server.
@@ -70,7 +72,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	if o.Copies == 0 {
 		o.Copies = 3
 	}
-	c := &Cluster{t: t}
+	c := &Cluster{t: t, volumeSize: o.VolumeSize}
 	var peers []master.Peer
 	for i := range o.Masters {
 		cfg := master.DefaultConfig()
@@ -81,6 +83,9 @@ func Start(t testing.TB, o Options) *Cluster {
 		cfg.ServerDownAfter = 2 * time.Second
 		cfg.MinFreeBytes = 1
 		cfg.DefaultCopies = o.Copies
+		if o.VolumeSize > 0 {
+			cfg.VolumeSizeLimit = o.VolumeSize
+		}
 		cfg.Logger = Logger(t).With("master", cfg.ID)
 		s, err := master.New(cfg)
 		if err != nil {
@@ -155,6 +160,9 @@ func (c *Cluster) StartChunkServer(id, dir string) *ChunkServer {
 	cfg.Dirs = []string{dir}
 	cfg.MinFreeBytes = 1
 	cfg.HighWater = 1
+	if c.volumeSize > 0 {
+		cfg.VolumeSize = c.volumeSize
+	}
 	cfg.Logger = Logger(c.t).With("cs", id)
 	store, err := chunkserver.Open(cfg)
 	if err != nil {
