@@ -44,24 +44,37 @@ func (l Lease) Sign(key []byte) string {
 	return strconv.FormatInt(l.Expiry.UnixNano(), 10) + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
+// CheckLease checks that token is a lease for op on (vol, h) signed with
+// key, and returns its expiry without comparing it with any clock (the
+// master compares it with the time a put commits). Errors wrap
+// ErrPermissionDenied.
+func CheckLease(key []byte, token, op string, vol VolumeID, h Hash) (time.Time, error) {
+	exp, _, ok := strings.Cut(token, ".")
+	if !ok || len(key) == 0 {
+		return time.Time{}, fmt.Errorf("lease for %s %s: missing or malformed token: %w", op, vol, ErrPermissionDenied)
+	}
+	ns, err := strconv.ParseInt(exp, 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("lease for %s %s: malformed expiry: %w", op, vol, ErrPermissionDenied)
+	}
+	expiry := time.Unix(0, ns)
+	want := Lease{Op: op, Volume: vol, Hash: h, Expiry: expiry}.Sign(key)
+	if !hmac.Equal([]byte(want), []byte(token)) {
+		return time.Time{}, fmt.Errorf("lease for %s %s: bad signature: %w", op, vol, ErrPermissionDenied)
+	}
+	return expiry, nil
+}
+
 // VerifyLease checks that token grants op on (vol, h) under key at time
 // now. Errors wrap ErrPermissionDenied (bad or missing token) or
 // ErrLeaseExpired.
 func VerifyLease(key []byte, token, op string, vol VolumeID, h Hash, now time.Time) error {
-	exp, _, ok := strings.Cut(token, ".")
-	if !ok || len(key) == 0 {
-		return fmt.Errorf("lease for %s %s: missing or malformed token: %w", op, vol, ErrPermissionDenied)
-	}
-	ns, err := strconv.ParseInt(exp, 10, 64)
+	expiry, err := CheckLease(key, token, op, vol, h)
 	if err != nil {
-		return fmt.Errorf("lease for %s %s: malformed expiry: %w", op, vol, ErrPermissionDenied)
+		return err
 	}
-	want := Lease{Op: op, Volume: vol, Hash: h, Expiry: time.Unix(0, ns)}.Sign(key)
-	if !hmac.Equal([]byte(want), []byte(token)) {
-		return fmt.Errorf("lease for %s %s: bad signature: %w", op, vol, ErrPermissionDenied)
-	}
-	if now.UnixNano() > ns {
-		return fmt.Errorf("lease for %s %s expired %s ago: %w", op, vol, now.Sub(time.Unix(0, ns)).Round(time.Millisecond), ErrLeaseExpired)
+	if now.After(expiry) {
+		return fmt.Errorf("lease for %s %s expired %s ago: %w", op, vol, now.Sub(expiry).Round(time.Millisecond), ErrLeaseExpired)
 	}
 	return nil
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -285,13 +283,6 @@ func (s *Server) BeginPut(ctx context.Context, req *masterpb.BeginPutRequest) (*
 
 func isBlobGone(err error) bool { return errors.Is(err, raftfsm.ErrBlobGone) }
 
-// leaseExpiry is the expiry a token claims (checked by its signature).
-func leaseExpiry(token string) int64 {
-	exp, _, _ := strings.Cut(token, ".")
-	n, _ := strconv.ParseInt(exp, 10, 64)
-	return n
-}
-
 // CommitPut implements masterpb.MasterServer.
 func (s *Server) CommitPut(ctx context.Context, req *masterpb.CommitPutRequest) (*masterpb.CommitPutResponse, error) {
 	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.CommitPut); ok || err != nil {
@@ -303,11 +294,11 @@ func (s *Server) CommitPut(ctx context.Context, req *masterpb.CommitPutRequest) 
 	}
 	// The lease proves this master group chose the volume for this blob;
 	// its expiry is what the state machine checks against commit time.
-	if err := raisfs.VerifyLease(s.fsm.LeaseKey(), req.Lease, raisfs.LeaseOpPut, raisfs.VolumeID(req.Volume), h,
-		time.Unix(0, req.LeaseExpiryUnixNano-1)); err != nil {
+	expiry, err := raisfs.CheckLease(s.fsm.LeaseKey(), req.Lease, raisfs.LeaseOpPut, raisfs.VolumeID(req.Volume), h)
+	if err != nil {
 		return nil, err
 	}
-	if got := leaseExpiry(req.Lease); got != req.LeaseExpiryUnixNano {
+	if expiry.UnixNano() != req.LeaseExpiryUnixNano {
 		return nil, fmt.Errorf("lease expiry does not match the token: %w", raisfs.ErrPermissionDenied)
 	}
 	r, err := s.apply(ctx, &fsmpb.PutObject{
@@ -391,7 +382,7 @@ func (s *Server) Status(ctx context.Context, req *masterpb.StatusRequest) (*mast
 	}
 	resp := &masterpb.StatusResponse{}
 	st := s.fsm.Stats()
-	resp.Objects, resp.Bytes, resp.Blobs, resp.Volumes, resp.AppliedIndex = st.Objects, st.Bytes, st.Blobs, uint32(st.Volumes), st.AppliedIndex
+	resp.Objects, resp.Bytes, resp.Blobs, resp.AppliedIndex = st.Objects, st.Bytes, st.Blobs, st.AppliedIndex
 	apis, _ := s.fsm.Masters()
 	_, leaderID := s.raft.LeaderWithID()
 	if cf := s.raft.GetConfiguration(); cf.Error() == nil {
@@ -402,14 +393,12 @@ func (s *Server) Status(ctx context.Context, req *masterpb.StatusRequest) (*mast
 			})
 		}
 	}
-	servers, err := s.fsm.Servers()
+	p, err := s.placement()
 	if err != nil {
 		return nil, err
 	}
-	vols, err := s.fsm.Volumes()
-	if err != nil {
-		return nil, err
-	}
+	servers, vols := p.servers, p.volumes
+	resp.Volumes = uint32(len(vols))
 	perServer := map[string]uint32{}
 	for _, v := range vols {
 		if v.State == fsmpb.VolumeState_VOLUME_ABANDONED {

@@ -143,7 +143,7 @@ func (s *Server) writableVolume(ctx context.Context, class *fsmpb.ReplicationCla
 					continue next
 				}
 			}
-			if size, sealed := s.registry.volumeReport(uint64(id)); sealed || size >= s.cfg.VolumeSizeLimit {
+			if size, sealed := s.registry.volumeReport(uint64(id), v.Members); sealed || size >= s.cfg.VolumeSizeLimit {
 				continue
 			}
 			ids = append(ids, id)

@@ -46,6 +46,15 @@ func (r *registry) reportBad(b badReplica) {
 type heartbeat struct {
 	at     time.Time
 	report *masterpb.HeartbeatRequest
+	vols   map[uint64]*masterpb.VolumeReport // report.Volumes by id
+}
+
+func newHeartbeat(at time.Time, req *masterpb.HeartbeatRequest) heartbeat {
+	hb := heartbeat{at: at, report: req, vols: make(map[uint64]*masterpb.VolumeReport, len(req.Volumes))}
+	for _, v := range req.Volumes {
+		hb.vols[v.Id] = v
+	}
+	return hb
 }
 
 func newRegistry() *registry { return &registry{servers: map[string]heartbeat{}} }
@@ -80,16 +89,16 @@ func (r *registry) lastSeen(id string) time.Time {
 	return r.since
 }
 
-// volumeSize is the largest size any member reported for volume id.
-func (r *registry) volumeReport(id uint64) (size int64, sealed bool) {
+// volumeReport is the largest size the members of volume id reported for
+// it, and whether any reported it sealed or failed. It runs for every
+// candidate volume of every put, so it looks at the members only.
+func (r *registry) volumeReport(id uint64, members []string) (size int64, sealed bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, hb := range r.servers {
-		for _, v := range hb.report.Volumes {
-			if v.Id == id {
-				size = max(size, v.SizeBytes)
-				sealed = sealed || v.Sealed || v.Failed
-			}
+	for _, m := range members {
+		if v, ok := r.servers[m].vols[id]; ok {
+			size = max(size, v.SizeBytes)
+			sealed = sealed || v.Sealed || v.Failed
 		}
 	}
 	return size, sealed
@@ -114,7 +123,7 @@ func (s *Server) Heartbeat(ctx context.Context, req *masterpb.HeartbeatRequest) 
 	if !raisfs.ValidNodeID(req.Id) || req.Address == "" {
 		return nil, fmt.Errorf("heartbeat: bad id or address: %w", raisfs.ErrInvalidArgument)
 	}
-	s.registry.put(req.Id, heartbeat{at: time.Now(), report: req})
+	s.registry.put(req.Id, newHeartbeat(time.Now(), req))
 	p, err := s.placement()
 	if err != nil {
 		return nil, err
