@@ -97,15 +97,16 @@ func (h *Heartbeater) Run(ctx context.Context) {
 func (h *Heartbeater) beat(ctx context.Context) (*masterpb.HeartbeatResponse, error) {
 	st := h.store.Status()
 	req := &masterpb.HeartbeatRequest{Id: string(h.cfg.ID), Address: h.cfg.Address, Dc: h.cfg.DC, Rack: h.cfg.Rack}
-	seen := map[string]bool{}
+	seen := map[uint64]bool{} // dirs on one filesystem share its capacity: count it once
 	for _, d := range st.Dirs {
 		req.UsedBytes += d.UsedBytes
+		if d.Error != "" || seen[d.FSID] {
+			continue
+		}
+		seen[d.FSID] = true
+		req.CapacityBytes += d.Total
 		if d.Writable {
 			req.FreeBytes += d.FreeBytes - d.Reserved
-		}
-		if !seen[fmt.Sprint(d.Total, d.FreeBytes)] { // dirs on one filesystem count once
-			seen[fmt.Sprint(d.Total, d.FreeBytes)] = true
-			req.CapacityBytes += d.Total
 		}
 	}
 	for _, v := range st.Volumes {

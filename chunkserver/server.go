@@ -217,10 +217,7 @@ func (s *Server) authorize(r *http.Request, op WriteOp) error {
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) error {
-	s.store.mu.RLock()
-	closed := s.store.closed
-	s.store.mu.RUnlock()
-	if closed {
+	if s.store.Closed() {
 		return fmt.Errorf("store closed: %w", raisfs.ErrUnavailable)
 	}
 	_, err := w.Write([]byte("ok\n"))

@@ -559,7 +559,8 @@ type DirStatus struct {
 	FreeBytes int64  `json:"free_bytes"` // free on its filesystem
 	Total     int64  `json:"total_bytes"`
 	Reserved  int64  `json:"reserved_bytes"`
-	Writable  bool   `json:"writable"` // below the high-water mark
+	FSID      uint64 `json:"filesystem_id"` // dirs with the same id share total and free space
+	Writable  bool   `json:"writable"`      // below the high-water mark
 	Error     string `json:"error,omitempty"`
 }
 
@@ -597,7 +598,7 @@ func (s *Store) Status() Status {
 		if u, err := s.cfg.FS.Usage(d.path); err != nil {
 			ds.Error = err.Error()
 		} else {
-			ds.FreeBytes, ds.Total, ds.Reserved = u.Free, u.Total, s.reserve(u)
+			ds.FreeBytes, ds.Total, ds.Reserved, ds.FSID = u.Free, u.Total, s.reserve(u), u.FSID
 			ds.Writable = u.Free > ds.Reserved
 		}
 		st.Dirs = append(st.Dirs, ds)
@@ -618,6 +619,13 @@ func (s *Store) totals() totals {
 		v.mu.Unlock()
 	}
 	return t
+}
+
+// Closed reports whether Close has begun.
+func (s *Store) Closed() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.closed
 }
 
 // Close commits what is queued, closes every volume and releases the data

@@ -47,8 +47,9 @@ type File interface {
 
 // DiskUsage is a filesystem's capacity in bytes.
 type DiskUsage struct {
-	Total int64 // size of the filesystem
-	Free  int64 // bytes available to this (unprivileged) process
+	Total int64  // size of the filesystem
+	Free  int64  // bytes available to this (unprivileged) process
+	FSID  uint64 // identifies the filesystem: dirs with the same FSID share Total and Free
 }
 
 // OSFS is the FS of the running operating system.
@@ -127,7 +128,8 @@ func (OSFS) Usage(path string) (DiskUsage, error) {
 		return DiskUsage{}, fmt.Errorf("statfs %s: %w", path, err)
 	}
 	bs := int64(st.Bsize)
-	return DiskUsage{Total: int64(st.Blocks) * bs, Free: int64(st.Bavail) * bs}, nil
+	fsid := uint64(uint32(st.Fsid.X__val[0]))<<32 | uint64(uint32(st.Fsid.X__val[1]))
+	return DiskUsage{Total: int64(st.Blocks) * bs, Free: int64(st.Bavail) * bs, FSID: fsid}, nil
 }
 
 type flock struct{ f *os.File }
