@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -352,6 +353,32 @@ func TestCluster_BadRequests(t *testing.T) {
 	}
 	if _, err := m.Heartbeat(ctxT(t), &masterpb.HeartbeatRequest{Id: "../x", Address: "a"}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("bad heartbeat: %v", err)
+	}
+}
+
+// A leader that has not heard from every alive server since its election
+// does not know their free space: a put that finds too few candidates then
+// is unavailable (the client retries), not refused for lack of placement.
+func TestCluster_NewLeaderUnheardServersAreUnavailableNotNoPlacement(t *testing.T) {
+	c := mustCluster(t, 3, func(cfg *Config) { cfg.DefaultCopies = 2 })
+	startChunkServer(t, "cs1", "dc1", "r1", masterAddrs(c))
+	waitServers(t, c, 1)
+	m := client(t, c.masters[0].APIAddr())
+	// cs2 registers (alive in the state machine) and then falls silent.
+	if _, err := m.Heartbeat(ctxT(t), &masterpb.HeartbeatRequest{Id: "cs2", Address: "127.0.0.1:1", Dc: "dc1", Rack: "r2"}); err != nil {
+		t.Fatal(err)
+	}
+	l := c.waitLeader()
+	l.registry.reset(time.Now()) // as after an election: cs2 not heard yet
+	err := put(t, m, "k", []byte("x"))
+	if status.Code(errors.Unwrap(err)) != codes.Unavailable || !strings.Contains(err.Error(), "not yet heard from") {
+		t.Fatalf("put with a server not heard since the election = %v, want Unavailable", err)
+	}
+	// Once the leader has led for ServerDownAfter, an unheard server is
+	// no longer a reason to wait: too few candidates is no placement.
+	l.registry.reset(time.Now().Add(-l.cfg.ServerDownAfter))
+	if err := put(t, m, "k", []byte("x")); status.Code(errors.Unwrap(err)) != codes.ResourceExhausted {
+		t.Fatalf("put after the grace = %v, want ResourceExhausted (no placement)", err)
 	}
 }
 

@@ -123,6 +123,23 @@ func (s *Server) candidates(servers map[string]*fsmpb.Server) []candidate {
 	return out
 }
 
+// unheard counts the servers recorded alive that this leader has not heard
+// from yet, while it is younger than ServerDownAfter (after that, such a
+// server is marked down), and says how long it has led.
+func (s *Server) unheard(servers map[string]*fsmpb.Server) (int, time.Duration) {
+	age := time.Since(s.registry.started())
+	if age >= s.cfg.ServerDownAfter {
+		return 0, age
+	}
+	n := 0
+	for id, srv := range servers {
+		if _, ok := s.registry.get(id); !ok && srv.State == fsmpb.ServerState_SERVER_ALIVE {
+			n++
+		}
+	}
+	return n, age
+}
+
 // writableVolume picks a volume of class to write blob h to, creating one
 // when fewer than the wanted number (Config.WritableVolumes) are open.
 func (s *Server) writableVolume(ctx context.Context, class *fsmpb.ReplicationClass, h raisfs.Hash) (raisfs.VolumeID, *fsmpb.Volume, error) {
@@ -213,6 +230,12 @@ func (s *Server) createVolume(ctx context.Context, class *fsmpb.ReplicationClass
 	servers := p.servers
 	members, err := place(s.candidates(servers), int(class.Copies), int(class.MinDcs), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 	if err != nil {
+		if n, age := s.unheard(servers); n > 0 {
+			// A new leader knows no server's free space until it hears
+			// from it: a transient state, not a full cluster.
+			return 0, nil, fmt.Errorf("place a volume: this leader (elected %s ago) has not yet heard from %d alive chunk servers (%v): %w",
+				age.Round(time.Millisecond), n, err, raisfs.ErrUnavailable)
+		}
 		return 0, nil, err
 	}
 	r, err := s.apply(ctx, &fsmpb.CreateVolume{Members: members, Class: class.Name})

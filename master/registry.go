@@ -66,6 +66,13 @@ func (r *registry) reset(now time.Time) {
 	r.servers = map[string]heartbeat{}
 }
 
+// started is when this leader began listening to heartbeats.
+func (r *registry) started() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.since
+}
+
 func (r *registry) put(id string, hb heartbeat) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
