@@ -28,7 +28,7 @@ import (
 // It also reports CPU time per operation of this process and of every
 // `rais` process on the machine (the cluster of `rais dev`), from their
 // rusage before and after each phase.
-func bench(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) error {
+func bench(ctx context.Context, cfg client.Config, args []string, stdout, stderr io.Writer) error {
 	fl := flag.NewFlagSet("raisadm bench", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	n := fl.Int("n", 10000, "objects to put, then to get")
@@ -40,6 +40,11 @@ func bench(ctx context.Context, c *client.Client, args []string, stdout, stderr 
 	if err := fl.Parse(args); err != nil || fl.NArg() > 0 || *n < 1 || *conc < 1 {
 		return errUsage
 	}
+	c, err := client.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -89,9 +94,10 @@ func bench(ctx context.Context, c *client.Client, args []string, stdout, stderr 
 		fmt.Fprintf(stdout, "%s: %d ok, %d failed in %.2fs: %.0f ops/s, %.1f MiB/s\n", ph.name, res.ok, res.failed, secs,
 			float64(res.ok)/secs, float64(res.ok)*float64(sz)/secs/(1<<20))
 		fmt.Fprintf(stdout, "  latency p50 %s  p90 %s  p99 %s  max %s\n", res.pct(50), res.pct(90), res.pct(99), res.pct(100))
-		if res.cpu > 0 && res.ok > 0 {
-			fmt.Fprintf(stdout, "  cpu %.3f ms per op (this process and %d rais processes)\n",
-				float64(res.cpu.Microseconds())/1000/float64(res.ok), res.procs)
+		if res.cpu.total() > 0 && res.ok > 0 {
+			per := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(res.ok) }
+			fmt.Fprintf(stdout, "  cpu %.3f ms per op (this process and %d rais processes): client %.3f, masters %.3f, chunk servers %.3f, other %.3f\n",
+				per(res.cpu.total()), res.procs, per(res.cpu.client), per(res.cpu.masters), per(res.cpu.chunkservers), per(res.cpu.other))
 		}
 		if res.firstErr != nil {
 			fmt.Fprintf(stdout, "  first error: %v\n", oneLine(res.firstErr))
@@ -104,7 +110,7 @@ type phaseResult struct {
 	ok, failed int
 	elapsed    time.Duration
 	lat        []time.Duration
-	cpu        time.Duration
+	cpu        cpuTimes
 	procs      int
 	firstErr   error
 }
@@ -167,7 +173,7 @@ func runPhase(ctx context.Context, name string, n, conc int, op func(int) error,
 		bar.Finish()
 	}
 	cpu1, _ := clusterCPU()
-	res.cpu, res.procs = cpu1-cpu0, procs
+	res.cpu, res.procs = cpu1.sub(cpu0), procs
 	sort.Slice(res.lat, func(i, j int) bool { return res.lat[i] < res.lat[j] })
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("bench %s: %w", name, err)
@@ -175,13 +181,22 @@ func runPhase(ctx context.Context, name string, n, conc int, op func(int) error,
 	return res, nil
 }
 
+// cpuTimes is user+system CPU time by role.
+type cpuTimes struct{ client, masters, chunkservers, other time.Duration }
+
+func (c cpuTimes) total() time.Duration { return c.client + c.masters + c.chunkservers + c.other }
+
+func (c cpuTimes) sub(o cpuTimes) cpuTimes {
+	return cpuTimes{c.client - o.client, c.masters - o.masters, c.chunkservers - o.chunkservers, c.other - o.other}
+}
+
 // clusterCPU is the user+system CPU time used so far by this process and
 // by every process on the machine whose command is `rais` (the masters and
-// chunk servers of `rais dev`), and how many of those there are.
-func clusterCPU() (time.Duration, int) {
+// chunk servers of `rais dev`), by role, and how many of those there are.
+func clusterCPU() (cpuTimes, int) {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	total := time.Duration(syscall.TimevalToNsec(ru.Utime) + syscall.TimevalToNsec(ru.Stime))
+	t := cpuTimes{client: time.Duration(syscall.TimevalToNsec(ru.Utime) + syscall.TimevalToNsec(ru.Stime))}
 	procs := 0
 	tick := 100.0 // USER_HZ on Linux
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
@@ -203,10 +218,19 @@ func clusterCPU() (time.Duration, int) {
 		}
 		ut, _ := strconv.ParseFloat(f[11], 64)
 		st, _ := strconv.ParseFloat(f[12], 64)
-		total += time.Duration((ut + st) / tick * float64(time.Second))
+		used := time.Duration((ut + st) / tick * float64(time.Second))
 		procs++
+		args, _ := os.ReadFile(filepath.Join(d, "cmdline"))
+		switch a := strings.Split(string(args), "\x00"); {
+		case len(a) > 1 && a[1] == "master":
+			t.masters += used
+		case len(a) > 1 && a[1] == "chunkserver":
+			t.chunkservers += used
+		default:
+			t.other += used
+		}
 	}
-	return total, procs
+	return t, procs
 }
 
 func parseSize(s string) (int, error) {

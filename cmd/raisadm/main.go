@@ -92,7 +92,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if cmd == "status" {
 		return status(ctx, masters, rest, stdout, stderr)
 	}
-	c, err := client.New(ctx, client.Config{Masters: masters, Timeout: *timeout, Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+	cfg := client.Config{Masters: masters, Timeout: *timeout, Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
+	if cmd == "bench" {
+		return bench(ctx, cfg, rest, stdout, stderr)
+	}
+	c, err := client.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -105,8 +109,6 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return nil
 	}
 	switch cmd {
-	case "bench":
-		return bench(ctx, c, rest, stdout, stderr)
 	case "put":
 		if err := need(2, "put KEY FILE|-"); err != nil {
 			return err
