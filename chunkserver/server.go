@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
@@ -20,7 +21,7 @@ import (
 
 // WriteOp is one write the data API is asked to perform.
 type WriteOp struct {
-	Kind   string // "put", "delete", "create", "seal", "compact", "import"
+	Kind   string // "put", "delete", "create", "seal", "compact", "import", "replicate", "drop"
 	Volume raisfs.VolumeID
 	Hash   raisfs.Hash // zero for volume-level operations
 }
@@ -48,6 +49,7 @@ type Server struct {
 	auth  Authorizer
 	log   *slog.Logger
 	mux   *http.ServeMux
+	peers *http.Client // pulls volumes from other chunk servers
 }
 
 // NewServer returns a handler for store. auth may be nil (AllowAll); logger
@@ -59,7 +61,8 @@ func NewServer(id raisfs.NodeID, store *Store, auth Authorizer, logger *slog.Log
 	if logger == nil {
 		logger = slog.Default()
 	}
-	s := &Server{id: id, store: store, auth: auth, log: logger.With(LogKeySubsystem, "http"), mux: http.NewServeMux()}
+	s := &Server{id: id, store: store, auth: auth, log: logger.With(LogKeySubsystem, "http"), mux: http.NewServeMux(),
+		peers: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, ResponseHeaderTimeout: time.Minute}}}
 	s.route("GET /healthz", "health", s.health)
 	s.route("GET /v1/status", "status", s.status)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(store.metrics.reg, promhttp.HandlerOpts{}))
@@ -71,6 +74,8 @@ func NewServer(id raisfs.NodeID, store *Store, auth Authorizer, logger *slog.Log
 	s.route("GET /v1/volumes/{vid}/needles", "list", s.listNeedles)
 	s.route("GET /v1/volumes/{vid}/stream", "stream", s.streamVolume)
 	s.route("POST /v1/volumes/{vid}/import", "import", s.importVolume)
+	s.route("POST /v1/volumes/{vid}/replicate", "replicate", s.replicateVolume)
+	s.route("DELETE /v1/volumes/{vid}", "drop", s.dropVolume)
 	s.route("PUT /v1/volumes/{vid}/blobs/{hash}", "put", s.putBlob)
 	s.route("GET /v1/volumes/{vid}/blobs/{hash}", "get", s.getBlob) // also HEAD
 	s.route("DELETE /v1/volumes/{vid}/blobs/{hash}", "delete", s.deleteBlob)
@@ -334,7 +339,9 @@ func (s *Server) streamVolume(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	_, err = s.store.StreamVolume(r.Context(), vid, w)
+	_, err = s.store.StreamVolume(r.Context(), vid, w, func(n int64) {
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	})
 	return err
 }
 
@@ -350,6 +357,54 @@ func (s *Server) importVolume(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// ReplicateRequest asks a chunk server to copy a sealed volume from a peer
+// (repair, drain, rebalance): it pulls the peer's stream and imports it,
+// verifying every needle, so the bytes go server to server.
+type ReplicateRequest struct {
+	Source string `json:"source"` // the peer's HOST:PORT
+	// Replace drops a local copy of the volume first: the masters ask
+	// only when this server is not a member, so such a copy is stale or
+	// a leftover of an interrupted copy.
+	Replace bool `json:"replace,omitempty"`
+	// BytesPerSec limits the copy's read rate (0: unlimited), so repair
+	// leaves bandwidth and disk time to clients.
+	BytesPerSec int64 `json:"bytes_per_sec,omitempty"`
+}
+
+func (s *Server) replicateVolume(w http.ResponseWriter, r *http.Request) error {
+	vid, err := pathVolume(r)
+	if err != nil {
+		return err
+	}
+	if err := s.authorize(r, WriteOp{Kind: "replicate", Volume: vid}); err != nil {
+		return err
+	}
+	var req ReplicateRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || req.Source == "" {
+		return fmt.Errorf("replicate request: want JSON with a source: %w", raisfs.ErrInvalidArgument)
+	}
+	st, err := s.replicate(r.Context(), vid, req)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, st)
+}
+
+func (s *Server) dropVolume(w http.ResponseWriter, r *http.Request) error {
+	vid, err := pathVolume(r)
+	if err != nil {
+		return err
+	}
+	if err := s.authorize(r, WriteOp{Kind: "drop", Volume: vid}); err != nil {
+		return err
+	}
+	if err := s.store.DropVolume(r.Context(), vid); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 

@@ -429,13 +429,25 @@ func (s *Store) List(ctx context.Context, id raisfs.VolumeID, after raisfs.Hash,
 	return ns, more, nil
 }
 
-// StreamVolume writes the whole data file of sealed volume id to w.
-func (s *Store) StreamVolume(ctx context.Context, id raisfs.VolumeID, w io.Writer) (int64, error) {
+// StreamVolume writes the whole data file of sealed volume id to w. If
+// size is not nil, it is called with the stream's length before the first
+// byte is written (for a Content-Length: a receiver then tells a stream
+// cut short from a whole one).
+func (s *Store) StreamVolume(ctx context.Context, id raisfs.VolumeID, w io.Writer, size func(int64)) (int64, error) {
 	v, _, err := s.volume(id)
 	if err != nil {
 		return 0, err
 	}
-	return v.streamTo(ctx, w)
+	return v.streamTo(ctx, w, size)
+}
+
+// VolumeStatus reports one volume.
+func (s *Store) VolumeStatus(id raisfs.VolumeID) (VolumeStatus, error) {
+	v, _, err := s.volume(id)
+	if err != nil {
+		return VolumeStatus{}, err
+	}
+	return v.status(), nil
 }
 
 // ImportVolume creates volume id from a stream made by StreamVolume on a
@@ -549,6 +561,48 @@ func (s *Store) ImportVolume(ctx context.Context, id raisfs.VolumeID, r io.Reade
 	s.volumes[id] = v
 	s.mu.Unlock()
 	s.log.Info("volume imported", LogKeyVolume, id, LogKeyDir, d.path, "bytes", off)
+	return nil
+}
+
+// DropVolume closes volume id and deletes its files: the masters moved it
+// elsewhere (this copy is stale or surplus) or a copy into it failed.
+// Readers holding one of its blobs finish reading from the unlinked file.
+func (s *Store) DropVolume(ctx context.Context, id raisfs.VolumeID) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return fmt.Errorf("store closed: %w", raisfs.ErrUnavailable)
+	}
+	v, loaded := s.volumes[id]
+	d, ok := s.where[id]
+	if !ok {
+		s.mu.Unlock()
+		return fmt.Errorf("drop volume %s: %w", id, raisfs.ErrNotFound)
+	}
+	if !loaded {
+		if _, broken := s.broken[id]; !broken {
+			s.mu.Unlock() // an import into it is running
+			return fmt.Errorf("drop volume %s: a copy into it is running: %w", id, raisfs.ErrConflict)
+		}
+	}
+	delete(s.volumes, id)
+	delete(s.where, id)
+	delete(s.broken, id)
+	s.mu.Unlock()
+	if v != nil {
+		if err := v.close(); err != nil {
+			s.log.Warn("closing a dropped volume", LogKeyVolume, id, "err", err)
+		}
+	}
+	for _, p := range []string{dataPath(d.path, id), indexPath(d.path, id)} {
+		if err := s.cfg.FS.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("drop volume %s: %w", id, err)
+		}
+	}
+	if err := s.cfg.FS.SyncDir(d.path); err != nil {
+		return fmt.Errorf("drop volume %s: %w", id, err)
+	}
+	s.log.Info("volume dropped", LogKeyVolume, id, LogKeyDir, d.path)
 	return nil
 }
 

@@ -387,13 +387,13 @@ func TestStore_StreamAndImport(t *testing.T) {
 	}
 	src.Delete(ctx, 3, hs[0])
 	var buf bytes.Buffer
-	if _, err := src.StreamVolume(ctx, 3, &buf); !errors.Is(err, raisfs.ErrInvalidArgument) {
+	if _, err := src.StreamVolume(ctx, 3, &buf, nil); !errors.Is(err, raisfs.ErrInvalidArgument) {
 		t.Fatalf("stream of open volume = %v, want ErrInvalidArgument", err)
 	}
 	if err := src.Seal(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := src.StreamVolume(ctx, 3, &buf); err != nil {
+	if _, err := src.StreamVolume(ctx, 3, &buf, nil); err != nil {
 		t.Fatal(err)
 	}
 	stream := buf.Bytes()

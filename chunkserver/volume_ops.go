@@ -336,7 +336,7 @@ func (v *Volume) status() VolumeStatus {
 
 // streamTo writes the whole data file of a sealed volume to w, as it
 // stands now: a peer that imports it gets an exact, verifiable copy.
-func (v *Volume) streamTo(ctx context.Context, w io.Writer) (int64, error) {
+func (v *Volume) streamTo(ctx context.Context, w io.Writer, size func(int64)) (int64, error) {
 	v.mu.Lock()
 	if !v.sealed {
 		v.mu.Unlock()
@@ -346,6 +346,9 @@ func (v *Volume) streamTo(ctx context.Context, w io.Writer) (int64, error) {
 	df.acquire()
 	v.mu.Unlock()
 	defer df.release()
+	if size != nil {
+		size(tail)
+	}
 	r := io.NewSectionReader(df.f, 0, tail)
 	return io.Copy(w, ctxReader{ctx, r})
 }

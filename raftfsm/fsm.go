@@ -554,6 +554,9 @@ func applySetVolumeState(tx *bolt.Tx, s *fsmpb.SetVolumeState) (Result, error) {
 	} else if !ok {
 		return reject(fmt.Errorf("volume %d: %w", s.Id, raisfs.ErrNotFound))
 	}
+	if s.IfEpoch && vol.Epoch != s.Epoch {
+		return reject(fmt.Errorf("volume %d is at epoch %d, change planned at %d: %w", s.Id, vol.Epoch, s.Epoch, raisfs.ErrConflict))
+	}
 	if s.State != fsmpb.VolumeState_VOLUME_STATE_UNSPECIFIED {
 		vol.State = s.State
 	}

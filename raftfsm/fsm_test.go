@@ -365,6 +365,13 @@ func TestFSM_VolumesAndServers(t *testing.T) {
 	if v.Epoch != 2 || v.State != fsmpb.VolumeState_VOLUME_WRITABLE || v.Members[0] != "cs2" {
 		t.Fatalf("volume after membership change = %v", v)
 	}
+	// A change planned at an older epoch is refused and changes nothing.
+	h.rejected(&fsmpb.SetVolumeState{Id: v1, Members: []string{"cs9"}, Epoch: 1, IfEpoch: true}, raisfs.ErrConflict)
+	h.ok(&fsmpb.SetVolumeState{Id: v1, Members: []string{"cs2", "cs3", "cs4"}, Epoch: 2, IfEpoch: true})
+	if v, _ := h.f.Volume(raisfs.VolumeID(v1)); v.Epoch != 3 || v.Members[2] != "cs4" {
+		t.Fatalf("volume after conditional change = %v", v)
+	}
+	h.ok(&fsmpb.SetVolumeState{Id: v1, Members: []string{"cs2", "cs3", "cs1"}, Epoch: 3, IfEpoch: true})
 	h.ok(&fsmpb.SetServerState{Id: "cs2", State: fsmpb.ServerState_SERVER_DOWN})
 	h.ok(&fsmpb.UpsertServer{Id: "cs2", Address: "new:2", Dc: "dc1", Rack: "r"}) // it came back
 	ss, _ := h.f.Servers()

@@ -558,7 +558,11 @@ type SetVolumeState struct {
 	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	State VolumeState            `protobuf:"varint,2,opt,name=state,proto3,enum=raisfs.fsm.v1.VolumeState" json:"state,omitempty"`
 	// Replaces the members when non-empty (repair, rebalance); bumps the epoch.
-	Members       []string `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	Members []string `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	// When if_epoch is set, the change applies only if the volume is still at
+	// this epoch (a repair planned on an older membership is refused).
+	Epoch         uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	IfEpoch       bool   `protobuf:"varint,5,opt,name=if_epoch,json=ifEpoch,proto3" json:"if_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -612,6 +616,20 @@ func (x *SetVolumeState) GetMembers() []string {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *SetVolumeState) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *SetVolumeState) GetIfEpoch() bool {
+	if x != nil {
+		return x.IfEpoch
+	}
+	return false
 }
 
 // UpsertServer registers a chunk server or updates its address and
@@ -1377,11 +1395,13 @@ const file_fsm_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\fR\x03key\">\n" +
 	"\fCreateVolume\x12\x18\n" +
 	"\amembers\x18\x01 \x03(\tR\amembers\x12\x14\n" +
-	"\x05class\x18\x02 \x01(\tR\x05class\"l\n" +
+	"\x05class\x18\x02 \x01(\tR\x05class\"\x9d\x01\n" +
 	"\x0eSetVolumeState\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.raisfs.fsm.v1.VolumeStateR\x05state\x12\x18\n" +
-	"\amembers\x18\x03 \x03(\tR\amembers\"\\\n" +
+	"\amembers\x18\x03 \x03(\tR\amembers\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\x19\n" +
+	"\bif_epoch\x18\x05 \x01(\bR\aifEpoch\"\\\n" +
 	"\fUpsertServer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x0e\n" +
