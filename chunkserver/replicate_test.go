@@ -57,7 +57,10 @@ func TestServer_ReplicateFromPeer(t *testing.T) {
 	if err := json.Unmarshal(out, &st); err != nil {
 		t.Fatal(err)
 	}
-	want, _ := src.store.VolumeStatus(5)
+	var want VolumeStatus
+	if err := json.Unmarshal(src.expect(t, "GET", "/v1/volumes/5", nil, http.StatusOK, ""), &want); err != nil {
+		t.Fatal(err)
+	}
 	if st.LiveBlobs != want.LiveBlobs || st.SizeBytes != want.SizeBytes || !st.Sealed {
 		t.Fatalf("copy status %+v, source %+v", st, want)
 	}

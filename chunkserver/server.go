@@ -76,6 +76,7 @@ func NewServer(id raisfs.NodeID, store *Store, auth Authorizer, logger *slog.Log
 	s.route("POST /v1/volumes/{vid}/import", "import", s.importVolume)
 	s.route("POST /v1/volumes/{vid}/replicate", "replicate", s.replicateVolume)
 	s.route("DELETE /v1/volumes/{vid}", "drop", s.dropVolume)
+	s.route("GET /v1/volumes/{vid}", "volume", s.volumeStatus)
 	s.route("PUT /v1/volumes/{vid}/blobs/{hash}", "put", s.putBlob)
 	s.route("GET /v1/volumes/{vid}/blobs/{hash}", "get", s.getBlob) // also HEAD
 	s.route("DELETE /v1/volumes/{vid}/blobs/{hash}", "delete", s.deleteBlob)
@@ -391,6 +392,18 @@ func (s *Server) replicateVolume(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusCreated, st)
+}
+
+func (s *Server) volumeStatus(w http.ResponseWriter, r *http.Request) error {
+	vid, err := pathVolume(r)
+	if err != nil {
+		return err
+	}
+	st, err := s.store.VolumeStatus(vid)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, st)
 }
 
 func (s *Server) dropVolume(w http.ResponseWriter, r *http.Request) error {

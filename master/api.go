@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -409,6 +410,7 @@ func (s *Server) Status(ctx context.Context, req *masterpb.StatusRequest) (*mast
 		}
 	}
 	resp.UnderReplicated = uint32(s.underReplicated(vols, servers))
+	resp.Repairing = uint32(s.repairing.Load())
 	now := time.Now()
 	for id, srv := range servers {
 		cs := &masterpb.ChunkServerStatus{Id: id, Address: srv.Address, Dc: srv.Dc, Rack: srv.Rack, Volumes: perServer[id], State: stateName(srv.State)}
@@ -462,4 +464,41 @@ func (s *Server) underReplicated(vols map[raisfs.VolumeID]*fsmpb.Volume, servers
 		}
 	}
 	return n
+}
+
+// Drain implements masterpb.MasterServer.
+func (s *Server) Drain(ctx context.Context, req *masterpb.DrainRequest) (*masterpb.DrainResponse, error) {
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.Drain); ok || err != nil {
+		return resp, err
+	}
+	p, err := s.placement()
+	if err != nil {
+		return nil, err
+	}
+	srv, ok := p.servers[req.Id]
+	if !ok {
+		return nil, fmt.Errorf("chunk server %q: %w", req.Id, raisfs.ErrNotFound)
+	}
+	want := fsmpb.ServerState_SERVER_DRAINING
+	switch {
+	case req.Undrain:
+		want = fsmpb.ServerState_SERVER_ALIVE
+	case srv.State == fsmpb.ServerState_SERVER_RETIRED:
+		want = srv.State // drained already: running it again changes nothing
+	case srv.State == fsmpb.ServerState_SERVER_DOWN:
+		return nil, fmt.Errorf("chunk server %s is down: its volumes are repaired from other members, nothing to drain: %w", req.Id, raisfs.ErrInvalidArgument)
+	}
+	if srv.State != want {
+		if _, err := s.apply(ctx, &fsmpb.SetServerState{Id: req.Id, State: want}); err != nil {
+			return nil, err
+		}
+		s.log.Info("chunk server state set by an operator", "id", req.Id, "state", stateName(want))
+	}
+	n := uint32(0)
+	for _, v := range p.volumes {
+		if v.State != fsmpb.VolumeState_VOLUME_ABANDONED && slices.Contains(v.Members, req.Id) {
+			n++
+		}
+	}
+	return &masterpb.DrainResponse{State: stateName(want), Volumes: n}, nil
 }

@@ -183,6 +183,7 @@ func ctxT(t testing.TB) context.Context {
 type testChunkServer struct {
 	id    string
 	addr  string
+	dir   string
 	store *chunkserver.Store
 	srv   *http.Server
 	stop  context.CancelFunc
@@ -191,8 +192,15 @@ type testChunkServer struct {
 
 func startChunkServer(t *testing.T, id, dc, rack string, masters []string) *testChunkServer {
 	t.Helper()
+	return startChunkServerDir(t, id, dc, rack, masters, t.TempDir())
+}
+
+// startChunkServerDir starts a chunk server on dir (a restart when dir
+// was another's).
+func startChunkServerDir(t *testing.T, id, dc, rack string, masters []string, dir string) *testChunkServer {
+	t.Helper()
 	cfg := chunkserver.DefaultConfig()
-	cfg.Dirs = []string{t.TempDir()}
+	cfg.Dirs = []string{dir}
 	cfg.MinFreeBytes = 1
 	cfg.HighWater = 1
 	cfg.Logger = testLogger(t).With("cs", id)
@@ -214,7 +222,7 @@ func startChunkServer(t *testing.T, id, dc, rack string, masters []string) *test
 	srv := &http.Server{Handler: chunkserver.NewServer(raisfs.NodeID(id), store, hb, cfg.Logger)}
 	go srv.Serve(ln)
 	ctx, cancel := context.WithCancel(context.Background())
-	cs := &testChunkServer{id: id, addr: ln.Addr().String(), store: store, srv: srv, stop: cancel, done: make(chan struct{})}
+	cs := &testChunkServer{id: id, dir: dir, addr: ln.Addr().String(), store: store, srv: srv, stop: cancel, done: make(chan struct{})}
 	go func() { hb.Run(ctx); close(cs.done) }()
 	t.Cleanup(cs.close)
 	return cs

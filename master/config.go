@@ -73,6 +73,20 @@ type Config struct {
 	// (default 256 MiB).
 	MinFreeBytes int64
 
+	// RepairAfter: a volume member silent this long (counted from its last
+	// heartbeat) is replaced by a new copy (default 5 min: long enough for
+	// a reboot, which should not trigger a copy of a whole server). A
+	// member that lost or corrupted the volume, or is draining, is replaced
+	// at once.
+	RepairAfter time.Duration
+	// MaxRepairs: volumes copied at once by the leader (default 2).
+	MaxRepairs int
+	// RepairBytesPerSec limits each copy's read rate, so repair leaves disk
+	// and network to clients (default 0: unlimited).
+	RepairBytesPerSec int64
+	// RepairInterval: how often the leader looks for work (default 2 s).
+	RepairInterval time.Duration
+
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -90,6 +104,9 @@ func DefaultConfig() Config {
 		DefaultCopies:      3,
 		VolumeSizeLimit:    1 << 30,
 		MinFreeBytes:       256 << 20,
+		RepairAfter:        5 * time.Minute,
+		MaxRepairs:         2,
+		RepairInterval:     2 * time.Second,
 	}
 }
 
@@ -106,6 +123,11 @@ func (c *Config) withDefaults() {
 	set(&c.ServerDownAfter, d.ServerDownAfter)
 	set(&c.HeartbeatInterval, d.HeartbeatInterval)
 	set(&c.LeaseTTL, d.LeaseTTL)
+	set(&c.RepairAfter, d.RepairAfter)
+	set(&c.RepairInterval, d.RepairInterval)
+	if c.MaxRepairs <= 0 {
+		c.MaxRepairs = d.MaxRepairs
+	}
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = d.SnapshotThreshold
 	}

@@ -18,6 +18,10 @@ type metrics struct {
 	puts         prometheus.Counter
 	dedups       prometheus.Counter
 	badReplicas  prometheus.Counter
+
+	underReplicated prometheus.Gauge
+	repairs         *prometheus.CounterVec
+	repairBytes     prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -32,7 +36,10 @@ func newMetrics(s *Server) *metrics {
 		dedups:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "dedups_total", Help: "Objects committed onto an existing blob."}),
 	}
 	m.badReplicas = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "bad_replica_reports_total", Help: "Replicas clients reported as failing a read."})
-	m.reg.MustRegister(m.applySeconds, m.forwarded, m.puts, m.dedups, m.badReplicas)
+	m.underReplicated = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "rais", Subsystem: "master", Name: "repair_planned_volumes", Help: "Volumes the leader's last repair round found below target (members down within the grace count as present)."})
+	m.repairs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "repairs_total", Help: "Volume repairs by outcome."}, []string{"outcome"})
+	m.repairBytes = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "repair_bytes_total", Help: "Bytes of volumes copied by repairs."})
+	m.reg.MustRegister(m.applySeconds, m.forwarded, m.puts, m.dedups, m.badReplicas, m.underReplicated, m.repairs, m.repairBytes)
 	gauge := func(name, help string, f func() float64) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "rais", Subsystem: "master", Name: name, Help: help}, f))
 	}

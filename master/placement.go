@@ -52,11 +52,19 @@ type candidate struct {
 // It fails with raisfs.ErrNoPlacement rather than place fewer copies or
 // fewer data centers than asked (never silent under-replication).
 func place(cands []candidate, copies, minDCs int, rng *rand.Rand) ([]string, error) {
-	if len(cands) < copies {
-		return nil, fmt.Errorf("need %d chunk servers with space, have %d: %w", copies, len(cands), raisfs.ErrNoPlacement)
+	return placeMore(cands, nil, copies, minDCs, rng)
+}
+
+// placeMore picks n more servers for a volume whose remaining members are
+// have (repair, drain), under the same rules as place: the new copies go
+// first to data centers and racks that have none.
+func placeMore(cands, have []candidate, n, minDCs int, rng *rand.Rand) ([]string, error) {
+	copies := n
+	if len(cands) < n {
+		return nil, fmt.Errorf("need %d chunk servers with space, have %d: %w", n, len(cands), raisfs.ErrNoPlacement)
 	}
 	dcs := map[string]bool{}
-	for _, c := range cands {
+	for _, c := range append(append([]candidate(nil), cands...), have...) {
 		dcs[c.dc] = true
 	}
 	if minDCs > 1 && len(dcs) < minDCs {
@@ -65,6 +73,10 @@ func place(cands []candidate, copies, minDCs int, rng *rand.Rand) ([]string, err
 	rest := append([]candidate(nil), cands...)
 	sort.Slice(rest, func(i, j int) bool { return rest[i].id < rest[j].id }) // determinism for a seeded rng
 	usedDC, usedRack := map[string]bool{}, map[string]bool{}
+	for _, c := range have {
+		usedDC[c.dc] = true
+		usedRack[c.dc+"/"+c.rack] = true
+	}
 	var out []string
 	for len(out) < copies {
 		tier := func(c candidate) int {

@@ -58,7 +58,8 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background loops
 
-	ready          atomic.Bool // leader, and its first barrier is applied: reads may be served
+	ready          atomic.Bool  // leader, and its first barrier is applied: reads may be served
+	repairing      atomic.Int64 // volume copies running on this leader
 	placementCache atomic.Pointer[placementView]
 	registry       *registry  // soft state of chunk servers, on the leader
 	volMu          sync.Mutex // serialises volume creation on the leader
@@ -421,7 +422,7 @@ func (s *Server) leaderDuties(ctx context.Context) {
 	}
 	s.ready.Store(true)
 	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context){s.monitorLoop, s.gcLoop} {
+	for _, loop := range []func(context.Context){s.monitorLoop, s.gcLoop, s.repairLoop} {
 		wg.Add(1)
 		go func() { defer wg.Done(); loop(ctx) }()
 	}

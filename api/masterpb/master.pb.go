@@ -1207,17 +1207,21 @@ func (x *ChunkServerStatus) GetVolumes() uint32 {
 }
 
 type StatusResponse struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Masters         []*MasterStatus        `protobuf:"bytes,1,rep,name=masters,proto3" json:"masters,omitempty"`
-	Chunkservers    []*ChunkServerStatus   `protobuf:"bytes,2,rep,name=chunkservers,proto3" json:"chunkservers,omitempty"`
-	Objects         int64                  `protobuf:"varint,3,opt,name=objects,proto3" json:"objects,omitempty"`
-	Bytes           int64                  `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
-	Blobs           int64                  `protobuf:"varint,5,opt,name=blobs,proto3" json:"blobs,omitempty"`
-	Volumes         uint32                 `protobuf:"varint,6,opt,name=volumes,proto3" json:"volumes,omitempty"`
-	UnderReplicated uint32                 `protobuf:"varint,7,opt,name=under_replicated,json=underReplicated,proto3" json:"under_replicated,omitempty"`
-	AppliedIndex    uint64                 `protobuf:"varint,8,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Masters      []*MasterStatus        `protobuf:"bytes,1,rep,name=masters,proto3" json:"masters,omitempty"`
+	Chunkservers []*ChunkServerStatus   `protobuf:"bytes,2,rep,name=chunkservers,proto3" json:"chunkservers,omitempty"`
+	Objects      int64                  `protobuf:"varint,3,opt,name=objects,proto3" json:"objects,omitempty"`
+	Bytes        int64                  `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Blobs        int64                  `protobuf:"varint,5,opt,name=blobs,proto3" json:"blobs,omitempty"`
+	Volumes      uint32                 `protobuf:"varint,6,opt,name=volumes,proto3" json:"volumes,omitempty"`
+	// Volumes with fewer healthy members (alive, not draining) than their
+	// class's copies.
+	UnderReplicated uint32 `protobuf:"varint,7,opt,name=under_replicated,json=underReplicated,proto3" json:"under_replicated,omitempty"`
+	AppliedIndex    uint64 `protobuf:"varint,8,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// Volume copies the leader is making now (repair, drain).
+	Repairing     uint32 `protobuf:"varint,9,opt,name=repairing,proto3" json:"repairing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1302,6 +1306,13 @@ func (x *StatusResponse) GetUnderReplicated() uint32 {
 func (x *StatusResponse) GetAppliedIndex() uint64 {
 	if x != nil {
 		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetRepairing() uint32 {
+	if x != nil {
+		return x.Repairing
 	}
 	return 0
 }
@@ -1597,6 +1608,112 @@ func (*ReportBadReplicaResponse) Descriptor() ([]byte, []int) {
 	return file_master_proto_rawDescGZIP(), []int{24}
 }
 
+type DrainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Undrain       bool                   `protobuf:"varint,2,opt,name=undrain,proto3" json:"undrain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainRequest) Reset() {
+	*x = DrainRequest{}
+	mi := &file_master_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainRequest) ProtoMessage() {}
+
+func (x *DrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
+func (*DrainRequest) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DrainRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DrainRequest) GetUndrain() bool {
+	if x != nil {
+		return x.Undrain
+	}
+	return false
+}
+
+type DrainResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The server's state after the call: draining, alive, retired.
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// Volumes it is still a member of.
+	Volumes       uint32 `protobuf:"varint,2,opt,name=volumes,proto3" json:"volumes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainResponse) Reset() {
+	*x = DrainResponse{}
+	mi := &file_master_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainResponse) ProtoMessage() {}
+
+func (x *DrainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
+func (*DrainResponse) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *DrainResponse) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *DrainResponse) GetVolumes() uint32 {
+	if x != nil {
+		return x.Volumes
+	}
+	return 0
+}
+
 var File_master_proto protoreflect.FileDescriptor
 
 const file_master_proto_rawDesc = "" +
@@ -1693,7 +1810,7 @@ const file_master_proto_rawDesc = "" +
 	"used_bytes\x18\x06 \x01(\x03R\tusedBytes\x12\x1d\n" +
 	"\n" +
 	"free_bytes\x18\a \x01(\x03R\tfreeBytes\x12\x18\n" +
-	"\avolumes\x18\b \x01(\rR\avolumes\"\xc3\x02\n" +
+	"\avolumes\x18\b \x01(\rR\avolumes\"\xe1\x02\n" +
 	"\x0eStatusResponse\x128\n" +
 	"\amasters\x18\x01 \x03(\v2\x1e.raisfs.master.v1.MasterStatusR\amasters\x12G\n" +
 	"\fchunkservers\x18\x02 \x03(\v2#.raisfs.master.v1.ChunkServerStatusR\fchunkservers\x12\x18\n" +
@@ -1702,7 +1819,8 @@ const file_master_proto_rawDesc = "" +
 	"\x05blobs\x18\x05 \x01(\x03R\x05blobs\x12\x18\n" +
 	"\avolumes\x18\x06 \x01(\rR\avolumes\x12)\n" +
 	"\x10under_replicated\x18\a \x01(\rR\x0funderReplicated\x12#\n" +
-	"\rapplied_index\x18\b \x01(\x04R\fappliedIndex\"f\n" +
+	"\rapplied_index\x18\b \x01(\x04R\fappliedIndex\x12\x1c\n" +
+	"\trepairing\x18\t \x01(\rR\trepairing\"f\n" +
 	"\x10AddMasterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
@@ -1718,13 +1836,20 @@ const file_master_proto_rawDesc = "" +
 	"\areplica\x18\x03 \x01(\tR\areplica\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x16\n" +
 	"\x06sealed\x18\x05 \x01(\bR\x06sealed\"\x1a\n" +
-	"\x18ReportBadReplicaResponse2\xb0\a\n" +
+	"\x18ReportBadReplicaResponse\"8\n" +
+	"\fDrainRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aundrain\x18\x02 \x01(\bR\aundrain\"?\n" +
+	"\rDrainResponse\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
+	"\avolumes\x18\x02 \x01(\rR\avolumes2\xfa\a\n" +
 	"\x06Master\x12Q\n" +
 	"\bBeginPut\x12!.raisfs.master.v1.BeginPutRequest\x1a\".raisfs.master.v1.BeginPutResponse\x12T\n" +
 	"\tCommitPut\x12\".raisfs.master.v1.CommitPutRequest\x1a#.raisfs.master.v1.CommitPutResponse\x12K\n" +
 	"\x06Lookup\x12\x1f.raisfs.master.v1.LookupRequest\x1a .raisfs.master.v1.LookupResponse\x12K\n" +
 	"\x06Delete\x12\x1f.raisfs.master.v1.DeleteRequest\x1a .raisfs.master.v1.DeleteResponse\x12E\n" +
-	"\x04List\x12\x1d.raisfs.master.v1.ListRequest\x1a\x1e.raisfs.master.v1.ListResponse\x12T\n" +
+	"\x04List\x12\x1d.raisfs.master.v1.ListRequest\x1a\x1e.raisfs.master.v1.ListResponse\x12H\n" +
+	"\x05Drain\x12\x1e.raisfs.master.v1.DrainRequest\x1a\x1f.raisfs.master.v1.DrainResponse\x12T\n" +
 	"\tHeartbeat\x12\".raisfs.master.v1.HeartbeatRequest\x1a#.raisfs.master.v1.HeartbeatResponse\x12K\n" +
 	"\x06Status\x12\x1f.raisfs.master.v1.StatusRequest\x1a .raisfs.master.v1.StatusResponse\x12T\n" +
 	"\tAddMaster\x12\".raisfs.master.v1.AddMasterRequest\x1a#.raisfs.master.v1.AddMasterResponse\x12]\n" +
@@ -1744,7 +1869,7 @@ func file_master_proto_rawDescGZIP() []byte {
 	return file_master_proto_rawDescData
 }
 
-var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_master_proto_goTypes = []any{
 	(*Replica)(nil),                  // 0: raisfs.master.v1.Replica
 	(*BeginPutRequest)(nil),          // 1: raisfs.master.v1.BeginPutRequest
@@ -1771,6 +1896,8 @@ var file_master_proto_goTypes = []any{
 	(*RemoveMasterResponse)(nil),     // 22: raisfs.master.v1.RemoveMasterResponse
 	(*ReportBadReplicaRequest)(nil),  // 23: raisfs.master.v1.ReportBadReplicaRequest
 	(*ReportBadReplicaResponse)(nil), // 24: raisfs.master.v1.ReportBadReplicaResponse
+	(*DrainRequest)(nil),             // 25: raisfs.master.v1.DrainRequest
+	(*DrainResponse)(nil),            // 26: raisfs.master.v1.DrainResponse
 }
 var file_master_proto_depIdxs = []int32{
 	0,  // 0: raisfs.master.v1.BeginPutResponse.replicas:type_name -> raisfs.master.v1.Replica
@@ -1784,25 +1911,27 @@ var file_master_proto_depIdxs = []int32{
 	5,  // 8: raisfs.master.v1.Master.Lookup:input_type -> raisfs.master.v1.LookupRequest
 	7,  // 9: raisfs.master.v1.Master.Delete:input_type -> raisfs.master.v1.DeleteRequest
 	9,  // 10: raisfs.master.v1.Master.List:input_type -> raisfs.master.v1.ListRequest
-	13, // 11: raisfs.master.v1.Master.Heartbeat:input_type -> raisfs.master.v1.HeartbeatRequest
-	15, // 12: raisfs.master.v1.Master.Status:input_type -> raisfs.master.v1.StatusRequest
-	19, // 13: raisfs.master.v1.Master.AddMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	21, // 14: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
-	23, // 15: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
-	19, // 16: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	2,  // 17: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
-	4,  // 18: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
-	6,  // 19: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
-	8,  // 20: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
-	11, // 21: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
-	14, // 22: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
-	18, // 23: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
-	20, // 24: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	22, // 25: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
-	24, // 26: raisfs.master.v1.Master.ReportBadReplica:output_type -> raisfs.master.v1.ReportBadReplicaResponse
-	20, // 27: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	17, // [17:28] is the sub-list for method output_type
-	6,  // [6:17] is the sub-list for method input_type
+	25, // 11: raisfs.master.v1.Master.Drain:input_type -> raisfs.master.v1.DrainRequest
+	13, // 12: raisfs.master.v1.Master.Heartbeat:input_type -> raisfs.master.v1.HeartbeatRequest
+	15, // 13: raisfs.master.v1.Master.Status:input_type -> raisfs.master.v1.StatusRequest
+	19, // 14: raisfs.master.v1.Master.AddMaster:input_type -> raisfs.master.v1.AddMasterRequest
+	21, // 15: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
+	23, // 16: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
+	19, // 17: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
+	2,  // 18: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
+	4,  // 19: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
+	6,  // 20: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
+	8,  // 21: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
+	11, // 22: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
+	26, // 23: raisfs.master.v1.Master.Drain:output_type -> raisfs.master.v1.DrainResponse
+	14, // 24: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
+	18, // 25: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
+	20, // 26: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	22, // 27: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
+	24, // 28: raisfs.master.v1.Master.ReportBadReplica:output_type -> raisfs.master.v1.ReportBadReplicaResponse
+	20, // 29: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	18, // [18:30] is the sub-list for method output_type
+	6,  // [6:18] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -1819,7 +1948,7 @@ func file_master_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_master_proto_rawDesc), len(file_master_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	Master_Lookup_FullMethodName           = "/raisfs.master.v1.Master/Lookup"
 	Master_Delete_FullMethodName           = "/raisfs.master.v1.Master/Delete"
 	Master_List_FullMethodName             = "/raisfs.master.v1.Master/List"
+	Master_Drain_FullMethodName            = "/raisfs.master.v1.Master/Drain"
 	Master_Heartbeat_FullMethodName        = "/raisfs.master.v1.Master/Heartbeat"
 	Master_Status_FullMethodName           = "/raisfs.master.v1.Master/Status"
 	Master_AddMaster_FullMethodName        = "/raisfs.master.v1.Master/AddMaster"
@@ -50,6 +51,9 @@ type MasterClient interface {
 	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
+	// Drain moves every volume off a chunk server (repair copies them to
+	// other servers), then retires it; undrain cancels. Safe to repeat.
+	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 	// Heartbeat registers a chunk server and reports its capacity and volumes.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
@@ -116,6 +120,16 @@ func (c *masterClient) List(ctx context.Context, in *ListRequest, opts ...grpc.C
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListResponse)
 	err := c.cc.Invoke(ctx, Master_List_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *masterClient) Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainResponse)
+	err := c.cc.Invoke(ctx, Master_Drain_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -197,6 +211,9 @@ type MasterServer interface {
 	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	List(context.Context, *ListRequest) (*ListResponse, error)
+	// Drain moves every volume off a chunk server (repair copies them to
+	// other servers), then retires it; undrain cancels. Safe to repeat.
+	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
 	// Heartbeat registers a chunk server and reports its capacity and volumes.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
@@ -233,6 +250,9 @@ func (UnimplementedMasterServer) Delete(context.Context, *DeleteRequest) (*Delet
 }
 func (UnimplementedMasterServer) List(context.Context, *ListRequest) (*ListResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedMasterServer) Drain(context.Context, *DrainRequest) (*DrainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
 }
 func (UnimplementedMasterServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
@@ -359,6 +379,24 @@ func _Master_List_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(MasterServer).List(ctx, req.(*ListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Master_Drain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MasterServer).Drain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Master_Drain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MasterServer).Drain(ctx, req.(*DrainRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -497,6 +535,10 @@ var Master_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "List",
 			Handler:    _Master_List_Handler,
+		},
+		{
+			MethodName: "Drain",
+			Handler:    _Master_Drain_Handler,
 		},
 		{
 			MethodName: "Heartbeat",

@@ -41,6 +41,10 @@ commands:
   rm KEY                delete KEY
   ls [PREFIX]           list keys (with size and hash)
   status [--json]       masters, chunk servers, object and byte counts
+  drain ID [--no-wait]  move every volume off chunk server ID, then retire it
+                        (waits with progress; safe to run again, resumes)
+  undrain ID            cancel a drain (or put a retired server back in use)
+  bench [FLAGS]         N puts then N gets; raisadm bench -h for the flags
 
 The masters come from --masters or $RAIS_MASTERS.
 `
@@ -84,13 +88,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	masters := strings.Split(*mastersFlag, ",")
 	cmd, rest := fl.Arg(0), fl.Args()[1:]
-	if cmd != "bench" { // bench runs as long as it takes; each operation has the timeout
+	if cmd != "bench" && cmd != "drain" { // these run as long as they take; each operation has the timeout
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	if cmd == "status" {
+	switch cmd {
+	case "status":
 		return status(ctx, masters, rest, stdout, stderr)
+	case "drain", "undrain":
+		return drain(ctx, masters, cmd == "undrain", rest, stdout, stderr)
 	}
 	cfg := client.Config{Masters: masters, Timeout: *timeout, Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 	if cmd == "bench" {
@@ -223,6 +230,7 @@ type statusJSON struct {
 	Blobs           int64        `json:"blobs"`
 	Volumes         uint32       `json:"volumes"`
 	UnderReplicated uint32       `json:"under_replicated"`
+	Repairing       uint32       `json:"repairing"`
 }
 
 type masterJSON struct {
@@ -271,7 +279,7 @@ func status(ctx context.Context, masters, args []string, stdout, stderr io.Write
 	if st == nil {
 		return fmt.Errorf("status: no master answered: %w", last)
 	}
-	out := statusJSON{Objects: st.Objects, Bytes: st.Bytes, Blobs: st.Blobs, Volumes: st.Volumes, UnderReplicated: st.UnderReplicated,
+	out := statusJSON{Objects: st.Objects, Bytes: st.Bytes, Blobs: st.Blobs, Volumes: st.Volumes, UnderReplicated: st.UnderReplicated, Repairing: st.Repairing,
 		Masters: []masterJSON{}, ChunkServers: []csJSON{}}
 	for _, m := range st.Masters {
 		out.Masters = append(out.Masters, masterJSON{ID: m.Id, Address: m.Address, Leader: m.Leader})
@@ -299,7 +307,7 @@ func status(ctx context.Context, masters, args []string, stdout, stderr io.Write
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%s\t%d\n", c.ID, c.Address, c.State, or(c.DC, "-"), or(c.Rack, "-"), human(c.UsedBytes), human(c.FreeBytes), c.Volumes)
 	}
 	tw.Flush()
-	fmt.Fprintf(stdout, "\nobjects %d, %s; blobs %d; volumes %d, under-replicated %d\n", out.Objects, human(out.Bytes), out.Blobs, out.Volumes, out.UnderReplicated)
+	fmt.Fprintf(stdout, "\nobjects %d, %s; blobs %d; volumes %d, under-replicated %d, repairing %d\n", out.Objects, human(out.Bytes), out.Blobs, out.Volumes, out.UnderReplicated, out.Repairing)
 	return nil
 }
 

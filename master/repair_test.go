@@ -1,0 +1,165 @@
+package master
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/raisfs/raisfs"
+	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/raftfsm/fsmpb"
+)
+
+// readEveryReplica reads key from each member of its volume, directly.
+func readEveryReplica(t *testing.T, c *testCluster, key string, want []byte) {
+	t.Helper()
+	l := c.waitLeader()
+	obj, blob, vol, err := l.fsm.ObjectWithBlob([]byte(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	servers, _ := l.fsm.Servers()
+	for _, m := range vol.Members {
+		resp, err := http.Get(fmt.Sprintf("http://%s/v1/volumes/%d/blobs/%x", servers[m].Address, blob.Volume, obj.Hash))
+		if err != nil {
+			t.Fatalf("member %s: %v", m, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !bytes.Equal(b, want) {
+			t.Fatalf("member %s of volume %d: status %d, %d bytes", m, blob.Volume, resp.StatusCode, len(b))
+		}
+	}
+}
+
+// A member that dies is replaced after RepairAfter: the volume is sealed,
+// copied from a live member to a new one, and every object reads back from
+// every member of the new membership. When the dead server comes back,
+// its stale copy is dropped.
+func TestCluster_RepairReplacesALostMember(t *testing.T) {
+	c := mustCluster(t, 3, func(cfg *Config) {
+		cfg.DefaultCopies = 3
+		cfg.RepairAfter = 2 * time.Second
+		cfg.RepairInterval = 200 * time.Millisecond
+		cfg.WritableVolumes = 1
+	})
+	cs := map[string]*testChunkServer{}
+	for i := range 4 {
+		id := fmt.Sprintf("cs%d", i+1)
+		cs[id] = startChunkServer(t, id, "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c))
+	}
+	waitServers(t, c, 4)
+	m := client(t, c.masters[0].APIAddr())
+	bodies := map[string][]byte{}
+	for i := range 40 {
+		k := fmt.Sprintf("user/INBOX/%d", i)
+		bodies[k] = bytes.Repeat([]byte{byte(i)}, 100+i*50)
+		if err := put(t, m, k, bodies[k]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := c.waitLeader()
+	_, blob, vol, err := l.fsm.ObjectWithBlob([]byte("user/INBOX/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vid := raisfs.VolumeID(blob.Volume)
+	victim := vol.Members[0]
+	t.Logf("volume %d members %v; stopping %s", vid, vol.Members, victim)
+	cs[victim].close()
+
+	testPoll(t, 30*time.Second, "volume repaired without the dead member", func() bool {
+		v, err := c.waitLeader().fsm.Volume(vid)
+		return err == nil && len(v.Members) == 3 && !slices.Contains(v.Members, victim) && v.State == fsmpb.VolumeState_VOLUME_SEALED
+	})
+	for k, b := range bodies {
+		readEveryReplica(t, c, k, b)
+		if got, err := get(t, m, k); err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("get %s after repair = %v", k, err)
+		}
+	}
+	// New puts go to a new, whole volume.
+	if err := put(t, m, "after", []byte("after the repair")); err != nil {
+		t.Fatal(err)
+	}
+	readEveryReplica(t, c, "after", []byte("after the repair"))
+
+	// The dead server comes back with its stale copy: it is dropped, never
+	// made a member again.
+	back := startChunkServerDir(t, victim, "dc1", "r-back", masterAddrs(c), cs[victim].dir)
+	testPoll(t, 30*time.Second, "stale copy dropped", func() bool {
+		_, err := back.store.VolumeStatus(vid)
+		return err != nil
+	})
+	if v, _ := c.waitLeader().fsm.Volume(vid); slices.Contains(v.Members, victim) {
+		t.Fatalf("the stale server became a member again: %v", v.Members)
+	}
+}
+
+// Draining a server under write load moves all its volumes elsewhere and
+// then retires it: nothing is under-replicated and every object written
+// before or during the drain reads back from every replica.
+func TestCluster_DrainUnderWriteLoad(t *testing.T) {
+	c := mustCluster(t, 3, func(cfg *Config) {
+		cfg.DefaultCopies = 2
+		cfg.RepairInterval = 200 * time.Millisecond
+	})
+	for i := range 4 {
+		startChunkServer(t, fmt.Sprintf("cs%d", i+1), "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c))
+	}
+	waitServers(t, c, 4)
+	m := client(t, c.masters[1].APIAddr())
+	bodies := map[string][]byte{}
+	putN := func(from, to int) {
+		for i := from; i < to; i++ {
+			k := fmt.Sprintf("k%d", i)
+			b := []byte(fmt.Sprintf("message %d %s", i, bytes.Repeat([]byte("x"), i)))
+			if err := put(t, m, k, b); err != nil {
+				t.Errorf("put %s during the drain: %v", k, err)
+				return
+			}
+			bodies[k] = b
+		}
+	}
+	putN(0, 50)
+	if _, err := m.Drain(ctxT(t), &masterpb.DrainRequest{Id: "cs9"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("drain of an unknown server = %v", err)
+	}
+	resp, err := m.Drain(ctxT(t), &masterpb.DrainRequest{Id: "cs1"})
+	if err != nil || resp.State != "draining" {
+		t.Fatalf("drain = %v, %v", resp, err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); putN(50, 150) }()
+	testPoll(t, 60*time.Second, "cs1 retired", func() bool {
+		st, err := m.Status(ctxT(t), &masterpb.StatusRequest{})
+		if err != nil {
+			return false
+		}
+		for _, cs := range st.Chunkservers {
+			if cs.Id == "cs1" {
+				return cs.State == "retired" && cs.Volumes == 0
+			}
+		}
+		return false
+	})
+	<-done
+	// Running it again changes nothing.
+	if resp, err := m.Drain(ctxT(t), &masterpb.DrainRequest{Id: "cs1"}); err != nil || resp.State != "retired" {
+		t.Fatalf("second drain = %v, %v", resp, err)
+	}
+	st, _ := m.Status(ctxT(t), &masterpb.StatusRequest{})
+	if st.UnderReplicated != 0 {
+		t.Fatalf("under-replicated after the drain: %d", st.UnderReplicated)
+	}
+	for k, b := range bodies {
+		readEveryReplica(t, c, k, b)
+	}
+}
