@@ -90,10 +90,16 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func startDev(t *testing.T, dir string) *devCluster {
+func startDev(t *testing.T, dir string, extra ...string) *devCluster {
 	t.Helper()
 	rais, raisadm := binaries(t)
-	cmd := exec.Command(rais, "dev", "--dir", dir, "--chunkservers", "4")
+	chunkservers := 4
+	for i, a := range extra {
+		if a == "--chunkservers" {
+			chunkservers, _ = strconv.Atoi(extra[i+1])
+		}
+	}
+	cmd := exec.Command(rais, append([]string{"dev", "--dir", dir, "--chunkservers", "4"}, extra...)...)
 	out := &syncBuffer{}
 	pr, pw := io.Pipe()
 	cmd.Stdout = io.MultiWriter(out, pw)
@@ -113,7 +119,7 @@ func startDev(t *testing.T, dir string) *devCluster {
 		}
 		close(lines)
 	}()
-	for d.masters == "" || len(d.pids) < 7 {
+	for d.masters == "" || len(d.pids) < 3+chunkservers {
 		select {
 		case l, ok := <-lines:
 			if !ok {
@@ -133,7 +139,7 @@ func startDev(t *testing.T, dir string) *devCluster {
 		for range lines {
 		}
 	}()
-	d.waitHealthy(4)
+	d.waitHealthy(chunkservers)
 	return d
 }
 

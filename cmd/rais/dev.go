@@ -96,6 +96,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	n := fl.Int("chunkservers", 4, "number of chunk servers")
 	copies := fl.Int("copies", 3, "copies of each message (default replication class), fixed when the cluster is first formed")
 	logStore := fl.String("log-store", "boltdb", "masters' Raft log store: boltdb or wal; fixed when the cluster is first formed")
+	repairAfter := fl.Duration("repair-after", 20*time.Second, "a chunk server silent this long has its volumes copied elsewhere (short, so that healing can be watched)")
 	fl.Usage = func() {
 		fmt.Fprintf(stderr, "usage: rais dev [--dir DIR] [--chunkservers N]\n\n"+
 			"Runs a whole cluster on this machine: 3 masters and N chunk servers as child processes on\n"+
@@ -187,7 +188,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	for _, m := range layout.Masters {
 		err := start(m.ID, m.API, "master", "--id", m.ID, "--dir", filepath.Join(*dir, m.ID),
 			"--raft-addr", m.Raft, "--api-addr", m.API, "--http-addr", m.HTTPAddr, "--peers", strings.Join(peers, ","),
-			"--copies", fmt.Sprint(*copies), "--log-store", *logStore, "--volume-size", fmt.Sprint(devVolumeSize))
+			"--copies", fmt.Sprint(*copies), "--log-store", *logStore, "--volume-size", fmt.Sprint(devVolumeSize),
+			"--repair-after", repairAfter.String(), "--server-down-after", "5s")
 		if err != nil {
 			stopAll()
 			return err
@@ -212,8 +214,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		"  export RAIS_MASTERS=%s\n"+
 		"  go run ./cmd/raisadm status\n"+
 		"  go run ./cmd/raisadm put hello.txt README.md && go run ./cmd/raisadm get hello.txt\n"+
-		"Kill a master or a chunk server (kill PID) and watch the cluster carry on. Ctrl-C stops everything.\n",
-		strings.Join(masters, ","))
+		"Kill a master or a chunk server (kill PID) and watch the cluster carry on: %s after a chunk server\n"+
+		"dies, its volumes are copied to the others (raisadm status shows under-replicated and repairing).\n"+
+		"  go run ./cmd/raisadm drain cs1     moves everything off cs1, then retires it\n"+
+		"Ctrl-C stops everything.\n",
+		strings.Join(masters, ","), *repairAfter)
 
 	// Report children that die; do not restart them.
 	dead := make(chan *child)
