@@ -110,7 +110,8 @@ func (h *Heartbeater) beat(ctx context.Context) (*masterpb.HeartbeatResponse, er
 		}
 	}
 	for _, v := range st.Volumes {
-		req.Volumes = append(req.Volumes, &masterpb.VolumeReport{Id: uint64(v.ID), SizeBytes: v.SizeBytes, LiveBlobs: v.LiveBlobs, Sealed: v.Sealed, Failed: v.Failed != ""})
+		req.Volumes = append(req.Volumes, &masterpb.VolumeReport{Id: uint64(v.ID), SizeBytes: v.SizeBytes, LiveBlobs: v.LiveBlobs, Sealed: v.Sealed, Failed: v.Failed != "",
+			CorruptNeedles: v.CorruptNeedles, GarbageBytes: v.GarbageByte})
 	}
 	var lastErr error
 	h.mu.Lock()

@@ -42,6 +42,7 @@ func testConfig(t testing.TB, fs *faultFS, dirs ...string) Config {
 	cfg.MinFreeBytes = 1
 	cfg.HighWater = 1
 	cfg.UsageCacheTTL = -1 // tests change the fake free space and expect it to count at once
+	cfg.ScrubEvery = -1    // scrub tests turn it on
 	cfg.Logger = testLogger(t)
 	return cfg
 }

@@ -17,6 +17,8 @@ type metrics struct {
 	fsyncBatch   prometheus.Histogram
 	fsyncSeconds prometheus.Histogram
 	corrupt      prometheus.Counter
+	scrubBytes   prometheus.Counter
+	scrubPasses  prometheus.Counter
 }
 
 func newMetrics(s *Store) *metrics {
@@ -58,7 +60,15 @@ func newMetrics(s *Store) *metrics {
 			Help: "Needles that failed verification on read or compaction.",
 		}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.bytesIn, m.bytesOut, m.fsyncs, m.fsyncBatch, m.fsyncSeconds, m.corrupt)
+	m.scrubBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "rais", Subsystem: "chunkserver", Name: "scrub_bytes_total",
+		Help: "Needle bytes re-read and verified by the scrubber.",
+	})
+	m.scrubPasses = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "rais", Subsystem: "chunkserver", Name: "scrub_passes_total",
+		Help: "Scrub passes completed over every volume.",
+	})
+	m.reg.MustRegister(m.requests, m.latency, m.bytesIn, m.bytesOut, m.fsyncs, m.fsyncBatch, m.fsyncSeconds, m.corrupt, m.scrubBytes, m.scrubPasses)
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "rais", Subsystem: "chunkserver", Name: "stored_bytes",
 		Help: "Needle bytes of live blobs.",

@@ -48,6 +48,13 @@ type Config struct {
 	// IndexSyncEvery is how many index entries may be written between
 	// index fsyncs; it bounds the scan at the next start (default 4096).
 	IndexSyncEvery int
+	// ScrubEvery is the time from the start of one scrub pass (re-reading
+	// and verifying every live needle) to the start of the next (default
+	// 24 h; negative: no scrubbing).
+	ScrubEvery time.Duration
+	// ScrubBytesPerSec bounds the scrubber's reads (default 8 MiB/s), so
+	// it never competes with clients for the disk.
+	ScrubBytesPerSec int64
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -55,14 +62,16 @@ type Config struct {
 // DefaultConfig returns a Config with every default filled in and no Dirs.
 func DefaultConfig() Config {
 	return Config{
-		MaxBlobSize:    64 << 20,
-		VolumeSize:     1 << 30,
-		SpoolThreshold: 1 << 20,
-		HighWater:      0.95,
-		MinFreeBytes:   64 << 20,
-		MaxBatchWait:   2 * time.Millisecond,
-		IndexSyncEvery: 4096,
-		UsageCacheTTL:  200 * time.Millisecond,
+		MaxBlobSize:      64 << 20,
+		VolumeSize:       1 << 30,
+		SpoolThreshold:   1 << 20,
+		HighWater:        0.95,
+		MinFreeBytes:     64 << 20,
+		MaxBatchWait:     2 * time.Millisecond,
+		IndexSyncEvery:   4096,
+		UsageCacheTTL:    200 * time.Millisecond,
+		ScrubEvery:       24 * time.Hour,
+		ScrubBytesPerSec: 8 << 20,
 	}
 }
 
@@ -94,6 +103,12 @@ func (c *Config) withDefaults() {
 	}
 	if c.IndexSyncEvery == 0 {
 		c.IndexSyncEvery = d.IndexSyncEvery
+	}
+	if c.ScrubEvery == 0 {
+		c.ScrubEvery = d.ScrubEvery
+	}
+	if c.ScrubBytesPerSec <= 0 {
+		c.ScrubBytesPerSec = d.ScrubBytesPerSec
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -158,6 +173,9 @@ type Store struct {
 	where   map[raisfs.VolumeID]*dataDir
 	broken  map[raisfs.VolumeID]string // volumes that failed to open
 	closed  bool
+
+	stopScrub context.CancelFunc
+	scrubDone chan struct{}
 }
 
 // Open locks the data dirs, loads every volume in them (recovering torn
@@ -188,6 +206,14 @@ func Open(cfg Config) (*Store, error) {
 		}
 	}
 	ok = true
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopScrub, s.scrubDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.scrubDone)
+		if cfg.ScrubEvery > 0 {
+			s.scrubLoop(ctx)
+		}
+	}()
 	return s, nil
 }
 
@@ -693,6 +719,10 @@ func (s *Store) Close() error {
 	s.closed = true
 	vols := s.volumes
 	s.mu.Unlock()
+	if s.stopScrub != nil {
+		s.stopScrub()
+		<-s.scrubDone
+	}
 	var errs []error
 	for _, v := range vols {
 		if err := v.close(); err != nil {

@@ -109,6 +109,7 @@ type Volume struct {
 	syncing       bool
 	liveBytes     int64 // needle bytes of live blobs
 	liveCount     int64
+	corruptSeen   int64 // needles found corrupt since the volume was opened
 }
 
 func dataPath(dir string, id raisfs.VolumeID) string {
@@ -336,6 +337,7 @@ func (v *Volume) applyEntry(e indexEntry, corrupt bool) {
 		st := stateLive
 		if corrupt {
 			st = stateCorrupt
+			v.corruptSeen++
 		} else {
 			v.liveBytes += needleLen(e.size)
 			v.liveCount++

@@ -274,6 +274,7 @@ func (v *Volume) markCorrupt(df *dataFile, h raisfs.Hash, off int64, cause error
 	v.entries[h] = e
 	v.liveBytes -= needleLen(e.size)
 	v.liveCount--
+	v.corruptSeen++
 	if m := v.opts.metrics; m != nil {
 		m.corrupt.Inc()
 	}
@@ -318,6 +319,10 @@ type VolumeStatus struct {
 	GarbageByte int64           `json:"garbage_bytes"`
 	Sealed      bool            `json:"sealed"`
 	Failed      string          `json:"failed,omitempty"`
+	// CorruptNeedles counts needles found corrupt (by a read, the scrubber
+	// or recovery) since the volume was opened: the masters then replace
+	// this copy from a healthy member.
+	CorruptNeedles int64 `json:"corrupt_needles"`
 }
 
 func (v *Volume) status() VolumeStatus {
@@ -327,6 +332,7 @@ func (v *Volume) status() VolumeStatus {
 		ID: v.opts.id, Dir: v.opts.dir, Generation: v.gen, SizeBytes: v.tail,
 		LiveBytes: v.liveBytes, LiveBlobs: v.liveCount,
 		GarbageByte: v.tail - superblockSize - v.liveBytes, Sealed: v.sealed,
+		CorruptNeedles: v.corruptSeen,
 	}
 	if v.failed != nil {
 		st.Failed = v.failed.Error()

@@ -5,11 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zeebo/blake3"
 )
 
 type statusOut struct {
@@ -121,4 +125,86 @@ func TestDev_LostChunkServerIsHealed(t *testing.T) {
 			t.Fatalf("after the repair %s: %v", k, err)
 		}
 	}
+}
+
+// A byte flipped inside a stored needle on one chunk server's disk: the
+// scrubber finds it, the masters replace that copy of the volume from a
+// healthy member, and no read ever returns the bad bytes.
+func TestDev_BitRotIsFoundAndRepaired(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster of processes")
+	}
+	dir := t.TempDir()
+	d := startDev(t, dir, "--scrub-every", "1s")
+	c := d.client()
+	ctx := context.Background()
+	objs := map[string][]byte{}
+	for i := range 50 {
+		k := fmt.Sprintf("rot/%d", i)
+		objs[k] = randomBytes(uint64(1000+i), 4000)
+		if _, err := c.Put(ctx, k, bytes.NewReader(objs[k]), nil); err != nil {
+			t.Fatalf("put %s: %v", k, err)
+		}
+	}
+	victim := objs["rot/7"]
+	h := blake3.Sum256(victim)
+	// Find the needle's header (it names the hash) in some server's volume
+	// files and flip a byte of its body.
+	files, _ := filepath.Glob(filepath.Join(dir, "cs*", "vol-*.dat"))
+	flipped := ""
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := bytes.Index(b, h[:])
+		if i < 0 {
+			continue
+		}
+		fh, err := os.OpenFile(f, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		off := int64(i + 64 + 100) // past the header, inside the body
+		one := []byte{b[off] ^ 0x20}
+		if _, err := fh.WriteAt(one, off); err != nil {
+			t.Fatal(err)
+		}
+		fh.Close()
+		flipped = f
+		break
+	}
+	if flipped == "" {
+		t.Fatal("needle not found on any disk")
+	}
+	server := filepath.Base(filepath.Dir(flipped))
+	t.Logf("flipped a byte of rot/7 in %s", flipped)
+	st0, _ := d.status()
+	before := -1
+	for _, cs := range st0.ChunkServers {
+		if cs.ID == server {
+			before = cs.Volumes
+		}
+	}
+	start := time.Now()
+	waitFor(t, 60*time.Second, "the corrupt copy replaced", func() bool {
+		// Reads go on meanwhile and never see the bad bytes.
+		for k, v := range objs {
+			got, err := get(t, c, k)
+			if err != nil || !bytes.Equal(got, v) {
+				t.Fatalf("read %s during the repair: %v", k, err)
+			}
+		}
+		st, ok := d.status()
+		if !ok {
+			return false
+		}
+		for _, cs := range st.ChunkServers {
+			if cs.ID == server && cs.Volumes < before {
+				return st.UnderReplicated == 0 && st.Repairing == 0
+			}
+		}
+		return false
+	})
+	t.Logf("corrupt copy on %s replaced %s after the flip", server, time.Since(start).Round(100*time.Millisecond))
 }

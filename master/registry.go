@@ -111,6 +111,17 @@ func (r *registry) volumeReport(id uint64, members []string) (size int64, sealed
 	return size, sealed
 }
 
+// volumeLive is the live-blob count server reported for volume id.
+func (r *registry) volumeLive(id uint64, server string) (int64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.servers[server].vols[id]
+	if !ok {
+		return 0, false
+	}
+	return v.LiveBlobs, true
+}
+
 func (r *registry) free(id string) (int64, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,7 +22,8 @@ import (
 // every volume's members each RepairInterval:
 //
 //   - a member is lost when its server is retired, has been silent past
-//     RepairAfter, or reports the volume missing or failed; it is leaving
+//     RepairAfter, or reports the volume missing, failed or with corrupt
+//     needles (found by a read or the scrubber); it is leaving
 //     when its server is draining (it still serves, and is a good source);
 //   - a volume whose staying members are fewer than its copies is planned,
 //     the fewest live copies first (the GFS order: one copy left is
@@ -81,7 +83,7 @@ func (s *Server) memberHealth(id raisfs.VolumeID, vol *fsmpb.Volume, servers map
 			// A volume is reported from the heartbeat after its creation
 			// on; an older heartbeat may not list it yet.
 			settled := hb.at.Sub(time.Unix(0, vol.CreatedUnixNano)) > 2*s.cfg.HeartbeatInterval+time.Second
-			if (has && rep.Failed) || (!has && settled) {
+			if (has && (rep.Failed || rep.CorruptNeedles > 0)) || (!has && settled) {
 				h.lost = append(h.lost, m)
 				continue
 			}
@@ -207,21 +209,13 @@ func (s *Server) repairVolume(ctx context.Context, plan repairPlan) error {
 	if len(sources) == 0 {
 		return fmt.Errorf("volume %d: no member could be sealed: %w", id, raisfs.ErrUnavailable)
 	}
-	// The source's own figures, read after the seal: the copy must match.
-	var want struct {
-		SizeBytes int64 `json:"size_bytes"`
-		LiveBlobs int64 `json:"live_blobs"`
-	}
-	src := ""
-	for _, m := range sources {
-		if err := s.chunkJSON(ctx, http.MethodGet, servers[m].Address, fmt.Sprintf("/v1/volumes/%d", id), admin(), nil, &want, 10*time.Second); err == nil {
-			src = m
-			break
-		}
-	}
-	if src == "" {
-		return fmt.Errorf("volume %d: no source answered: %w", id, raisfs.ErrUnavailable)
-	}
+	// Most live blobs first: a member that missed writes is the last
+	// choice.
+	sort.SliceStable(sources, func(i, j int) bool {
+		a, _ := s.registry.volumeLive(uint64(id), sources[i])
+		b, _ := s.registry.volumeLive(uint64(id), sources[j])
+		return a > b
+	})
 	// New members: not a current member, under the placement rules.
 	var have []candidate
 	for _, m := range plan.health.keep {
@@ -239,22 +233,12 @@ func (s *Server) repairVolume(ctx context.Context, plan repairPlan) error {
 	if err != nil {
 		return fmt.Errorf("volume %d: place %d new copies: %w", id, plan.need, err)
 	}
+	src := ""
 	for _, t := range targets {
-		var got struct {
-			SizeBytes int64 `json:"size_bytes"`
-			LiveBlobs int64 `json:"live_blobs"`
+		var err error
+		if src, err = s.copyVolume(ctx, id, t, sources, servers); err != nil {
+			return err
 		}
-		body := map[string]any{"source": servers[src].Address, "replace": true, "bytes_per_sec": s.cfg.RepairBytesPerSec}
-		// A copy takes as long as the volume's size at the rate; the
-		// leader's context ends it on loss of leadership.
-		if err := s.chunkJSON(ctx, http.MethodPost, servers[t].Address, fmt.Sprintf("/v1/volumes/%d/replicate", id), admin(), body, &got, time.Hour); err != nil {
-			return fmt.Errorf("volume %d: copy from %s to %s: %w", id, src, t, err)
-		}
-		if got.SizeBytes != want.SizeBytes || got.LiveBlobs != want.LiveBlobs {
-			return fmt.Errorf("volume %d: copy on %s has %d bytes and %d blobs, source %s has %d and %d: %w",
-				id, t, got.SizeBytes, got.LiveBlobs, src, want.SizeBytes, want.LiveBlobs, raisfs.ErrCorrupt)
-		}
-		s.metrics.repairBytes.Add(float64(got.SizeBytes))
 	}
 	members := append(slices.Clone(plan.health.keep), targets...)
 	if _, err := s.apply(ctx, &fsmpb.SetVolumeState{Id: uint64(id), Members: members, Epoch: vol.Epoch, IfEpoch: true}); err != nil {
@@ -262,6 +246,40 @@ func (s *Server) repairVolume(ctx context.Context, plan repairPlan) error {
 	}
 	s.log.Info("volume members changed", "volume", id, "members", members, "removed", append(plan.health.lost, plan.health.leaving...), "source", src)
 	return nil
+}
+
+// copyVolume copies sealed volume id to target from the first of sources
+// that succeeds, and checks the copy against that source's own figures
+// (size and live blobs, read after the seal).
+func (s *Server) copyVolume(ctx context.Context, id raisfs.VolumeID, target string, sources []string, servers map[string]*fsmpb.Server) (string, error) {
+	type figures struct {
+		SizeBytes int64 `json:"size_bytes"`
+		LiveBlobs int64 `json:"live_blobs"`
+	}
+	admin := raisfs.Lease{Op: raisfs.LeaseOpAdmin, Volume: id, Expiry: time.Now().Add(time.Minute)}.Sign(s.fsm.LeaseKey())
+	var errs []string
+	for _, src := range sources {
+		var want, got figures
+		if err := s.chunkJSON(ctx, http.MethodGet, servers[src].Address, fmt.Sprintf("/v1/volumes/%d", id), admin, nil, &want, 10*time.Second); err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", src, err))
+			continue
+		}
+		body := map[string]any{"source": servers[src].Address, "replace": true, "bytes_per_sec": s.cfg.RepairBytesPerSec}
+		// A copy takes as long as the volume's size at the rate; the
+		// leader's context ends it on loss of leadership.
+		lease := raisfs.Lease{Op: raisfs.LeaseOpAdmin, Volume: id, Expiry: time.Now().Add(time.Minute)}.Sign(s.fsm.LeaseKey())
+		if err := s.chunkJSON(ctx, http.MethodPost, servers[target].Address, fmt.Sprintf("/v1/volumes/%d/replicate", id), lease, body, &got, time.Hour); err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", src, err))
+			continue
+		}
+		if got != want {
+			errs = append(errs, fmt.Sprintf("%s: copy has %d bytes and %d blobs, source %d and %d", src, got.SizeBytes, got.LiveBlobs, want.SizeBytes, want.LiveBlobs))
+			continue
+		}
+		s.metrics.repairBytes.Add(float64(got.SizeBytes))
+		return src, nil
+	}
+	return "", fmt.Errorf("volume %d: copy to %s failed from every source (%s): %w", id, target, strings.Join(errs, "; "), raisfs.ErrUnavailable)
 }
 
 // retireStaleCopies drops copies held by servers that are not members of

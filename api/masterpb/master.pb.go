@@ -766,14 +766,17 @@ func (x *ListResponse) GetMore() bool {
 }
 
 type VolumeReport struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	SizeBytes     int64                  `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	LiveBlobs     int64                  `protobuf:"varint,3,opt,name=live_blobs,json=liveBlobs,proto3" json:"live_blobs,omitempty"`
-	Sealed        bool                   `protobuf:"varint,4,opt,name=sealed,proto3" json:"sealed,omitempty"`
-	Failed        bool                   `protobuf:"varint,5,opt,name=failed,proto3" json:"failed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	SizeBytes int64                  `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	LiveBlobs int64                  `protobuf:"varint,3,opt,name=live_blobs,json=liveBlobs,proto3" json:"live_blobs,omitempty"`
+	Sealed    bool                   `protobuf:"varint,4,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	Failed    bool                   `protobuf:"varint,5,opt,name=failed,proto3" json:"failed,omitempty"`
+	// Needles of this copy found corrupt: the copy is replaced.
+	CorruptNeedles int64 `protobuf:"varint,6,opt,name=corrupt_needles,json=corruptNeedles,proto3" json:"corrupt_needles,omitempty"`
+	GarbageBytes   int64 `protobuf:"varint,7,opt,name=garbage_bytes,json=garbageBytes,proto3" json:"garbage_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *VolumeReport) Reset() {
@@ -839,6 +842,20 @@ func (x *VolumeReport) GetFailed() bool {
 		return x.Failed
 	}
 	return false
+}
+
+func (x *VolumeReport) GetCorruptNeedles() int64 {
+	if x != nil {
+		return x.CorruptNeedles
+	}
+	return 0
+}
+
+func (x *VolumeReport) GetGarbageBytes() int64 {
+	if x != nil {
+		return x.GarbageBytes
+	}
+	return 0
 }
 
 type HeartbeatRequest struct {
@@ -1769,7 +1786,7 @@ const file_master_proto_rawDesc = "" +
 	"\x11created_unix_nano\x18\x04 \x01(\x03R\x0fcreatedUnixNano\"Y\n" +
 	"\fListResponse\x125\n" +
 	"\aentries\x18\x01 \x03(\v2\x1b.raisfs.master.v1.ListEntryR\aentries\x12\x12\n" +
-	"\x04more\x18\x02 \x01(\bR\x04more\"\x8c\x01\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"\xda\x01\n" +
 	"\fVolumeReport\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1d\n" +
 	"\n" +
@@ -1777,7 +1794,9 @@ const file_master_proto_rawDesc = "" +
 	"\n" +
 	"live_blobs\x18\x03 \x01(\x03R\tliveBlobs\x12\x16\n" +
 	"\x06sealed\x18\x04 \x01(\bR\x06sealed\x12\x16\n" +
-	"\x06failed\x18\x05 \x01(\bR\x06failed\"\xff\x01\n" +
+	"\x06failed\x18\x05 \x01(\bR\x06failed\x12'\n" +
+	"\x0fcorrupt_needles\x18\x06 \x01(\x03R\x0ecorruptNeedles\x12#\n" +
+	"\rgarbage_bytes\x18\a \x01(\x03R\fgarbageBytes\"\xff\x01\n" +
 	"\x10HeartbeatRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x0e\n" +

@@ -27,6 +27,8 @@ func runChunkServer(ctx context.Context, args []string, stdout, stderr io.Writer
 	highWater := fl.Float64("high-water", def.HighWater, "fraction of a data dir's filesystem in use past which new blobs are refused")
 	minFree := fl.Int64("min-free", def.MinFreeBytes, "bytes always kept free on each data dir's filesystem")
 	batchWait := fl.Duration("max-batch-wait", def.MaxBatchWait, "longest the group committer waits to gather writers before an fsync")
+	scrubEvery := fl.Duration("scrub-every", def.ScrubEvery, "start a pass that re-reads and verifies every stored needle this often (negative: never)")
+	scrubRate := fl.Int64("scrub-rate-mib", def.ScrubBytesPerSec>>20, "the scrubber reads at most this many MiB/s")
 	masters := fl.String("masters", "", "masters' API addresses, comma separated; empty runs stand-alone (writes need no lease)")
 	advertise := fl.String("advertise", "", "HOST:PORT that masters and clients use to reach this server (default: the listening address)")
 	dc := fl.String("dc", "", "data center this server is in, for placement across failure domains")
@@ -64,13 +66,15 @@ func runChunkServer(ctx context.Context, args []string, stdout, stderr io.Writer
 	logger = logger.With(chunkserver.LogKeyNode, *id)
 
 	cfg := chunkserver.Config{
-		Dirs:         strings.Split(*dirs, ","),
-		MaxBlobSize:  *maxBlob,
-		VolumeSize:   *volSize,
-		HighWater:    *highWater,
-		MinFreeBytes: *minFree,
-		MaxBatchWait: *batchWait,
-		Logger:       logger,
+		Dirs:             strings.Split(*dirs, ","),
+		MaxBlobSize:      *maxBlob,
+		VolumeSize:       *volSize,
+		HighWater:        *highWater,
+		MinFreeBytes:     *minFree,
+		MaxBatchWait:     *batchWait,
+		Logger:           logger,
+		ScrubEvery:       *scrubEvery,
+		ScrubBytesPerSec: *scrubRate << 20,
 	}
 	store, err := chunkserver.Open(cfg)
 	if err != nil {

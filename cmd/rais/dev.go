@@ -96,6 +96,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	n := fl.Int("chunkservers", 4, "number of chunk servers")
 	copies := fl.Int("copies", 3, "copies of each message (default replication class), fixed when the cluster is first formed")
 	logStore := fl.String("log-store", "boltdb", "masters' Raft log store: boltdb or wal; fixed when the cluster is first formed")
+	scrubEvery := fl.Duration("scrub-every", 10*time.Minute, "chunk servers re-verify every needle this often")
 	repairAfter := fl.Duration("repair-after", 20*time.Second, "a chunk server silent this long has its volumes copied elsewhere (short, so that healing can be watched)")
 	fl.Usage = func() {
 		fmt.Fprintf(stderr, "usage: rais dev [--dir DIR] [--chunkservers N]\n\n"+
@@ -198,7 +199,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	for i, cs := range layout.ChunkServers[:*n] {
 		err := start(cs.ID, cs.API, "chunkserver", "--id", cs.ID, "--dir", filepath.Join(*dir, cs.ID),
 			"--addr", cs.API, "--masters", strings.Join(masters, ","), "--rack", fmt.Sprintf("rack%d", i%2+1),
-			"--volume-size", fmt.Sprint(devVolumeSize), "--min-free", fmt.Sprint(64<<20))
+			"--volume-size", fmt.Sprint(devVolumeSize), "--min-free", fmt.Sprint(64<<20),
+			"--scrub-every", scrubEvery.String())
 		if err != nil {
 			stopAll()
 			return err
