@@ -48,6 +48,8 @@ func testMasterConfig(t *testing.T, id, dir string) Config {
 	cfg.APIAddr = "127.0.0.1:0"
 	cfg.HeartbeatInterval = 100 * time.Millisecond
 	cfg.ServerDownAfter = 1500 * time.Millisecond
+	cfg.LeaseTTL = 10 * time.Second // deletions wait a lease's life
+	cfg.ClockSkew = time.Millisecond
 	cfg.MinFreeBytes = 1
 	cfg.Logger = testLogger(t).With("master", id)
 	return cfg

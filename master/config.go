@@ -57,6 +57,9 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// LeaseTTL is how long a write lease lasts (default 1 min).
 	LeaseTTL time.Duration
+	// ClockSkew is how far apart the masters' and chunk servers' clocks
+	// may be (default 5 s); waits that depend on lease expiry add it.
+	ClockSkew time.Duration
 	// DefaultCopies is the copy count of the default replication class set
 	// when the cluster is first initialised (default 3).
 	DefaultCopies int
@@ -101,6 +104,7 @@ func DefaultConfig() Config {
 		ServerDownAfter:    10 * time.Second,
 		HeartbeatInterval:  time.Second,
 		LeaseTTL:           time.Minute,
+		ClockSkew:          5 * time.Second,
 		DefaultCopies:      3,
 		VolumeSizeLimit:    1 << 30,
 		MinFreeBytes:       256 << 20,
@@ -123,6 +127,7 @@ func (c *Config) withDefaults() {
 	set(&c.ServerDownAfter, d.ServerDownAfter)
 	set(&c.HeartbeatInterval, d.HeartbeatInterval)
 	set(&c.LeaseTTL, d.LeaseTTL)
+	set(&c.ClockSkew, d.ClockSkew)
 	set(&c.RepairAfter, d.RepairAfter)
 	set(&c.RepairInterval, d.RepairInterval)
 	if c.MaxRepairs <= 0 {

@@ -93,8 +93,8 @@ func TestCluster_PutLookupDeleteThroughAnyMaster(t *testing.T) {
 	if _, err := f.Lookup(ctxT(t), &masterpb.LookupRequest{Key: []byte("user1/inbox/1")}); status.Code(err) != codes.NotFound {
 		t.Fatalf("lookup after delete = %v", err)
 	}
-	testPoll(t, 10*time.Second, "the blob to be deleted from its replicas", func() bool {
-		pd, _ := c.waitLeader().fsm.PendingDeletes(10)
+	testPoll(t, 30*time.Second, "the blob to be deleted from its replicas", func() bool {
+		pd, _ := c.waitLeader().fsm.PendingDeletes(10, time.Time{})
 		return len(pd) == 0
 	})
 	for _, r := range lr.Replicas {

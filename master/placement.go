@@ -297,9 +297,17 @@ func (s *Server) chunkCall(ctx context.Context, method, addr, path, token string
 
 // gcLoop carries out queued blob deletions: a tombstone on every member,
 // then BlobGone. Members that are down are retried later.
+//
+// A deletion waits until it has been queued for longer than a lease
+// lasts. A put whose lease was granted before the blob's last key went may
+// have sent its bytes before the deletion (finding the needle there, so
+// writing nothing) and commit after it: while the deletion is queued the
+// state machine refuses that commit, and once the wait is over the lease
+// has expired, so it refuses it too. Deleting sooner and clearing the
+// queue entry could let that commit bind a key to bytes already gone.
 func (s *Server) gcLoop(ctx context.Context) {
 	for sleepCtx(ctx, time.Second) {
-		pds, err := s.fsm.PendingDeletes(256)
+		pds, err := s.fsm.PendingDeletes(256, time.Now().Add(-s.cfg.LeaseTTL-s.cfg.ClockSkew))
 		if err != nil || len(pds) == 0 {
 			continue
 		}

@@ -49,7 +49,7 @@ var (
 	bucketServers = []byte("servers")
 	bucketClasses = []byte("classes")
 	bucketMasters = []byte("masters")
-	bucketPending = []byte("pending_deletes") // hash(32) || volume(8) → empty
+	bucketPending = []byte("pending_deletes") // hash(32) || volume(8) → queued at (unix nanos, 8 bytes; empty in older states)
 
 	keyApplied    = []byte("applied_index")
 	keyNextVolume = []byte("next_volume")
@@ -343,7 +343,7 @@ func applyCommand(tx *bolt.Tx, d *deltas, cmd *fsmpb.Command) (Result, error) {
 	case *fsmpb.Command_PutObject:
 		return applyPut(tx, d, op.PutObject, now)
 	case *fsmpb.Command_DeleteObject:
-		return applyDelete(tx, d, op.DeleteObject)
+		return applyDelete(tx, d, op.DeleteObject, now)
 	case *fsmpb.Command_CreateVolume:
 		return applyCreateVolume(tx, op.CreateVolume, now)
 	case *fsmpb.Command_SetVolumeState:
@@ -480,7 +480,7 @@ func truncKey(k []byte) string {
 	return string(k)
 }
 
-func applyDelete(tx *bolt.Tx, d *deltas, del *fsmpb.DeleteObject) (Result, error) {
+func applyDelete(tx *bolt.Tx, d *deltas, del *fsmpb.DeleteObject, now int64) (Result, error) {
 	if err := ValidateKey(del.Key); err != nil {
 		return reject(err)
 	}
@@ -513,7 +513,7 @@ func applyDelete(tx *bolt.Tx, d *deltas, del *fsmpb.DeleteObject) (Result, error
 	}
 	d.blobs--
 	d.blobBytes -= blob.Size
-	return Result{}, tx.Bucket(bucketPending).Put(pendingKey(obj.Hash, blob.Volume), nil)
+	return Result{}, tx.Bucket(bucketPending).Put(pendingKey(obj.Hash, blob.Volume), u64(uint64(now)))
 }
 
 func applyCreateVolume(tx *bolt.Tx, c *fsmpb.CreateVolume, now int64) (Result, error) {
@@ -937,20 +937,28 @@ func (f *FSM) Masters() (map[string]string, error) {
 type PendingDelete struct {
 	Hash   raisfs.Hash
 	Volume raisfs.VolumeID
+	Queued time.Time // zero for entries queued before this was recorded
 }
 
-// PendingDeletes returns up to limit queued deletions.
-func (f *FSM) PendingDeletes(limit int) ([]PendingDelete, error) {
+// PendingDeletes returns up to limit queued deletions queued before
+// before (the zero time: all).
+func (f *FSM) PendingDeletes(limit int, before time.Time) ([]PendingDelete, error) {
 	var out []PendingDelete
 	err := f.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketPending).Cursor()
-		for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
+		for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
 			if len(k) != raisfs.HashSize+8 {
 				return fmt.Errorf("bad pending-delete key %x", k)
 			}
 			var p PendingDelete
 			copy(p.Hash[:], k)
 			p.Volume = raisfs.VolumeID(getU64(k[raisfs.HashSize:]))
+			if len(v) == 8 {
+				p.Queued = time.Unix(0, int64(getU64(v)))
+			}
+			if !before.IsZero() && !p.Queued.Before(before) {
+				continue
+			}
 			out = append(out, p)
 		}
 		return nil

@@ -130,9 +130,12 @@ func TestFSM_PutDedupDeleteLifecycle(t *testing.T) {
 	if _, err := h.f.Blob(a); !errors.Is(err, raisfs.ErrNotFound) {
 		t.Fatalf("blob after last delete: %v", err)
 	}
-	pd, _ := h.f.PendingDeletes(10)
+	pd, _ := h.f.PendingDeletes(10, time.Time{})
 	if len(pd) != 1 || pd[0].Volume != raisfs.VolumeID(vol) || !bytes.Equal(pd[0].Hash[:], a) {
 		t.Fatalf("pending deletes = %v", pd)
+	}
+	if young, _ := h.f.PendingDeletes(10, time.Unix(0, 1)); len(young) != 0 {
+		t.Fatalf("deletions queued after the cut-off were listed: %v", young)
 	}
 	// The race the design must survive: a put that dedups onto a blob
 	// whose last key just went must not point at bytes being deleted.
@@ -141,7 +144,7 @@ func TestFSM_PutDedupDeleteLifecycle(t *testing.T) {
 	other := h.volume()
 	h.ok(put("k3", a, other)) // uploaded again, elsewhere
 	h.ok(&fsmpb.BlobGone{Hash: a, Volume: vol})
-	if pd, _ := h.f.PendingDeletes(10); len(pd) != 0 {
+	if pd, _ := h.f.PendingDeletes(10, time.Time{}); len(pd) != 0 {
 		t.Fatalf("pending after BlobGone = %v", pd)
 	}
 	if b, _ := h.f.Blob(a); b.Volume != other || b.Refs != 1 {
