@@ -89,6 +89,11 @@ type Config struct {
 	RepairBytesPerSec int64
 	// RepairInterval: how often the leader looks for work (default 2 s).
 	RepairInterval time.Duration
+	// CompactGarbageRatio: a volume whose members report more than this
+	// share of garbage (deleted needles) is compacted (default 0.3), once
+	// the garbage is at least CompactMinBytes (default 64 MiB).
+	CompactGarbageRatio float64
+	CompactMinBytes     int64
 
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -97,20 +102,22 @@ type Config struct {
 // DefaultConfig returns the defaults, with no ID, Dir or addresses.
 func DefaultConfig() Config {
 	return Config{
-		HeartbeatTimeout:   300 * time.Millisecond,
-		ElectionTimeout:    300 * time.Millisecond,
-		LeaderLeaseTimeout: 150 * time.Millisecond,
-		SnapshotThreshold:  8192,
-		ServerDownAfter:    10 * time.Second,
-		HeartbeatInterval:  time.Second,
-		LeaseTTL:           time.Minute,
-		ClockSkew:          5 * time.Second,
-		DefaultCopies:      3,
-		VolumeSizeLimit:    1 << 30,
-		MinFreeBytes:       256 << 20,
-		RepairAfter:        5 * time.Minute,
-		MaxRepairs:         2,
-		RepairInterval:     2 * time.Second,
+		HeartbeatTimeout:    300 * time.Millisecond,
+		ElectionTimeout:     300 * time.Millisecond,
+		LeaderLeaseTimeout:  150 * time.Millisecond,
+		SnapshotThreshold:   8192,
+		ServerDownAfter:     10 * time.Second,
+		HeartbeatInterval:   time.Second,
+		LeaseTTL:            time.Minute,
+		ClockSkew:           5 * time.Second,
+		DefaultCopies:       3,
+		VolumeSizeLimit:     1 << 30,
+		MinFreeBytes:        256 << 20,
+		RepairAfter:         5 * time.Minute,
+		MaxRepairs:          2,
+		RepairInterval:      2 * time.Second,
+		CompactGarbageRatio: 0.3,
+		CompactMinBytes:     64 << 20,
 	}
 }
 
@@ -130,6 +137,12 @@ func (c *Config) withDefaults() {
 	set(&c.ClockSkew, d.ClockSkew)
 	set(&c.RepairAfter, d.RepairAfter)
 	set(&c.RepairInterval, d.RepairInterval)
+	if c.CompactGarbageRatio <= 0 {
+		c.CompactGarbageRatio = d.CompactGarbageRatio
+	}
+	if c.CompactMinBytes <= 0 {
+		c.CompactMinBytes = d.CompactMinBytes
+	}
 	if c.MaxRepairs <= 0 {
 		c.MaxRepairs = d.MaxRepairs
 	}

@@ -22,6 +22,7 @@ type metrics struct {
 	underReplicated prometheus.Gauge
 	repairs         *prometheus.CounterVec
 	repairBytes     prometheus.Counter
+	compactions     prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -39,7 +40,8 @@ func newMetrics(s *Server) *metrics {
 	m.underReplicated = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "rais", Subsystem: "master", Name: "repair_planned_volumes", Help: "Volumes the leader's last repair round found below target (members down within the grace count as present)."})
 	m.repairs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "repairs_total", Help: "Volume repairs by outcome."}, []string{"outcome"})
 	m.repairBytes = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "repair_bytes_total", Help: "Bytes of volumes copied by repairs."})
-	m.reg.MustRegister(m.applySeconds, m.forwarded, m.puts, m.dedups, m.badReplicas, m.underReplicated, m.repairs, m.repairBytes)
+	m.compactions = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "compactions_total", Help: "Volume copies compacted at the leader's request."})
+	m.reg.MustRegister(m.applySeconds, m.forwarded, m.puts, m.dedups, m.badReplicas, m.underReplicated, m.repairs, m.repairBytes, m.compactions)
 	gauge := func(name, help string, f func() float64) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "rais", Subsystem: "master", Name: name, Help: help}, f))
 	}

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/raisfs/raisfs"
@@ -131,6 +132,7 @@ func (s *Server) repairLoop(ctx context.Context) {
 	var mu sync.Mutex
 	running := map[raisfs.VolumeID]bool{}
 	slots := make(chan struct{}, s.cfg.MaxRepairs)
+	var compacting atomic.Bool
 	for sleepCtx(ctx, s.cfg.RepairInterval) {
 		p, err := s.placement()
 		if err != nil {
@@ -180,6 +182,54 @@ func (s *Server) repairLoop(ctx context.Context) {
 		}
 		s.retireStaleCopies(ctx, p, running, &mu)
 		s.finishDrains(ctx, p)
+		if compacting.CompareAndSwap(false, true) {
+			wg.Go(func() {
+				defer compacting.Store(false)
+				s.compactGarbage(ctx, p, running, &mu)
+			})
+		}
+	}
+}
+
+// compactGarbage compacts, one member at a time, the volumes whose members
+// report garbage past the threshold. Volumes being copied are left alone:
+// a copy is checked against its source's size.
+func (s *Server) compactGarbage(ctx context.Context, p *placementView, running map[raisfs.VolumeID]bool, mu *sync.Mutex) {
+	for id, vol := range p.volumes {
+		if vol.State != fsmpb.VolumeState_VOLUME_WRITABLE && vol.State != fsmpb.VolumeState_VOLUME_SEALED {
+			continue
+		}
+		for _, m := range vol.Members {
+			if ctx.Err() != nil {
+				return
+			}
+			hb, ok := s.registry.get(m)
+			srv := p.servers[m]
+			if !ok || srv == nil || srv.State != fsmpb.ServerState_SERVER_ALIVE {
+				continue
+			}
+			rep, ok := hb.vols[uint64(id)]
+			if !ok || rep.GarbageBytes < s.cfg.CompactMinBytes || float64(rep.GarbageBytes) < s.cfg.CompactGarbageRatio*float64(rep.SizeBytes) {
+				continue
+			}
+			mu.Lock()
+			busy := running[id]
+			mu.Unlock()
+			if busy {
+				continue
+			}
+			token := raisfs.Lease{Op: raisfs.LeaseOpAdmin, Volume: id, Expiry: time.Now().Add(time.Minute)}.Sign(s.fsm.LeaseKey())
+			var res struct {
+				BytesBefore int64 `json:"bytes_before"`
+				BytesAfter  int64 `json:"bytes_after"`
+			}
+			if err := s.chunkJSON(ctx, http.MethodPost, srv.Address, fmt.Sprintf("/v1/volumes/%d/compact", id), token, nil, &res, time.Hour); err != nil {
+				s.log.Warn("compaction failed", "volume", id, "member", m, "err", err)
+				continue
+			}
+			s.metrics.compactions.Inc()
+			s.log.Info("volume compacted", "volume", id, "member", m, "garbage", rep.GarbageBytes, "before", res.BytesBefore, "after", res.BytesAfter)
+		}
 	}
 }
 

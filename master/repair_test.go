@@ -163,3 +163,43 @@ func TestCluster_DrainUnderWriteLoad(t *testing.T) {
 		readEveryReplica(t, c, k, b)
 	}
 }
+
+// Deleted blobs are tombstoned after a lease's life, and a volume whose
+// garbage passes the threshold is compacted on its members.
+func TestCluster_GarbageIsCompacted(t *testing.T) {
+	c := mustCluster(t, 3, func(cfg *Config) {
+		cfg.DefaultCopies = 2
+		cfg.LeaseTTL = 2 * time.Second
+		cfg.RepairInterval = 200 * time.Millisecond
+		cfg.CompactMinBytes = 32 << 10
+		cfg.WritableVolumes = 1
+	})
+	var css []*testChunkServer
+	for i := range 2 {
+		css = append(css, startChunkServer(t, fmt.Sprintf("cs%d", i+1), "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c)))
+	}
+	waitServers(t, c, 2)
+	m := client(t, c.masters[0].APIAddr())
+	for i := range 40 {
+		if err := put(t, m, fmt.Sprintf("k%d", i), bytes.Repeat([]byte{byte(i)}, 4000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 30 {
+		if _, err := m.Delete(ctxT(t), &masterpb.DeleteRequest{Key: []byte(fmt.Sprintf("k%d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testPoll(t, 30*time.Second, "both copies compacted", func() bool {
+		for _, cs := range css {
+			st := cs.store.Status()
+			if len(st.Volumes) != 1 || st.Volumes[0].GarbageByte > 0 || st.Volumes[0].LiveBlobs != 10 {
+				return false
+			}
+		}
+		return true
+	})
+	for i := 30; i < 40; i++ {
+		readEveryReplica(t, c, fmt.Sprintf("k%d", i), bytes.Repeat([]byte{byte(i)}, 4000))
+	}
+}
