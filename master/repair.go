@@ -24,7 +24,8 @@ import (
 //
 //   - a member is lost when its server is retired, has been silent past
 //     RepairAfter, or reports the volume missing, failed or with corrupt
-//     needles (found by a read or the scrubber); it is leaving
+//     needles (found by a read or the scrubber), or when fsck found its
+//     copy lacking blobs; it is leaving
 //     when its server is draining (it still serves, and is a good source);
 //   - a volume whose staying members are fewer than its copies is planned,
 //     the fewest live copies first (the GFS order: one copy left is
@@ -77,6 +78,10 @@ func (s *Server) memberHealth(id raisfs.VolumeID, vol *fsmpb.Volume, servers map
 			} else {
 				h.keep = append(h.keep, m) // may come back: wait
 			}
+			continue
+		}
+		if _, forced := s.forceReplace.Load(copyKey{id, m}); forced {
+			h.lost = append(h.lost, m)
 			continue
 		}
 		if hb, heard := s.registry.get(m); heard {
@@ -293,6 +298,11 @@ func (s *Server) repairVolume(ctx context.Context, plan repairPlan) error {
 	members := append(slices.Clone(plan.health.keep), targets...)
 	if _, err := s.apply(ctx, &fsmpb.SetVolumeState{Id: uint64(id), Members: members, Epoch: vol.Epoch, IfEpoch: true}); err != nil {
 		return fmt.Errorf("volume %d: commit members %v: %w", id, members, err)
+	}
+	for _, m := range vol.Members {
+		if !slices.Contains(members, m) {
+			s.forceReplace.Delete(copyKey{id, m})
+		}
 	}
 	s.log.Info("volume members changed", "volume", id, "members", members, "removed", append(plan.health.lost, plan.health.leaving...), "source", src)
 	return nil

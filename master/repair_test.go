@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zeebo/blake3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -201,5 +202,95 @@ func TestCluster_GarbageIsCompacted(t *testing.T) {
 	})
 	for i := 30; i < 40; i++ {
 		readEveryReplica(t, c, fmt.Sprintf("k%d", i), bytes.Repeat([]byte{byte(i)}, 4000))
+	}
+}
+
+// fsck finds a needle a member lost and an upload never committed; with
+// repair the damaged copy is replaced and the orphan queued for deletion,
+// after which fsck is clean.
+func TestCluster_Fsck(t *testing.T) {
+	c := mustCluster(t, 3, func(cfg *Config) {
+		cfg.DefaultCopies = 2
+		cfg.RepairInterval = 200 * time.Millisecond
+		cfg.WritableVolumes = 1
+	})
+	css := map[string]*testChunkServer{}
+	for i := range 3 {
+		id := fmt.Sprintf("cs%d", i+1)
+		css[id] = startChunkServer(t, id, "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c))
+	}
+	waitServers(t, c, 3)
+	m := client(t, c.masters[2].APIAddr())
+	bodies := map[string][]byte{}
+	for i := range 20 {
+		k := fmt.Sprintf("k%d", i)
+		bodies[k] = bytes.Repeat([]byte{byte(i + 1)}, 3000)
+		if err := put(t, m, k, bodies[k]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fsck := func(repair bool) *masterpb.FsckResponse {
+		t.Helper()
+		r, err := m.Fsck(ctxT(t), &masterpb.FsckRequest{Repair: repair})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := fsck(false); r.Missing+r.Corrupt+r.Orphaned != 0 || r.Blobs != 20 || r.CopiesChecked != 2 || r.UnderReplicated != 0 {
+		t.Fatalf("fsck of a clean cluster = %v", r)
+	}
+
+	// An upload whose commit never comes.
+	orphan := []byte("uploaded, never committed")
+	oh := blake3.Sum256(orphan)
+	bp, err := m.BeginPut(ctxT(t), &masterpb.BeginPutRequest{Key: []byte("never"), Hash: oh[:], Size: int64(len(orphan))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range bp.Replicas {
+		req, _ := http.NewRequest("PUT", fmt.Sprintf("http://%s/v1/volumes/%d/blobs/%x", r.Address, bp.Volume, oh), bytes.NewReader(orphan))
+		req.Header.Set(raisfs.LeaseHeader, bp.Lease)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 201 {
+			t.Fatalf("upload: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
+	// A member loses a needle.
+	l := c.waitLeader()
+	obj, blob, vol, err := l.fsm.ObjectWithBlob([]byte("k3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h3 raisfs.Hash
+	copy(h3[:], obj.Hash)
+	loser := vol.Members[0]
+	if err := css[loser].store.Delete(ctxT(t), raisfs.VolumeID(blob.Volume), h3); err != nil {
+		t.Fatal(err)
+	}
+
+	r := fsck(false)
+	if r.Missing != 1 || r.Orphaned != 2 || len(r.Examples) == 0 {
+		t.Fatalf("fsck after the damage = %v", r)
+	}
+	t.Logf("fsck examples: %q", r.Examples)
+	r = fsck(true)
+	if r.CopiesQueued != 1 || r.OrphansQueued != 1 {
+		t.Fatalf("fsck --repair = %v", r)
+	}
+	testPoll(t, 30*time.Second, "fsck clean after the repair", func() bool {
+		r := fsck(false)
+		return r.Missing+r.Corrupt+r.Orphaned+uint64(r.UnderReplicated) == 0
+	})
+	if v, _ := c.waitLeader().fsm.Volume(raisfs.VolumeID(blob.Volume)); slices.Contains(v.Members, loser) {
+		t.Fatalf("the damaged copy on %s is still a member: %v", loser, v.Members)
+	}
+	for k, b := range bodies {
+		readEveryReplica(t, c, k, b)
+	}
+	// The orphan's commit is refused now (queued for deletion).
+	if _, err := m.CommitPut(ctxT(t), &masterpb.CommitPutRequest{Key: []byte("never"), Hash: oh[:], Size: int64(len(orphan)), Volume: bp.Volume, Lease: bp.Lease, LeaseExpiryUnixNano: bp.LeaseExpiryUnixNano}); err == nil {
+		t.Fatal("commit of a queued orphan succeeded")
 	}
 }

@@ -34,6 +34,8 @@ func Encode(now int64, op any) ([]byte, error) {
 		cmd.Op = &fsmpb.Command_InitCluster{InitCluster: o}
 	case *fsmpb.SetMaster:
 		cmd.Op = &fsmpb.Command_SetMaster{SetMaster: o}
+	case *fsmpb.QueueDelete:
+		cmd.Op = &fsmpb.Command_QueueDelete{QueueDelete: o}
 	default:
 		return nil, fmt.Errorf("encode command: unknown op %T", op)
 	}

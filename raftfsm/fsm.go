@@ -38,8 +38,9 @@ var ErrBlobGone = fmt.Errorf("blob gone, upload it: %w", raisfs.ErrNotFound)
 
 // ErrBlobBeingDeleted is returned for a put onto a volume from which the
 // same blob is being deleted: a tombstone could land after the new bytes.
-// The caller writes to another volume.
-var ErrBlobBeingDeleted = fmt.Errorf("blob is being deleted from that volume: %w", raisfs.ErrConflict)
+// The caller starts the put over (a new placement avoids that volume), as
+// after an expired lease, which it wraps: it is not a conflict of content.
+var ErrBlobBeingDeleted = fmt.Errorf("blob is being deleted from that volume, start the put over: %w", raisfs.ErrLeaseExpired)
 
 var (
 	bucketMeta    = []byte("meta")
@@ -352,6 +353,8 @@ func applyCommand(tx *bolt.Tx, d *deltas, cmd *fsmpb.Command) (Result, error) {
 		return applyUpsertServer(tx, op.UpsertServer, now)
 	case *fsmpb.Command_SetServerState:
 		return applySetServerState(tx, op.SetServerState, now)
+	case *fsmpb.Command_QueueDelete:
+		return applyQueueDelete(tx, op.QueueDelete, now)
 	case *fsmpb.Command_BlobGone:
 		key := pendingKey(op.BlobGone.Hash, op.BlobGone.Volume)
 		return Result{}, tx.Bucket(bucketPending).Delete(key)
@@ -514,6 +517,23 @@ func applyDelete(tx *bolt.Tx, d *deltas, del *fsmpb.DeleteObject, now int64) (Re
 	d.blobs--
 	d.blobBytes -= blob.Size
 	return Result{}, tx.Bucket(bucketPending).Put(pendingKey(obj.Hash, blob.Volume), u64(uint64(now)))
+}
+
+func applyQueueDelete(tx *bolt.Tx, q *fsmpb.QueueDelete, now int64) (Result, error) {
+	if len(q.Hash) != raisfs.HashSize || q.Volume == 0 {
+		return reject(fmt.Errorf("queue delete: bad hash or volume: %w", raisfs.ErrInvalidArgument))
+	}
+	var blob fsmpb.Blob
+	if ok, err := getProto(tx.Bucket(bucketBlobs), q.Hash, &blob); err != nil {
+		return Result{}, err
+	} else if ok && blob.Volume == q.Volume {
+		return reject(fmt.Errorf("queue delete: blob %x lives in volume %d: not an orphan: %w", q.Hash, q.Volume, raisfs.ErrConflict))
+	}
+	key := pendingKey(q.Hash, q.Volume)
+	if tx.Bucket(bucketPending).Get(key) != nil {
+		return Result{}, nil // queued already
+	}
+	return Result{}, tx.Bucket(bucketPending).Put(key, u64(uint64(now)))
 }
 
 func applyCreateVolume(tx *bolt.Tx, c *fsmpb.CreateVolume, now int64) (Result, error) {
@@ -1019,6 +1039,26 @@ func (f *FSM) IsPendingDelete(hash raisfs.Hash, vol raisfs.VolumeID) bool {
 		return nil
 	})
 	return found
+}
+
+// ForEachBlob calls fn for every blob record, in hash order, from one
+// consistent view of the state; fn returning false stops the walk.
+func (f *FSM) ForEachBlob(fn func(h raisfs.Hash, b *fsmpb.Blob) bool) error {
+	return f.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketBlobs).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			var b fsmpb.Blob
+			if err := proto.Unmarshal(v, &b); err != nil {
+				return fmt.Errorf("blob %x: %w", k, err)
+			}
+			var h raisfs.Hash
+			copy(h[:], k)
+			if !fn(h, &b) {
+				return nil
+			}
+		}
+		return nil
+	})
 }
 
 // abandon drops the state without syncing or marking it clean, as a crash

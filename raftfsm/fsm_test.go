@@ -134,6 +134,8 @@ func TestFSM_PutDedupDeleteLifecycle(t *testing.T) {
 	if len(pd) != 1 || pd[0].Volume != raisfs.VolumeID(vol) || !bytes.Equal(pd[0].Hash[:], a) {
 		t.Fatalf("pending deletes = %v", pd)
 	}
+	// fsck queues orphans: never a blob that lives in that volume.
+	h.rejected(&fsmpb.QueueDelete{Hash: hashOf("live"), Volume: 0}, raisfs.ErrInvalidArgument)
 	if young, _ := h.f.PendingDeletes(10, time.Unix(0, 1)); len(young) != 0 {
 		t.Fatalf("deletions queued after the cut-off were listed: %v", young)
 	}
@@ -408,5 +410,38 @@ func TestFSM_PlacementVersion(t *testing.T) {
 	h.ok(&fsmpb.SetServerState{Id: "cs1", State: fsmpb.ServerState_SERVER_DRAINING})
 	if h.f.PlacementVersion() == v1 {
 		t.Fatal("a server state change did not change the placement version")
+	}
+}
+
+// fsck's orphan deletions: a needle no blob record points at is queued; a
+// live blob of that volume never is; a put of the queued hash into that
+// volume is refused until the deletion is done.
+func TestFSM_QueueDeleteOrphans(t *testing.T) {
+	h := newHarness(t)
+	vol, other := h.volume(), h.volume()
+	live := hashOf("live")
+	h.ok(&fsmpb.PutObject{Key: []byte("k"), Hash: live, Size: 4, Volume: vol, LeaseExpiryUnixNano: h.lease()})
+	h.rejected(&fsmpb.QueueDelete{Hash: live, Volume: vol}, raisfs.ErrConflict)
+	h.ok(&fsmpb.QueueDelete{Hash: live, Volume: other}) // a stray copy elsewhere
+	orphan := hashOf("orphan")
+	h.ok(&fsmpb.QueueDelete{Hash: orphan, Volume: vol})
+	h.ok(&fsmpb.QueueDelete{Hash: orphan, Volume: vol}) // idempotent
+	if pd, _ := h.f.PendingDeletes(10, time.Time{}); len(pd) != 2 {
+		t.Fatalf("pending = %v", pd)
+	}
+	h.rejected(&fsmpb.PutObject{Key: []byte("k2"), Hash: orphan, Size: 4, Volume: vol, LeaseExpiryUnixNano: h.lease()}, ErrBlobBeingDeleted)
+	if b, _ := h.f.Blob(live); b.Volume != vol || b.Refs != 1 {
+		t.Fatalf("live blob after queueing a stray copy = %v", b)
+	}
+	n := 0
+	h.f.ForEachBlob(func(hh raisfs.Hash, b *fsmpb.Blob) bool {
+		n++
+		if !bytes.Equal(hh[:], live) {
+			t.Fatalf("unexpected blob %s", hh)
+		}
+		return true
+	})
+	if n != 1 {
+		t.Fatalf("ForEachBlob saw %d blobs", n)
 	}
 }

@@ -1731,6 +1731,183 @@ func (x *DrainResponse) GetVolumes() uint32 {
 	return 0
 }
 
+type FsckRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Repair bool                   `protobuf:"varint,1,opt,name=repair,proto3" json:"repair,omitempty"`
+	// Up to this many problems are described in examples (default 20).
+	MaxExamples   uint32 `protobuf:"varint,2,opt,name=max_examples,json=maxExamples,proto3" json:"max_examples,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FsckRequest) Reset() {
+	*x = FsckRequest{}
+	mi := &file_master_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FsckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FsckRequest) ProtoMessage() {}
+
+func (x *FsckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FsckRequest.ProtoReflect.Descriptor instead.
+func (*FsckRequest) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *FsckRequest) GetRepair() bool {
+	if x != nil {
+		return x.Repair
+	}
+	return false
+}
+
+func (x *FsckRequest) GetMaxExamples() uint32 {
+	if x != nil {
+		return x.MaxExamples
+	}
+	return 0
+}
+
+type FsckResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Volumes         uint32                 `protobuf:"varint,1,opt,name=volumes,proto3" json:"volumes,omitempty"`                                        // volumes checked
+	Blobs           uint64                 `protobuf:"varint,2,opt,name=blobs,proto3" json:"blobs,omitempty"`                                            // blob records checked
+	CopiesChecked   uint32                 `protobuf:"varint,3,opt,name=copies_checked,json=copiesChecked,proto3" json:"copies_checked,omitempty"`       // volume copies listed
+	CopiesUnchecked uint32                 `protobuf:"varint,4,opt,name=copies_unchecked,json=copiesUnchecked,proto3" json:"copies_unchecked,omitempty"` // members down or not answering
+	Missing         uint64                 `protobuf:"varint,5,opt,name=missing,proto3" json:"missing,omitempty"`                                        // blob records whose needle a member lacks
+	Corrupt         uint64                 `protobuf:"varint,6,opt,name=corrupt,proto3" json:"corrupt,omitempty"`                                        // needles a member found corrupt
+	Orphaned        uint64                 `protobuf:"varint,7,opt,name=orphaned,proto3" json:"orphaned,omitempty"`                                      // live needles no blob record points at
+	UnderReplicated uint32                 `protobuf:"varint,8,opt,name=under_replicated,json=underReplicated,proto3" json:"under_replicated,omitempty"` // volumes with fewer healthy members than copies
+	CopiesQueued    uint32                 `protobuf:"varint,9,opt,name=copies_queued,json=copiesQueued,proto3" json:"copies_queued,omitempty"`          // with repair: copies to be replaced
+	OrphansQueued   uint64                 `protobuf:"varint,10,opt,name=orphans_queued,json=orphansQueued,proto3" json:"orphans_queued,omitempty"`      // with repair: orphans queued for deletion
+	Examples        []string               `protobuf:"bytes,11,rep,name=examples,proto3" json:"examples,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *FsckResponse) Reset() {
+	*x = FsckResponse{}
+	mi := &file_master_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FsckResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FsckResponse) ProtoMessage() {}
+
+func (x *FsckResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FsckResponse.ProtoReflect.Descriptor instead.
+func (*FsckResponse) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *FsckResponse) GetVolumes() uint32 {
+	if x != nil {
+		return x.Volumes
+	}
+	return 0
+}
+
+func (x *FsckResponse) GetBlobs() uint64 {
+	if x != nil {
+		return x.Blobs
+	}
+	return 0
+}
+
+func (x *FsckResponse) GetCopiesChecked() uint32 {
+	if x != nil {
+		return x.CopiesChecked
+	}
+	return 0
+}
+
+func (x *FsckResponse) GetCopiesUnchecked() uint32 {
+	if x != nil {
+		return x.CopiesUnchecked
+	}
+	return 0
+}
+
+func (x *FsckResponse) GetMissing() uint64 {
+	if x != nil {
+		return x.Missing
+	}
+	return 0
+}
+
+func (x *FsckResponse) GetCorrupt() uint64 {
+	if x != nil {
+		return x.Corrupt
+	}
+	return 0
+}
+
+func (x *FsckResponse) GetOrphaned() uint64 {
+	if x != nil {
+		return x.Orphaned
+	}
+	return 0
+}
+
+func (x *FsckResponse) GetUnderReplicated() uint32 {
+	if x != nil {
+		return x.UnderReplicated
+	}
+	return 0
+}
+
+func (x *FsckResponse) GetCopiesQueued() uint32 {
+	if x != nil {
+		return x.CopiesQueued
+	}
+	return 0
+}
+
+func (x *FsckResponse) GetOrphansQueued() uint64 {
+	if x != nil {
+		return x.OrphansQueued
+	}
+	return 0
+}
+
+func (x *FsckResponse) GetExamples() []string {
+	if x != nil {
+		return x.Examples
+	}
+	return nil
+}
+
 var File_master_proto protoreflect.FileDescriptor
 
 const file_master_proto_rawDesc = "" +
@@ -1861,14 +2038,31 @@ const file_master_proto_rawDesc = "" +
 	"\aundrain\x18\x02 \x01(\bR\aundrain\"?\n" +
 	"\rDrainResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
-	"\avolumes\x18\x02 \x01(\rR\avolumes2\xfa\a\n" +
+	"\avolumes\x18\x02 \x01(\rR\avolumes\"H\n" +
+	"\vFsckRequest\x12\x16\n" +
+	"\x06repair\x18\x01 \x01(\bR\x06repair\x12!\n" +
+	"\fmax_examples\x18\x02 \x01(\rR\vmaxExamples\"\xf3\x02\n" +
+	"\fFsckResponse\x12\x18\n" +
+	"\avolumes\x18\x01 \x01(\rR\avolumes\x12\x14\n" +
+	"\x05blobs\x18\x02 \x01(\x04R\x05blobs\x12%\n" +
+	"\x0ecopies_checked\x18\x03 \x01(\rR\rcopiesChecked\x12)\n" +
+	"\x10copies_unchecked\x18\x04 \x01(\rR\x0fcopiesUnchecked\x12\x18\n" +
+	"\amissing\x18\x05 \x01(\x04R\amissing\x12\x18\n" +
+	"\acorrupt\x18\x06 \x01(\x04R\acorrupt\x12\x1a\n" +
+	"\borphaned\x18\a \x01(\x04R\borphaned\x12)\n" +
+	"\x10under_replicated\x18\b \x01(\rR\x0funderReplicated\x12#\n" +
+	"\rcopies_queued\x18\t \x01(\rR\fcopiesQueued\x12%\n" +
+	"\x0eorphans_queued\x18\n" +
+	" \x01(\x04R\rorphansQueued\x12\x1a\n" +
+	"\bexamples\x18\v \x03(\tR\bexamples2\xc1\b\n" +
 	"\x06Master\x12Q\n" +
 	"\bBeginPut\x12!.raisfs.master.v1.BeginPutRequest\x1a\".raisfs.master.v1.BeginPutResponse\x12T\n" +
 	"\tCommitPut\x12\".raisfs.master.v1.CommitPutRequest\x1a#.raisfs.master.v1.CommitPutResponse\x12K\n" +
 	"\x06Lookup\x12\x1f.raisfs.master.v1.LookupRequest\x1a .raisfs.master.v1.LookupResponse\x12K\n" +
 	"\x06Delete\x12\x1f.raisfs.master.v1.DeleteRequest\x1a .raisfs.master.v1.DeleteResponse\x12E\n" +
 	"\x04List\x12\x1d.raisfs.master.v1.ListRequest\x1a\x1e.raisfs.master.v1.ListResponse\x12H\n" +
-	"\x05Drain\x12\x1e.raisfs.master.v1.DrainRequest\x1a\x1f.raisfs.master.v1.DrainResponse\x12T\n" +
+	"\x05Drain\x12\x1e.raisfs.master.v1.DrainRequest\x1a\x1f.raisfs.master.v1.DrainResponse\x12E\n" +
+	"\x04Fsck\x12\x1d.raisfs.master.v1.FsckRequest\x1a\x1e.raisfs.master.v1.FsckResponse\x12T\n" +
 	"\tHeartbeat\x12\".raisfs.master.v1.HeartbeatRequest\x1a#.raisfs.master.v1.HeartbeatResponse\x12K\n" +
 	"\x06Status\x12\x1f.raisfs.master.v1.StatusRequest\x1a .raisfs.master.v1.StatusResponse\x12T\n" +
 	"\tAddMaster\x12\".raisfs.master.v1.AddMasterRequest\x1a#.raisfs.master.v1.AddMasterResponse\x12]\n" +
@@ -1888,7 +2082,7 @@ func file_master_proto_rawDescGZIP() []byte {
 	return file_master_proto_rawDescData
 }
 
-var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_master_proto_goTypes = []any{
 	(*Replica)(nil),                  // 0: raisfs.master.v1.Replica
 	(*BeginPutRequest)(nil),          // 1: raisfs.master.v1.BeginPutRequest
@@ -1917,6 +2111,8 @@ var file_master_proto_goTypes = []any{
 	(*ReportBadReplicaResponse)(nil), // 24: raisfs.master.v1.ReportBadReplicaResponse
 	(*DrainRequest)(nil),             // 25: raisfs.master.v1.DrainRequest
 	(*DrainResponse)(nil),            // 26: raisfs.master.v1.DrainResponse
+	(*FsckRequest)(nil),              // 27: raisfs.master.v1.FsckRequest
+	(*FsckResponse)(nil),             // 28: raisfs.master.v1.FsckResponse
 }
 var file_master_proto_depIdxs = []int32{
 	0,  // 0: raisfs.master.v1.BeginPutResponse.replicas:type_name -> raisfs.master.v1.Replica
@@ -1931,26 +2127,28 @@ var file_master_proto_depIdxs = []int32{
 	7,  // 9: raisfs.master.v1.Master.Delete:input_type -> raisfs.master.v1.DeleteRequest
 	9,  // 10: raisfs.master.v1.Master.List:input_type -> raisfs.master.v1.ListRequest
 	25, // 11: raisfs.master.v1.Master.Drain:input_type -> raisfs.master.v1.DrainRequest
-	13, // 12: raisfs.master.v1.Master.Heartbeat:input_type -> raisfs.master.v1.HeartbeatRequest
-	15, // 13: raisfs.master.v1.Master.Status:input_type -> raisfs.master.v1.StatusRequest
-	19, // 14: raisfs.master.v1.Master.AddMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	21, // 15: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
-	23, // 16: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
-	19, // 17: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	2,  // 18: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
-	4,  // 19: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
-	6,  // 20: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
-	8,  // 21: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
-	11, // 22: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
-	26, // 23: raisfs.master.v1.Master.Drain:output_type -> raisfs.master.v1.DrainResponse
-	14, // 24: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
-	18, // 25: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
-	20, // 26: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	22, // 27: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
-	24, // 28: raisfs.master.v1.Master.ReportBadReplica:output_type -> raisfs.master.v1.ReportBadReplicaResponse
-	20, // 29: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	18, // [18:30] is the sub-list for method output_type
-	6,  // [6:18] is the sub-list for method input_type
+	27, // 12: raisfs.master.v1.Master.Fsck:input_type -> raisfs.master.v1.FsckRequest
+	13, // 13: raisfs.master.v1.Master.Heartbeat:input_type -> raisfs.master.v1.HeartbeatRequest
+	15, // 14: raisfs.master.v1.Master.Status:input_type -> raisfs.master.v1.StatusRequest
+	19, // 15: raisfs.master.v1.Master.AddMaster:input_type -> raisfs.master.v1.AddMasterRequest
+	21, // 16: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
+	23, // 17: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
+	19, // 18: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
+	2,  // 19: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
+	4,  // 20: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
+	6,  // 21: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
+	8,  // 22: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
+	11, // 23: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
+	26, // 24: raisfs.master.v1.Master.Drain:output_type -> raisfs.master.v1.DrainResponse
+	28, // 25: raisfs.master.v1.Master.Fsck:output_type -> raisfs.master.v1.FsckResponse
+	14, // 26: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
+	18, // 27: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
+	20, // 28: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	22, // 29: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
+	24, // 30: raisfs.master.v1.Master.ReportBadReplica:output_type -> raisfs.master.v1.ReportBadReplicaResponse
+	20, // 31: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	19, // [19:32] is the sub-list for method output_type
+	6,  // [6:19] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -1967,7 +2165,7 @@ func file_master_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_master_proto_rawDesc), len(file_master_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	Master_Delete_FullMethodName           = "/raisfs.master.v1.Master/Delete"
 	Master_List_FullMethodName             = "/raisfs.master.v1.Master/List"
 	Master_Drain_FullMethodName            = "/raisfs.master.v1.Master/Drain"
+	Master_Fsck_FullMethodName             = "/raisfs.master.v1.Master/Fsck"
 	Master_Heartbeat_FullMethodName        = "/raisfs.master.v1.Master/Heartbeat"
 	Master_Status_FullMethodName           = "/raisfs.master.v1.Master/Status"
 	Master_AddMaster_FullMethodName        = "/raisfs.master.v1.Master/AddMaster"
@@ -54,6 +55,11 @@ type MasterClient interface {
 	// Drain moves every volume off a chunk server (repair copies them to
 	// other servers), then retires it; undrain cancels. Safe to repeat.
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
+	// Fsck checks the metadata against what the chunk servers hold: every
+	// blob on every member of its volume, no needle without a blob record.
+	// With repair, copies missing or corrupt needles are replaced from a
+	// healthy member and orphaned needles are queued for deletion.
+	Fsck(ctx context.Context, in *FsckRequest, opts ...grpc.CallOption) (*FsckResponse, error)
 	// Heartbeat registers a chunk server and reports its capacity and volumes.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
@@ -130,6 +136,16 @@ func (c *masterClient) Drain(ctx context.Context, in *DrainRequest, opts ...grpc
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DrainResponse)
 	err := c.cc.Invoke(ctx, Master_Drain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *masterClient) Fsck(ctx context.Context, in *FsckRequest, opts ...grpc.CallOption) (*FsckResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FsckResponse)
+	err := c.cc.Invoke(ctx, Master_Fsck_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -214,6 +230,11 @@ type MasterServer interface {
 	// Drain moves every volume off a chunk server (repair copies them to
 	// other servers), then retires it; undrain cancels. Safe to repeat.
 	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
+	// Fsck checks the metadata against what the chunk servers hold: every
+	// blob on every member of its volume, no needle without a blob record.
+	// With repair, copies missing or corrupt needles are replaced from a
+	// healthy member and orphaned needles are queued for deletion.
+	Fsck(context.Context, *FsckRequest) (*FsckResponse, error)
 	// Heartbeat registers a chunk server and reports its capacity and volumes.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
@@ -253,6 +274,9 @@ func (UnimplementedMasterServer) List(context.Context, *ListRequest) (*ListRespo
 }
 func (UnimplementedMasterServer) Drain(context.Context, *DrainRequest) (*DrainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
+}
+func (UnimplementedMasterServer) Fsck(context.Context, *FsckRequest) (*FsckResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Fsck not implemented")
 }
 func (UnimplementedMasterServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
@@ -401,6 +425,24 @@ func _Master_Drain_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Master_Fsck_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FsckRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MasterServer).Fsck(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Master_Fsck_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MasterServer).Fsck(ctx, req.(*FsckRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Master_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(HeartbeatRequest)
 	if err := dec(in); err != nil {
@@ -539,6 +581,10 @@ var Master_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Drain",
 			Handler:    _Master_Drain_Handler,
+		},
+		{
+			MethodName: "Fsck",
+			Handler:    _Master_Fsck_Handler,
 		},
 		{
 			MethodName: "Heartbeat",

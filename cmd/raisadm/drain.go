@@ -19,6 +19,11 @@ import (
 // anyMaster runs call against the masters in turn until one answers
 // (followers forward to the leader), each attempt bounded by 5 s.
 func anyMaster(ctx context.Context, masters []string, call func(context.Context, masterpb.MasterClient) error) error {
+	return anyMasterTimeout(ctx, masters, 5*time.Second, call)
+}
+
+// anyMasterTimeout is anyMaster with each attempt bounded by per.
+func anyMasterTimeout(ctx context.Context, masters []string, per time.Duration, call func(context.Context, masterpb.MasterClient) error) error {
 	var last error
 	for _, addr := range masters {
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -26,7 +31,7 @@ func anyMaster(ctx context.Context, masters []string, call func(context.Context,
 			last = err
 			continue
 		}
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		actx, cancel := context.WithTimeout(ctx, per)
 		err = call(actx, masterpb.NewMasterClient(conn))
 		cancel()
 		conn.Close()

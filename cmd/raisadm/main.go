@@ -44,6 +44,8 @@ commands:
   drain ID [--no-wait]  move every volume off chunk server ID, then retire it
                         (waits with progress; safe to run again, resumes)
   undrain ID            cancel a drain (or put a retired server back in use)
+  fsck [--repair]       check every blob on every copy; exit 1 on problems
+                        (with --repair: only on what could not be fixed)
   bench [FLAGS]         N puts then N gets; raisadm bench -h for the flags
 
 The masters come from --masters or $RAIS_MASTERS.
@@ -88,7 +90,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	masters := strings.Split(*mastersFlag, ",")
 	cmd, rest := fl.Arg(0), fl.Args()[1:]
-	if cmd != "bench" && cmd != "drain" { // these run as long as they take; each operation has the timeout
+	if cmd != "bench" && cmd != "drain" && cmd != "fsck" { // these run as long as they take; each operation has the timeout
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
@@ -98,6 +100,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return status(ctx, masters, rest, stdout, stderr)
 	case "drain", "undrain":
 		return drain(ctx, masters, cmd == "undrain", rest, stdout, stderr)
+	case "fsck":
+		return fsck(ctx, masters, rest, stdout, stderr)
 	}
 	cfg := client.Config{Masters: masters, Timeout: *timeout, Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 	if cmd == "bench" {

@@ -157,6 +157,7 @@ type Command struct {
 	//	*Command_SetClass
 	//	*Command_InitCluster
 	//	*Command_SetMaster
+	//	*Command_QueueDelete
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -303,6 +304,15 @@ func (x *Command) GetSetMaster() *SetMaster {
 	return nil
 }
 
+func (x *Command) GetQueueDelete() *QueueDelete {
+	if x != nil {
+		if x, ok := x.Op.(*Command_QueueDelete); ok {
+			return x.QueueDelete
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -347,6 +357,10 @@ type Command_SetMaster struct {
 	SetMaster *SetMaster `protobuf:"bytes,19,opt,name=set_master,json=setMaster,proto3,oneof"`
 }
 
+type Command_QueueDelete struct {
+	QueueDelete *QueueDelete `protobuf:"bytes,20,opt,name=queue_delete,json=queueDelete,proto3,oneof"`
+}
+
 func (*Command_PutObject) isCommand_Op() {}
 
 func (*Command_DeleteObject) isCommand_Op() {}
@@ -366,6 +380,8 @@ func (*Command_SetClass) isCommand_Op() {}
 func (*Command_InitCluster) isCommand_Op() {}
 
 func (*Command_SetMaster) isCommand_Op() {}
+
+func (*Command_QueueDelete) isCommand_Op() {}
 
 // PutObject binds key to the blob hash. With volume 0 it dedups onto an
 // existing live blob (rejected if there is none); otherwise the bytes were
@@ -807,6 +823,61 @@ func (x *BlobGone) GetVolume() uint64 {
 	return 0
 }
 
+// QueueDelete queues the deletion of a needle no blob record points at (an
+// orphan: an upload never committed), found by fsck. Refused when a blob
+// record names that volume for the hash.
+type QueueDelete struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hash          []byte                 `protobuf:"bytes,1,opt,name=hash,proto3" json:"hash,omitempty"`
+	Volume        uint64                 `protobuf:"varint,2,opt,name=volume,proto3" json:"volume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueDelete) Reset() {
+	*x = QueueDelete{}
+	mi := &file_fsm_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueDelete) ProtoMessage() {}
+
+func (x *QueueDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_fsm_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueDelete.ProtoReflect.Descriptor instead.
+func (*QueueDelete) Descriptor() ([]byte, []int) {
+	return file_fsm_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *QueueDelete) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+func (x *QueueDelete) GetVolume() uint64 {
+	if x != nil {
+		return x.Volume
+	}
+	return 0
+}
+
 type SetClass struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Class         *ReplicationClass      `protobuf:"bytes,1,opt,name=class,proto3" json:"class,omitempty"`
@@ -816,7 +887,7 @@ type SetClass struct {
 
 func (x *SetClass) Reset() {
 	*x = SetClass{}
-	mi := &file_fsm_proto_msgTypes[8]
+	mi := &file_fsm_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +899,7 @@ func (x *SetClass) String() string {
 func (*SetClass) ProtoMessage() {}
 
 func (x *SetClass) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[8]
+	mi := &file_fsm_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +912,7 @@ func (x *SetClass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClass.ProtoReflect.Descriptor instead.
 func (*SetClass) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{8}
+	return file_fsm_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SetClass) GetClass() *ReplicationClass {
@@ -863,7 +934,7 @@ type InitCluster struct {
 
 func (x *InitCluster) Reset() {
 	*x = InitCluster{}
-	mi := &file_fsm_proto_msgTypes[9]
+	mi := &file_fsm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +946,7 @@ func (x *InitCluster) String() string {
 func (*InitCluster) ProtoMessage() {}
 
 func (x *InitCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[9]
+	mi := &file_fsm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +959,7 @@ func (x *InitCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitCluster.ProtoReflect.Descriptor instead.
 func (*InitCluster) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{9}
+	return file_fsm_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InitCluster) GetLeaseKey() []byte {
@@ -918,7 +989,7 @@ type SetMaster struct {
 
 func (x *SetMaster) Reset() {
 	*x = SetMaster{}
-	mi := &file_fsm_proto_msgTypes[10]
+	mi := &file_fsm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1001,7 @@ func (x *SetMaster) String() string {
 func (*SetMaster) ProtoMessage() {}
 
 func (x *SetMaster) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[10]
+	mi := &file_fsm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1014,7 @@ func (x *SetMaster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMaster.ProtoReflect.Descriptor instead.
 func (*SetMaster) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{10}
+	return file_fsm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetMaster) GetId() string {
@@ -979,7 +1050,7 @@ type Object struct {
 
 func (x *Object) Reset() {
 	*x = Object{}
-	mi := &file_fsm_proto_msgTypes[11]
+	mi := &file_fsm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1062,7 @@ func (x *Object) String() string {
 func (*Object) ProtoMessage() {}
 
 func (x *Object) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[11]
+	mi := &file_fsm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1075,7 @@ func (x *Object) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Object.ProtoReflect.Descriptor instead.
 func (*Object) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{11}
+	return file_fsm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Object) GetHash() []byte {
@@ -1046,7 +1117,7 @@ type Blob struct {
 
 func (x *Blob) Reset() {
 	*x = Blob{}
-	mi := &file_fsm_proto_msgTypes[12]
+	mi := &file_fsm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1129,7 @@ func (x *Blob) String() string {
 func (*Blob) ProtoMessage() {}
 
 func (x *Blob) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[12]
+	mi := &file_fsm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1142,7 @@ func (x *Blob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Blob.ProtoReflect.Descriptor instead.
 func (*Blob) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{12}
+	return file_fsm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Blob) GetVolume() uint64 {
@@ -1108,7 +1179,7 @@ type Volume struct {
 
 func (x *Volume) Reset() {
 	*x = Volume{}
-	mi := &file_fsm_proto_msgTypes[13]
+	mi := &file_fsm_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1191,7 @@ func (x *Volume) String() string {
 func (*Volume) ProtoMessage() {}
 
 func (x *Volume) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[13]
+	mi := &file_fsm_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1204,7 @@ func (x *Volume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Volume.ProtoReflect.Descriptor instead.
 func (*Volume) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{13}
+	return file_fsm_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Volume) GetMembers() []string {
@@ -1184,7 +1255,7 @@ type Server struct {
 
 func (x *Server) Reset() {
 	*x = Server{}
-	mi := &file_fsm_proto_msgTypes[14]
+	mi := &file_fsm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1267,7 @@ func (x *Server) String() string {
 func (*Server) ProtoMessage() {}
 
 func (x *Server) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[14]
+	mi := &file_fsm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1280,7 @@ func (x *Server) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Server.ProtoReflect.Descriptor instead.
 func (*Server) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{14}
+	return file_fsm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Server) GetAddress() string {
@@ -1262,7 +1333,7 @@ type ReplicationClass struct {
 
 func (x *ReplicationClass) Reset() {
 	*x = ReplicationClass{}
-	mi := &file_fsm_proto_msgTypes[15]
+	mi := &file_fsm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1345,7 @@ func (x *ReplicationClass) String() string {
 func (*ReplicationClass) ProtoMessage() {}
 
 func (x *ReplicationClass) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[15]
+	mi := &file_fsm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1358,7 @@ func (x *ReplicationClass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicationClass.ProtoReflect.Descriptor instead.
 func (*ReplicationClass) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{15}
+	return file_fsm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReplicationClass) GetName() string {
@@ -1327,7 +1398,7 @@ type Master struct {
 
 func (x *Master) Reset() {
 	*x = Master{}
-	mi := &file_fsm_proto_msgTypes[16]
+	mi := &file_fsm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1410,7 @@ func (x *Master) String() string {
 func (*Master) ProtoMessage() {}
 
 func (x *Master) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[16]
+	mi := &file_fsm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1423,7 @@ func (x *Master) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Master.ProtoReflect.Descriptor instead.
 func (*Master) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{16}
+	return file_fsm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Master) GetApiAddress() string {
@@ -1366,7 +1437,7 @@ var File_fsm_proto protoreflect.FileDescriptor
 
 const file_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\tfsm.proto\x12\rraisfs.fsm.v1\"\xd6\x05\n" +
+	"\tfsm.proto\x12\rraisfs.fsm.v1\"\x97\x06\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\"\n" +
 	"\rnow_unix_nano\x18\x02 \x01(\x03R\vnowUnixNano\x129\n" +
@@ -1382,7 +1453,8 @@ const file_fsm_proto_rawDesc = "" +
 	"\tset_class\x18\x11 \x01(\v2\x17.raisfs.fsm.v1.SetClassH\x00R\bsetClass\x12?\n" +
 	"\finit_cluster\x18\x12 \x01(\v2\x1a.raisfs.fsm.v1.InitClusterH\x00R\vinitCluster\x129\n" +
 	"\n" +
-	"set_master\x18\x13 \x01(\v2\x18.raisfs.fsm.v1.SetMasterH\x00R\tsetMasterB\x04\n" +
+	"set_master\x18\x13 \x01(\v2\x18.raisfs.fsm.v1.SetMasterH\x00R\tsetMaster\x12?\n" +
+	"\fqueue_delete\x18\x14 \x01(\v2\x1a.raisfs.fsm.v1.QueueDeleteH\x00R\vqueueDeleteB\x04\n" +
 	"\x02op\"\xa8\x01\n" +
 	"\tPutObject\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x12\n" +
@@ -1411,6 +1483,9 @@ const file_fsm_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.raisfs.fsm.v1.ServerStateR\x05state\"6\n" +
 	"\bBlobGone\x12\x12\n" +
+	"\x04hash\x18\x01 \x01(\fR\x04hash\x12\x16\n" +
+	"\x06volume\x18\x02 \x01(\x04R\x06volume\"9\n" +
+	"\vQueueDelete\x12\x12\n" +
 	"\x04hash\x18\x01 \x01(\fR\x04hash\x12\x16\n" +
 	"\x06volume\x18\x02 \x01(\x04R\x06volume\"A\n" +
 	"\bSetClass\x125\n" +
@@ -1478,7 +1553,7 @@ func file_fsm_proto_rawDescGZIP() []byte {
 }
 
 var file_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_fsm_proto_goTypes = []any{
 	(VolumeState)(0),         // 0: raisfs.fsm.v1.VolumeState
 	(ServerState)(0),         // 1: raisfs.fsm.v1.ServerState
@@ -1490,15 +1565,16 @@ var file_fsm_proto_goTypes = []any{
 	(*UpsertServer)(nil),     // 7: raisfs.fsm.v1.UpsertServer
 	(*SetServerState)(nil),   // 8: raisfs.fsm.v1.SetServerState
 	(*BlobGone)(nil),         // 9: raisfs.fsm.v1.BlobGone
-	(*SetClass)(nil),         // 10: raisfs.fsm.v1.SetClass
-	(*InitCluster)(nil),      // 11: raisfs.fsm.v1.InitCluster
-	(*SetMaster)(nil),        // 12: raisfs.fsm.v1.SetMaster
-	(*Object)(nil),           // 13: raisfs.fsm.v1.Object
-	(*Blob)(nil),             // 14: raisfs.fsm.v1.Blob
-	(*Volume)(nil),           // 15: raisfs.fsm.v1.Volume
-	(*Server)(nil),           // 16: raisfs.fsm.v1.Server
-	(*ReplicationClass)(nil), // 17: raisfs.fsm.v1.ReplicationClass
-	(*Master)(nil),           // 18: raisfs.fsm.v1.Master
+	(*QueueDelete)(nil),      // 10: raisfs.fsm.v1.QueueDelete
+	(*SetClass)(nil),         // 11: raisfs.fsm.v1.SetClass
+	(*InitCluster)(nil),      // 12: raisfs.fsm.v1.InitCluster
+	(*SetMaster)(nil),        // 13: raisfs.fsm.v1.SetMaster
+	(*Object)(nil),           // 14: raisfs.fsm.v1.Object
+	(*Blob)(nil),             // 15: raisfs.fsm.v1.Blob
+	(*Volume)(nil),           // 16: raisfs.fsm.v1.Volume
+	(*Server)(nil),           // 17: raisfs.fsm.v1.Server
+	(*ReplicationClass)(nil), // 18: raisfs.fsm.v1.ReplicationClass
+	(*Master)(nil),           // 19: raisfs.fsm.v1.Master
 }
 var file_fsm_proto_depIdxs = []int32{
 	3,  // 0: raisfs.fsm.v1.Command.put_object:type_name -> raisfs.fsm.v1.PutObject
@@ -1508,20 +1584,21 @@ var file_fsm_proto_depIdxs = []int32{
 	7,  // 4: raisfs.fsm.v1.Command.upsert_server:type_name -> raisfs.fsm.v1.UpsertServer
 	8,  // 5: raisfs.fsm.v1.Command.set_server_state:type_name -> raisfs.fsm.v1.SetServerState
 	9,  // 6: raisfs.fsm.v1.Command.blob_gone:type_name -> raisfs.fsm.v1.BlobGone
-	10, // 7: raisfs.fsm.v1.Command.set_class:type_name -> raisfs.fsm.v1.SetClass
-	11, // 8: raisfs.fsm.v1.Command.init_cluster:type_name -> raisfs.fsm.v1.InitCluster
-	12, // 9: raisfs.fsm.v1.Command.set_master:type_name -> raisfs.fsm.v1.SetMaster
-	0,  // 10: raisfs.fsm.v1.SetVolumeState.state:type_name -> raisfs.fsm.v1.VolumeState
-	1,  // 11: raisfs.fsm.v1.SetServerState.state:type_name -> raisfs.fsm.v1.ServerState
-	17, // 12: raisfs.fsm.v1.SetClass.class:type_name -> raisfs.fsm.v1.ReplicationClass
-	17, // 13: raisfs.fsm.v1.InitCluster.default_class:type_name -> raisfs.fsm.v1.ReplicationClass
-	0,  // 14: raisfs.fsm.v1.Volume.state:type_name -> raisfs.fsm.v1.VolumeState
-	1,  // 15: raisfs.fsm.v1.Server.state:type_name -> raisfs.fsm.v1.ServerState
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	11, // 7: raisfs.fsm.v1.Command.set_class:type_name -> raisfs.fsm.v1.SetClass
+	12, // 8: raisfs.fsm.v1.Command.init_cluster:type_name -> raisfs.fsm.v1.InitCluster
+	13, // 9: raisfs.fsm.v1.Command.set_master:type_name -> raisfs.fsm.v1.SetMaster
+	10, // 10: raisfs.fsm.v1.Command.queue_delete:type_name -> raisfs.fsm.v1.QueueDelete
+	0,  // 11: raisfs.fsm.v1.SetVolumeState.state:type_name -> raisfs.fsm.v1.VolumeState
+	1,  // 12: raisfs.fsm.v1.SetServerState.state:type_name -> raisfs.fsm.v1.ServerState
+	18, // 13: raisfs.fsm.v1.SetClass.class:type_name -> raisfs.fsm.v1.ReplicationClass
+	18, // 14: raisfs.fsm.v1.InitCluster.default_class:type_name -> raisfs.fsm.v1.ReplicationClass
+	0,  // 15: raisfs.fsm.v1.Volume.state:type_name -> raisfs.fsm.v1.VolumeState
+	1,  // 16: raisfs.fsm.v1.Server.state:type_name -> raisfs.fsm.v1.ServerState
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_fsm_proto_init() }
@@ -1540,6 +1617,7 @@ func file_fsm_proto_init() {
 		(*Command_SetClass)(nil),
 		(*Command_InitCluster)(nil),
 		(*Command_SetMaster)(nil),
+		(*Command_QueueDelete)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1547,7 +1625,7 @@ func file_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fsm_proto_rawDesc), len(file_fsm_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
