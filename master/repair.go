@@ -95,7 +95,8 @@ func (s *Server) memberHealth(id raisfs.VolumeID, vol *fsmpb.Volume, servers map
 			}
 		}
 		h.sources = append(h.sources, m)
-		if srv.State == fsmpb.ServerState_SERVER_DRAINING {
+		_, moving := s.moves.Load(copyKey{id, m})
+		if srv.State == fsmpb.ServerState_SERVER_DRAINING || moving {
 			h.leaving = append(h.leaving, m)
 		} else {
 			h.keep = append(h.keep, m)
@@ -185,6 +186,12 @@ func (s *Server) repairLoop(ctx context.Context) {
 				s.log.Info("volume repaired", "volume", plan.id, "took", time.Since(start).Round(time.Millisecond))
 			})
 		}
+		s.moves.Range(func(k, _ any) bool { // moves overtaken by other changes
+			if vol, ok := p.volumes[k.(copyKey).vol]; !ok || !slices.Contains(vol.Members, k.(copyKey).member) {
+				s.moves.Delete(k)
+			}
+			return true
+		})
 		s.retireStaleCopies(ctx, p, running, &mu)
 		s.finishDrains(ctx, p)
 		if compacting.CompareAndSwap(false, true) {
@@ -284,9 +291,40 @@ func (s *Server) repairVolume(ctx context.Context, plan repairPlan) error {
 			cands = append(cands, c)
 		}
 	}
-	targets, err := placeMore(cands, have, plan.need, int(plan.class.MinDcs), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
-	if err != nil {
-		return fmt.Errorf("volume %d: place %d new copies: %w", id, plan.need, err)
+	// A rebalance move names its target.
+	var targets []string
+	for _, m := range plan.health.leaving {
+		to, ok := s.moves.Load(copyKey{id, m})
+		if !ok || len(targets) == plan.need {
+			continue
+		}
+		usable := false
+		for _, c := range cands {
+			usable = usable || c.id == to.(string)
+		}
+		if !usable || slices.Contains(targets, to.(string)) {
+			s.moves.Delete(copyKey{id, m})
+			return fmt.Errorf("volume %d: move from %s to %s cancelled: the target cannot take it now", id, m, to)
+		}
+		targets = append(targets, to.(string))
+	}
+	if len(targets) < plan.need {
+		var rest []candidate
+		for _, c := range cands {
+			if !slices.Contains(targets, c.id) {
+				rest = append(rest, c)
+			}
+		}
+		for _, t := range targets {
+			if srv, ok := servers[t]; ok {
+				have = append(have, candidate{id: t, dc: srv.Dc, rack: srv.Rack})
+			}
+		}
+		more, err := placeMore(rest, have, plan.need-len(targets), int(plan.class.MinDcs), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
+		if err != nil {
+			return fmt.Errorf("volume %d: place %d new copies: %w", id, plan.need-len(targets), err)
+		}
+		targets = append(targets, more...)
 	}
 	src := ""
 	for _, t := range targets {
@@ -302,6 +340,7 @@ func (s *Server) repairVolume(ctx context.Context, plan repairPlan) error {
 	for _, m := range vol.Members {
 		if !slices.Contains(members, m) {
 			s.forceReplace.Delete(copyKey{id, m})
+			s.moves.Delete(copyKey{id, m})
 		}
 	}
 	s.log.Info("volume members changed", "volume", id, "members", members, "removed", append(plan.health.lost, plan.health.leaving...), "source", src)

@@ -294,3 +294,90 @@ func TestCluster_Fsck(t *testing.T) {
 		t.Fatal("commit of a queued orphan succeeded")
 	}
 }
+
+// New servers join empty; rebalance moves volumes onto them until usage
+// is within the spread, with a dry run that changes nothing, and all data
+// stays readable from every replica.
+func TestCluster_Rebalance(t *testing.T) {
+	c := mustCluster(t, 3, func(cfg *Config) {
+		cfg.DefaultCopies = 2
+		cfg.RepairInterval = 200 * time.Millisecond
+		cfg.VolumeSizeLimit = 16 << 10 // many small volumes
+	})
+	for i := range 2 {
+		startChunkServer(t, fmt.Sprintf("cs%d", i+1), "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c))
+	}
+	waitServers(t, c, 2)
+	m := client(t, c.masters[0].APIAddr())
+	bodies := map[string][]byte{}
+	for i := range 60 {
+		k := fmt.Sprintf("k%d", i)
+		bodies[k] = bytes.Repeat([]byte{byte(i + 1)}, 2000)
+		if err := put(t, m, k, bodies[k]); err != nil {
+			t.Fatal(err)
+		}
+		if i%8 == 7 { // let heartbeats report the volumes' sizes
+			t0 := time.Now()
+			testPoll(t, 10*time.Second, "a heartbeat", func() bool {
+				hb, ok := c.waitLeader().registry.get("cs1")
+				return ok && hb.at.After(t0)
+			})
+		}
+	}
+	for i := 2; i < 4; i++ {
+		startChunkServer(t, fmt.Sprintf("cs%d", i+1), "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c))
+	}
+	waitServers(t, c, 4)
+	usage := func() map[string]int64 {
+		st, err := m.Status(ctxT(t), &masterpb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int64{}
+		for _, cs := range st.Chunkservers {
+			out[cs.Id] = cs.UsedBytes
+		}
+		return out
+	}
+	testPoll(t, 10*time.Second, "the new servers' reports", func() bool { u := usage(); _, ok := u["cs4"]; return ok })
+	before := int64(0)
+	for _, v := range usage() {
+		before = max(before, v) // the new servers hold nothing
+	}
+	dry, err := m.Rebalance(ctxT(t), &masterpb.RebalanceRequest{DryRun: true, Spread: 1e-9})
+	if err != nil || len(dry.Moves) == 0 || dry.SpreadAfter >= dry.SpreadBefore {
+		t.Fatalf("dry run = %v, %v", dry, err)
+	}
+	t.Logf("plan: %d moves, spread %.3g -> %.3g", len(dry.Moves), dry.SpreadBefore, dry.SpreadAfter)
+	if st, _ := m.Status(ctxT(t), &masterpb.StatusRequest{}); st.MovesPending != 0 {
+		t.Fatal("a dry run queued moves")
+	}
+	if _, err := m.Rebalance(ctxT(t), &masterpb.RebalanceRequest{Spread: 2}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("rebalance with a bad spread = %v", err)
+	}
+	if _, err := m.Rebalance(ctxT(t), &masterpb.RebalanceRequest{Spread: 1e-9}); err != nil {
+		t.Fatal(err)
+	}
+	testPoll(t, 60*time.Second, "the moves done", func() bool {
+		st, err := m.Status(ctxT(t), &masterpb.StatusRequest{})
+		return err == nil && st.MovesPending == 0 && st.Repairing == 0 && st.UnderReplicated == 0
+	})
+	spread := func(u map[string]int64) int64 {
+		lo, hi := u["cs1"], u["cs1"]
+		for _, v := range u {
+			lo, hi = min(lo, v), max(hi, v)
+		}
+		return hi - lo
+	}
+	testPoll(t, 10*time.Second, "usage spread narrowed", func() bool {
+		u := usage()
+		return u["cs3"] > 0 && u["cs4"] > 0 && spread(u) < before/2
+	})
+	t.Logf("usage after: %v", usage())
+	for k, b := range bodies {
+		readEveryReplica(t, c, k, b)
+	}
+	if r, err := m.Fsck(ctxT(t), &masterpb.FsckRequest{}); err != nil || r.Missing+r.Orphaned+r.Corrupt != 0 {
+		t.Fatalf("fsck after rebalance = %v, %v", r, err)
+	}
+}

@@ -61,6 +61,7 @@ type Server struct {
 	ready          atomic.Bool  // leader, and its first barrier is applied: reads may be served
 	repairing      atomic.Int64 // volume copies running on this leader
 	forceReplace   sync.Map     // copyKey → true: copies fsck found damaged, replaced by repair
+	moves          sync.Map     // copyKey → target server id: rebalance moves not done yet
 	placementCache atomic.Pointer[placementView]
 	registry       *registry  // soft state of chunk servers, on the leader
 	volMu          sync.Mutex // serialises volume creation on the leader

@@ -1235,8 +1235,10 @@ type StatusResponse struct {
 	// class's copies.
 	UnderReplicated uint32 `protobuf:"varint,7,opt,name=under_replicated,json=underReplicated,proto3" json:"under_replicated,omitempty"`
 	AppliedIndex    uint64 `protobuf:"varint,8,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	// Volume copies the leader is making now (repair, drain).
-	Repairing     uint32 `protobuf:"varint,9,opt,name=repairing,proto3" json:"repairing,omitempty"`
+	// Volume copies the leader is making now (repair, drain, rebalance).
+	Repairing uint32 `protobuf:"varint,9,opt,name=repairing,proto3" json:"repairing,omitempty"`
+	// Rebalance moves not done yet.
+	MovesPending  uint32 `protobuf:"varint,10,opt,name=moves_pending,json=movesPending,proto3" json:"moves_pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1330,6 +1332,13 @@ func (x *StatusResponse) GetAppliedIndex() uint64 {
 func (x *StatusResponse) GetRepairing() uint32 {
 	if x != nil {
 		return x.Repairing
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetMovesPending() uint32 {
+	if x != nil {
+		return x.MovesPending
 	}
 	return 0
 }
@@ -1908,6 +1917,189 @@ func (x *FsckResponse) GetExamples() []string {
 	return nil
 }
 
+type RebalanceRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	DryRun bool                   `protobuf:"varint,1,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Target: the largest minus the smallest used/capacity ratio of the
+	// alive chunk servers (default 0.1).
+	Spread        float64 `protobuf:"fixed64,2,opt,name=spread,proto3" json:"spread,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceRequest) Reset() {
+	*x = RebalanceRequest{}
+	mi := &file_master_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceRequest) ProtoMessage() {}
+
+func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
+func (*RebalanceRequest) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RebalanceRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *RebalanceRequest) GetSpread() float64 {
+	if x != nil {
+		return x.Spread
+	}
+	return 0
+}
+
+type VolumeMove struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volume        uint64                 `protobuf:"varint,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	To            string                 `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	Bytes         int64                  `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeMove) Reset() {
+	*x = VolumeMove{}
+	mi := &file_master_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeMove) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeMove) ProtoMessage() {}
+
+func (x *VolumeMove) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeMove.ProtoReflect.Descriptor instead.
+func (*VolumeMove) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *VolumeMove) GetVolume() uint64 {
+	if x != nil {
+		return x.Volume
+	}
+	return 0
+}
+
+func (x *VolumeMove) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *VolumeMove) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *VolumeMove) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+type RebalanceResponse struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Moves        []*VolumeMove          `protobuf:"bytes,1,rep,name=moves,proto3" json:"moves,omitempty"`
+	SpreadBefore float64                `protobuf:"fixed64,2,opt,name=spread_before,json=spreadBefore,proto3" json:"spread_before,omitempty"`
+	// What the spread will be once the moves are done (as planned).
+	SpreadAfter   float64 `protobuf:"fixed64,3,opt,name=spread_after,json=spreadAfter,proto3" json:"spread_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceResponse) Reset() {
+	*x = RebalanceResponse{}
+	mi := &file_master_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceResponse) ProtoMessage() {}
+
+func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceResponse.ProtoReflect.Descriptor instead.
+func (*RebalanceResponse) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RebalanceResponse) GetMoves() []*VolumeMove {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+func (x *RebalanceResponse) GetSpreadBefore() float64 {
+	if x != nil {
+		return x.SpreadBefore
+	}
+	return 0
+}
+
+func (x *RebalanceResponse) GetSpreadAfter() float64 {
+	if x != nil {
+		return x.SpreadAfter
+	}
+	return 0
+}
+
 var File_master_proto protoreflect.FileDescriptor
 
 const file_master_proto_rawDesc = "" +
@@ -2006,7 +2198,7 @@ const file_master_proto_rawDesc = "" +
 	"used_bytes\x18\x06 \x01(\x03R\tusedBytes\x12\x1d\n" +
 	"\n" +
 	"free_bytes\x18\a \x01(\x03R\tfreeBytes\x12\x18\n" +
-	"\avolumes\x18\b \x01(\rR\avolumes\"\xe1\x02\n" +
+	"\avolumes\x18\b \x01(\rR\avolumes\"\x86\x03\n" +
 	"\x0eStatusResponse\x128\n" +
 	"\amasters\x18\x01 \x03(\v2\x1e.raisfs.master.v1.MasterStatusR\amasters\x12G\n" +
 	"\fchunkservers\x18\x02 \x03(\v2#.raisfs.master.v1.ChunkServerStatusR\fchunkservers\x12\x18\n" +
@@ -2016,7 +2208,9 @@ const file_master_proto_rawDesc = "" +
 	"\avolumes\x18\x06 \x01(\rR\avolumes\x12)\n" +
 	"\x10under_replicated\x18\a \x01(\rR\x0funderReplicated\x12#\n" +
 	"\rapplied_index\x18\b \x01(\x04R\fappliedIndex\x12\x1c\n" +
-	"\trepairing\x18\t \x01(\rR\trepairing\"f\n" +
+	"\trepairing\x18\t \x01(\rR\trepairing\x12#\n" +
+	"\rmoves_pending\x18\n" +
+	" \x01(\rR\fmovesPending\"f\n" +
 	"\x10AddMasterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
@@ -2054,7 +2248,20 @@ const file_master_proto_rawDesc = "" +
 	"\rcopies_queued\x18\t \x01(\rR\fcopiesQueued\x12%\n" +
 	"\x0eorphans_queued\x18\n" +
 	" \x01(\x04R\rorphansQueued\x12\x1a\n" +
-	"\bexamples\x18\v \x03(\tR\bexamples2\xc1\b\n" +
+	"\bexamples\x18\v \x03(\tR\bexamples\"C\n" +
+	"\x10RebalanceRequest\x12\x17\n" +
+	"\adry_run\x18\x01 \x01(\bR\x06dryRun\x12\x16\n" +
+	"\x06spread\x18\x02 \x01(\x01R\x06spread\"^\n" +
+	"\n" +
+	"VolumeMove\x12\x16\n" +
+	"\x06volume\x18\x01 \x01(\x04R\x06volume\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\tR\x02to\x12\x14\n" +
+	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\"\x8f\x01\n" +
+	"\x11RebalanceResponse\x122\n" +
+	"\x05moves\x18\x01 \x03(\v2\x1c.raisfs.master.v1.VolumeMoveR\x05moves\x12#\n" +
+	"\rspread_before\x18\x02 \x01(\x01R\fspreadBefore\x12!\n" +
+	"\fspread_after\x18\x03 \x01(\x01R\vspreadAfter2\x97\t\n" +
 	"\x06Master\x12Q\n" +
 	"\bBeginPut\x12!.raisfs.master.v1.BeginPutRequest\x1a\".raisfs.master.v1.BeginPutResponse\x12T\n" +
 	"\tCommitPut\x12\".raisfs.master.v1.CommitPutRequest\x1a#.raisfs.master.v1.CommitPutResponse\x12K\n" +
@@ -2063,6 +2270,7 @@ const file_master_proto_rawDesc = "" +
 	"\x04List\x12\x1d.raisfs.master.v1.ListRequest\x1a\x1e.raisfs.master.v1.ListResponse\x12H\n" +
 	"\x05Drain\x12\x1e.raisfs.master.v1.DrainRequest\x1a\x1f.raisfs.master.v1.DrainResponse\x12E\n" +
 	"\x04Fsck\x12\x1d.raisfs.master.v1.FsckRequest\x1a\x1e.raisfs.master.v1.FsckResponse\x12T\n" +
+	"\tRebalance\x12\".raisfs.master.v1.RebalanceRequest\x1a#.raisfs.master.v1.RebalanceResponse\x12T\n" +
 	"\tHeartbeat\x12\".raisfs.master.v1.HeartbeatRequest\x1a#.raisfs.master.v1.HeartbeatResponse\x12K\n" +
 	"\x06Status\x12\x1f.raisfs.master.v1.StatusRequest\x1a .raisfs.master.v1.StatusResponse\x12T\n" +
 	"\tAddMaster\x12\".raisfs.master.v1.AddMasterRequest\x1a#.raisfs.master.v1.AddMasterResponse\x12]\n" +
@@ -2082,7 +2290,7 @@ func file_master_proto_rawDescGZIP() []byte {
 	return file_master_proto_rawDescData
 }
 
-var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_master_proto_goTypes = []any{
 	(*Replica)(nil),                  // 0: raisfs.master.v1.Replica
 	(*BeginPutRequest)(nil),          // 1: raisfs.master.v1.BeginPutRequest
@@ -2113,6 +2321,9 @@ var file_master_proto_goTypes = []any{
 	(*DrainResponse)(nil),            // 26: raisfs.master.v1.DrainResponse
 	(*FsckRequest)(nil),              // 27: raisfs.master.v1.FsckRequest
 	(*FsckResponse)(nil),             // 28: raisfs.master.v1.FsckResponse
+	(*RebalanceRequest)(nil),         // 29: raisfs.master.v1.RebalanceRequest
+	(*VolumeMove)(nil),               // 30: raisfs.master.v1.VolumeMove
+	(*RebalanceResponse)(nil),        // 31: raisfs.master.v1.RebalanceResponse
 }
 var file_master_proto_depIdxs = []int32{
 	0,  // 0: raisfs.master.v1.BeginPutResponse.replicas:type_name -> raisfs.master.v1.Replica
@@ -2121,37 +2332,40 @@ var file_master_proto_depIdxs = []int32{
 	12, // 3: raisfs.master.v1.HeartbeatRequest.volumes:type_name -> raisfs.master.v1.VolumeReport
 	16, // 4: raisfs.master.v1.StatusResponse.masters:type_name -> raisfs.master.v1.MasterStatus
 	17, // 5: raisfs.master.v1.StatusResponse.chunkservers:type_name -> raisfs.master.v1.ChunkServerStatus
-	1,  // 6: raisfs.master.v1.Master.BeginPut:input_type -> raisfs.master.v1.BeginPutRequest
-	3,  // 7: raisfs.master.v1.Master.CommitPut:input_type -> raisfs.master.v1.CommitPutRequest
-	5,  // 8: raisfs.master.v1.Master.Lookup:input_type -> raisfs.master.v1.LookupRequest
-	7,  // 9: raisfs.master.v1.Master.Delete:input_type -> raisfs.master.v1.DeleteRequest
-	9,  // 10: raisfs.master.v1.Master.List:input_type -> raisfs.master.v1.ListRequest
-	25, // 11: raisfs.master.v1.Master.Drain:input_type -> raisfs.master.v1.DrainRequest
-	27, // 12: raisfs.master.v1.Master.Fsck:input_type -> raisfs.master.v1.FsckRequest
-	13, // 13: raisfs.master.v1.Master.Heartbeat:input_type -> raisfs.master.v1.HeartbeatRequest
-	15, // 14: raisfs.master.v1.Master.Status:input_type -> raisfs.master.v1.StatusRequest
-	19, // 15: raisfs.master.v1.Master.AddMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	21, // 16: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
-	23, // 17: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
-	19, // 18: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	2,  // 19: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
-	4,  // 20: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
-	6,  // 21: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
-	8,  // 22: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
-	11, // 23: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
-	26, // 24: raisfs.master.v1.Master.Drain:output_type -> raisfs.master.v1.DrainResponse
-	28, // 25: raisfs.master.v1.Master.Fsck:output_type -> raisfs.master.v1.FsckResponse
-	14, // 26: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
-	18, // 27: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
-	20, // 28: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	22, // 29: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
-	24, // 30: raisfs.master.v1.Master.ReportBadReplica:output_type -> raisfs.master.v1.ReportBadReplicaResponse
-	20, // 31: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	19, // [19:32] is the sub-list for method output_type
-	6,  // [6:19] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	30, // 6: raisfs.master.v1.RebalanceResponse.moves:type_name -> raisfs.master.v1.VolumeMove
+	1,  // 7: raisfs.master.v1.Master.BeginPut:input_type -> raisfs.master.v1.BeginPutRequest
+	3,  // 8: raisfs.master.v1.Master.CommitPut:input_type -> raisfs.master.v1.CommitPutRequest
+	5,  // 9: raisfs.master.v1.Master.Lookup:input_type -> raisfs.master.v1.LookupRequest
+	7,  // 10: raisfs.master.v1.Master.Delete:input_type -> raisfs.master.v1.DeleteRequest
+	9,  // 11: raisfs.master.v1.Master.List:input_type -> raisfs.master.v1.ListRequest
+	25, // 12: raisfs.master.v1.Master.Drain:input_type -> raisfs.master.v1.DrainRequest
+	27, // 13: raisfs.master.v1.Master.Fsck:input_type -> raisfs.master.v1.FsckRequest
+	29, // 14: raisfs.master.v1.Master.Rebalance:input_type -> raisfs.master.v1.RebalanceRequest
+	13, // 15: raisfs.master.v1.Master.Heartbeat:input_type -> raisfs.master.v1.HeartbeatRequest
+	15, // 16: raisfs.master.v1.Master.Status:input_type -> raisfs.master.v1.StatusRequest
+	19, // 17: raisfs.master.v1.Master.AddMaster:input_type -> raisfs.master.v1.AddMasterRequest
+	21, // 18: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
+	23, // 19: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
+	19, // 20: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
+	2,  // 21: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
+	4,  // 22: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
+	6,  // 23: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
+	8,  // 24: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
+	11, // 25: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
+	26, // 26: raisfs.master.v1.Master.Drain:output_type -> raisfs.master.v1.DrainResponse
+	28, // 27: raisfs.master.v1.Master.Fsck:output_type -> raisfs.master.v1.FsckResponse
+	31, // 28: raisfs.master.v1.Master.Rebalance:output_type -> raisfs.master.v1.RebalanceResponse
+	14, // 29: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
+	18, // 30: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
+	20, // 31: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	22, // 32: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
+	24, // 33: raisfs.master.v1.Master.ReportBadReplica:output_type -> raisfs.master.v1.ReportBadReplicaResponse
+	20, // 34: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	21, // [21:35] is the sub-list for method output_type
+	7,  // [7:21] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_master_proto_init() }
@@ -2165,7 +2379,7 @@ func file_master_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_master_proto_rawDesc), len(file_master_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,7 @@ const (
 	Master_List_FullMethodName             = "/raisfs.master.v1.Master/List"
 	Master_Drain_FullMethodName            = "/raisfs.master.v1.Master/Drain"
 	Master_Fsck_FullMethodName             = "/raisfs.master.v1.Master/Fsck"
+	Master_Rebalance_FullMethodName        = "/raisfs.master.v1.Master/Rebalance"
 	Master_Heartbeat_FullMethodName        = "/raisfs.master.v1.Master/Heartbeat"
 	Master_Status_FullMethodName           = "/raisfs.master.v1.Master/Status"
 	Master_AddMaster_FullMethodName        = "/raisfs.master.v1.Master/AddMaster"
@@ -60,6 +61,10 @@ type MasterClient interface {
 	// With repair, copies missing or corrupt needles are replaced from a
 	// healthy member and orphaned needles are queued for deletion.
 	Fsck(ctx context.Context, in *FsckRequest, opts ...grpc.CallOption) (*FsckResponse, error)
+	// Rebalance moves volumes from the fullest chunk servers to the emptiest
+	// until their used share of capacity is within spread of each other.
+	// With dry_run it only returns the plan.
+	Rebalance(ctx context.Context, in *RebalanceRequest, opts ...grpc.CallOption) (*RebalanceResponse, error)
 	// Heartbeat registers a chunk server and reports its capacity and volumes.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
@@ -152,6 +157,16 @@ func (c *masterClient) Fsck(ctx context.Context, in *FsckRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *masterClient) Rebalance(ctx context.Context, in *RebalanceRequest, opts ...grpc.CallOption) (*RebalanceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RebalanceResponse)
+	err := c.cc.Invoke(ctx, Master_Rebalance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *masterClient) Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(HeartbeatResponse)
@@ -235,6 +250,10 @@ type MasterServer interface {
 	// With repair, copies missing or corrupt needles are replaced from a
 	// healthy member and orphaned needles are queued for deletion.
 	Fsck(context.Context, *FsckRequest) (*FsckResponse, error)
+	// Rebalance moves volumes from the fullest chunk servers to the emptiest
+	// until their used share of capacity is within spread of each other.
+	// With dry_run it only returns the plan.
+	Rebalance(context.Context, *RebalanceRequest) (*RebalanceResponse, error)
 	// Heartbeat registers a chunk server and reports its capacity and volumes.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
@@ -277,6 +296,9 @@ func (UnimplementedMasterServer) Drain(context.Context, *DrainRequest) (*DrainRe
 }
 func (UnimplementedMasterServer) Fsck(context.Context, *FsckRequest) (*FsckResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Fsck not implemented")
+}
+func (UnimplementedMasterServer) Rebalance(context.Context, *RebalanceRequest) (*RebalanceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rebalance not implemented")
 }
 func (UnimplementedMasterServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
@@ -443,6 +465,24 @@ func _Master_Fsck_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Master_Rebalance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RebalanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MasterServer).Rebalance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Master_Rebalance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MasterServer).Rebalance(ctx, req.(*RebalanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Master_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(HeartbeatRequest)
 	if err := dec(in); err != nil {
@@ -585,6 +625,10 @@ var Master_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Fsck",
 			Handler:    _Master_Fsck_Handler,
+		},
+		{
+			MethodName: "Rebalance",
+			Handler:    _Master_Rebalance_Handler,
 		},
 		{
 			MethodName: "Heartbeat",

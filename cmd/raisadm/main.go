@@ -46,6 +46,8 @@ commands:
   undrain ID            cancel a drain (or put a retired server back in use)
   fsck [--repair]       check every blob on every copy; exit 1 on problems
                         (with --repair: only on what could not be fixed)
+  rebalance [--dry-run] [--spread F]
+                        move volumes from the fullest to the emptiest servers
   bench [FLAGS]         N puts then N gets; raisadm bench -h for the flags
 
 The masters come from --masters or $RAIS_MASTERS.
@@ -90,7 +92,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	masters := strings.Split(*mastersFlag, ",")
 	cmd, rest := fl.Arg(0), fl.Args()[1:]
-	if cmd != "bench" && cmd != "drain" && cmd != "fsck" { // these run as long as they take; each operation has the timeout
+	if cmd != "bench" && cmd != "drain" && cmd != "fsck" && cmd != "rebalance" { // these run as long as they take; each operation has the timeout
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
@@ -102,6 +104,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return drain(ctx, masters, cmd == "undrain", rest, stdout, stderr)
 	case "fsck":
 		return fsck(ctx, masters, rest, stdout, stderr)
+	case "rebalance":
+		return rebalance(ctx, masters, rest, stdout, stderr)
 	}
 	cfg := client.Config{Masters: masters, Timeout: *timeout, Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 	if cmd == "bench" {
@@ -235,6 +239,7 @@ type statusJSON struct {
 	Volumes         uint32       `json:"volumes"`
 	UnderReplicated uint32       `json:"under_replicated"`
 	Repairing       uint32       `json:"repairing"`
+	MovesPending    uint32       `json:"moves_pending"`
 }
 
 type masterJSON struct {
@@ -283,7 +288,7 @@ func status(ctx context.Context, masters, args []string, stdout, stderr io.Write
 	if st == nil {
 		return fmt.Errorf("status: no master answered: %w", last)
 	}
-	out := statusJSON{Objects: st.Objects, Bytes: st.Bytes, Blobs: st.Blobs, Volumes: st.Volumes, UnderReplicated: st.UnderReplicated, Repairing: st.Repairing,
+	out := statusJSON{Objects: st.Objects, Bytes: st.Bytes, Blobs: st.Blobs, Volumes: st.Volumes, UnderReplicated: st.UnderReplicated, Repairing: st.Repairing, MovesPending: st.MovesPending,
 		Masters: []masterJSON{}, ChunkServers: []csJSON{}}
 	for _, m := range st.Masters {
 		out.Masters = append(out.Masters, masterJSON{ID: m.Id, Address: m.Address, Leader: m.Leader})
@@ -311,7 +316,7 @@ func status(ctx context.Context, masters, args []string, stdout, stderr io.Write
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%s\t%d\n", c.ID, c.Address, c.State, or(c.DC, "-"), or(c.Rack, "-"), human(c.UsedBytes), human(c.FreeBytes), c.Volumes)
 	}
 	tw.Flush()
-	fmt.Fprintf(stdout, "\nobjects %d, %s; blobs %d; volumes %d, under-replicated %d, repairing %d\n", out.Objects, human(out.Bytes), out.Blobs, out.Volumes, out.UnderReplicated, out.Repairing)
+	fmt.Fprintf(stdout, "\nobjects %d, %s; blobs %d; volumes %d, under-replicated %d, repairing %d, moves pending %d\n", out.Objects, human(out.Bytes), out.Blobs, out.Volumes, out.UnderReplicated, out.Repairing, out.MovesPending)
 	return nil
 }
 
