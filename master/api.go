@@ -503,3 +503,19 @@ func (s *Server) Drain(ctx context.Context, req *masterpb.DrainRequest) (*master
 	}
 	return &masterpb.DrainResponse{State: stateName(want), Volumes: n}, nil
 }
+
+// SetClass implements masterpb.MasterServer.
+func (s *Server) SetClass(ctx context.Context, req *masterpb.SetClassRequest) (*masterpb.SetClassResponse, error) {
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.SetClass); ok || err != nil {
+		return resp, err
+	}
+	if req.MinDcs > req.Copies {
+		return nil, fmt.Errorf("class %q: %d copies cannot span %d data centers: %w", req.Name, req.Copies, req.MinDcs, raisfs.ErrInvalidArgument)
+	}
+	_, err := s.apply(ctx, &fsmpb.SetClass{Class: &fsmpb.ReplicationClass{Name: req.Name, Copies: req.Copies, WriteQuorum: req.WriteQuorum, MinDcs: req.MinDcs}})
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("replication class set", "name", req.Name, "copies", req.Copies, "write_quorum", req.WriteQuorum, "min_dcs", req.MinDcs)
+	return &masterpb.SetClassResponse{}, nil
+}

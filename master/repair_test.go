@@ -381,3 +381,63 @@ func TestCluster_Rebalance(t *testing.T) {
 		t.Fatalf("fsck after rebalance = %v, %v", r, err)
 	}
 }
+
+// A two-data-center class puts copies in both; with every server of one
+// data center gone, every object still reads back.
+func TestCluster_TwoDataCenters(t *testing.T) {
+	c := mustCluster(t, 3, func(cfg *Config) { cfg.RepairInterval = 200 * time.Millisecond })
+	css := map[string]*testChunkServer{}
+	for i := range 6 {
+		id := fmt.Sprintf("cs%d", i+1)
+		dc := "east"
+		if i >= 3 {
+			dc = "west"
+		}
+		css[id] = startChunkServer(t, id, dc, fmt.Sprintf("r%d", i%3), masterAddrs(c))
+	}
+	waitServers(t, c, 6)
+	m := client(t, c.masters[0].APIAddr())
+	if _, err := m.SetClass(ctxT(t), &masterpb.SetClassRequest{Name: "twodc", Copies: 2, MinDcs: 3}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("class with more data centers than copies = %v", err)
+	}
+	if _, err := m.SetClass(ctxT(t), &masterpb.SetClassRequest{Name: "twodc", Copies: 3, MinDcs: 2}); err != nil {
+		t.Fatal(err)
+	}
+	bodies := map[string][]byte{}
+	for i := range 30 {
+		k := fmt.Sprintf("k%d", i)
+		bodies[k] = bytes.Repeat([]byte{byte(i + 1)}, 1500)
+		h := blake3.Sum256(bodies[k])
+		ctx := ctxT(t)
+		bp, err := m.BeginPut(ctx, &masterpb.BeginPutRequest{Key: []byte(k), Hash: h[:], Size: int64(len(bodies[k])), Class: "twodc"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dcs := map[string]bool{}
+		for _, r := range bp.Replicas {
+			dcs[map[bool]string{true: "east", false: "west"}[r.Id <= "cs3"]] = true
+			req, _ := http.NewRequest("PUT", fmt.Sprintf("http://%s/v1/volumes/%d/blobs/%x", r.Address, bp.Volume, h), bytes.NewReader(bodies[k]))
+			req.Header.Set(raisfs.LeaseHeader, bp.Lease)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+		if len(dcs) != 2 {
+			t.Fatalf("copies of %s in %d data centers: %v", k, len(dcs), bp.Replicas)
+		}
+		if _, err := m.CommitPut(ctx, &masterpb.CommitPutRequest{Key: []byte(k), Hash: h[:], Size: int64(len(bodies[k])), Class: "twodc", Volume: bp.Volume, Lease: bp.Lease, LeaseExpiryUnixNano: bp.LeaseExpiryUnixNano}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The east data center is lost.
+	for _, id := range []string{"cs1", "cs2", "cs3"} {
+		css[id].close()
+	}
+	for k, b := range bodies {
+		if got, err := get(t, m, k); err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("get %s with the east data center down = %v", k, err)
+		}
+	}
+}

@@ -2100,6 +2100,113 @@ func (x *RebalanceResponse) GetSpreadAfter() float64 {
 	return 0
 }
 
+type SetClassRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Copies uint32                 `protobuf:"varint,2,opt,name=copies,proto3" json:"copies,omitempty"`
+	// Members that must store a blob durably before a put is acknowledged
+	// (0: every copy).
+	WriteQuorum uint32 `protobuf:"varint,3,opt,name=write_quorum,json=writeQuorum,proto3" json:"write_quorum,omitempty"`
+	// Copies must span at least this many data centers (0 or 1: no rule).
+	MinDcs        uint32 `protobuf:"varint,4,opt,name=min_dcs,json=minDcs,proto3" json:"min_dcs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClassRequest) Reset() {
+	*x = SetClassRequest{}
+	mi := &file_master_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClassRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClassRequest) ProtoMessage() {}
+
+func (x *SetClassRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClassRequest.ProtoReflect.Descriptor instead.
+func (*SetClassRequest) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SetClassRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetClassRequest) GetCopies() uint32 {
+	if x != nil {
+		return x.Copies
+	}
+	return 0
+}
+
+func (x *SetClassRequest) GetWriteQuorum() uint32 {
+	if x != nil {
+		return x.WriteQuorum
+	}
+	return 0
+}
+
+func (x *SetClassRequest) GetMinDcs() uint32 {
+	if x != nil {
+		return x.MinDcs
+	}
+	return 0
+}
+
+type SetClassResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClassResponse) Reset() {
+	*x = SetClassResponse{}
+	mi := &file_master_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClassResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClassResponse) ProtoMessage() {}
+
+func (x *SetClassResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClassResponse.ProtoReflect.Descriptor instead.
+func (*SetClassResponse) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{33}
+}
+
 var File_master_proto protoreflect.FileDescriptor
 
 const file_master_proto_rawDesc = "" +
@@ -2261,7 +2368,13 @@ const file_master_proto_rawDesc = "" +
 	"\x11RebalanceResponse\x122\n" +
 	"\x05moves\x18\x01 \x03(\v2\x1c.raisfs.master.v1.VolumeMoveR\x05moves\x12#\n" +
 	"\rspread_before\x18\x02 \x01(\x01R\fspreadBefore\x12!\n" +
-	"\fspread_after\x18\x03 \x01(\x01R\vspreadAfter2\x97\t\n" +
+	"\fspread_after\x18\x03 \x01(\x01R\vspreadAfter\"y\n" +
+	"\x0fSetClassRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06copies\x18\x02 \x01(\rR\x06copies\x12!\n" +
+	"\fwrite_quorum\x18\x03 \x01(\rR\vwriteQuorum\x12\x17\n" +
+	"\amin_dcs\x18\x04 \x01(\rR\x06minDcs\"\x12\n" +
+	"\x10SetClassResponse2\xea\t\n" +
 	"\x06Master\x12Q\n" +
 	"\bBeginPut\x12!.raisfs.master.v1.BeginPutRequest\x1a\".raisfs.master.v1.BeginPutResponse\x12T\n" +
 	"\tCommitPut\x12\".raisfs.master.v1.CommitPutRequest\x1a#.raisfs.master.v1.CommitPutResponse\x12K\n" +
@@ -2270,7 +2383,8 @@ const file_master_proto_rawDesc = "" +
 	"\x04List\x12\x1d.raisfs.master.v1.ListRequest\x1a\x1e.raisfs.master.v1.ListResponse\x12H\n" +
 	"\x05Drain\x12\x1e.raisfs.master.v1.DrainRequest\x1a\x1f.raisfs.master.v1.DrainResponse\x12E\n" +
 	"\x04Fsck\x12\x1d.raisfs.master.v1.FsckRequest\x1a\x1e.raisfs.master.v1.FsckResponse\x12T\n" +
-	"\tRebalance\x12\".raisfs.master.v1.RebalanceRequest\x1a#.raisfs.master.v1.RebalanceResponse\x12T\n" +
+	"\tRebalance\x12\".raisfs.master.v1.RebalanceRequest\x1a#.raisfs.master.v1.RebalanceResponse\x12Q\n" +
+	"\bSetClass\x12!.raisfs.master.v1.SetClassRequest\x1a\".raisfs.master.v1.SetClassResponse\x12T\n" +
 	"\tHeartbeat\x12\".raisfs.master.v1.HeartbeatRequest\x1a#.raisfs.master.v1.HeartbeatResponse\x12K\n" +
 	"\x06Status\x12\x1f.raisfs.master.v1.StatusRequest\x1a .raisfs.master.v1.StatusResponse\x12T\n" +
 	"\tAddMaster\x12\".raisfs.master.v1.AddMasterRequest\x1a#.raisfs.master.v1.AddMasterResponse\x12]\n" +
@@ -2290,7 +2404,7 @@ func file_master_proto_rawDescGZIP() []byte {
 	return file_master_proto_rawDescData
 }
 
-var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_master_proto_goTypes = []any{
 	(*Replica)(nil),                  // 0: raisfs.master.v1.Replica
 	(*BeginPutRequest)(nil),          // 1: raisfs.master.v1.BeginPutRequest
@@ -2324,6 +2438,8 @@ var file_master_proto_goTypes = []any{
 	(*RebalanceRequest)(nil),         // 29: raisfs.master.v1.RebalanceRequest
 	(*VolumeMove)(nil),               // 30: raisfs.master.v1.VolumeMove
 	(*RebalanceResponse)(nil),        // 31: raisfs.master.v1.RebalanceResponse
+	(*SetClassRequest)(nil),          // 32: raisfs.master.v1.SetClassRequest
+	(*SetClassResponse)(nil),         // 33: raisfs.master.v1.SetClassResponse
 }
 var file_master_proto_depIdxs = []int32{
 	0,  // 0: raisfs.master.v1.BeginPutResponse.replicas:type_name -> raisfs.master.v1.Replica
@@ -2341,28 +2457,30 @@ var file_master_proto_depIdxs = []int32{
 	25, // 12: raisfs.master.v1.Master.Drain:input_type -> raisfs.master.v1.DrainRequest
 	27, // 13: raisfs.master.v1.Master.Fsck:input_type -> raisfs.master.v1.FsckRequest
 	29, // 14: raisfs.master.v1.Master.Rebalance:input_type -> raisfs.master.v1.RebalanceRequest
-	13, // 15: raisfs.master.v1.Master.Heartbeat:input_type -> raisfs.master.v1.HeartbeatRequest
-	15, // 16: raisfs.master.v1.Master.Status:input_type -> raisfs.master.v1.StatusRequest
-	19, // 17: raisfs.master.v1.Master.AddMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	21, // 18: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
-	23, // 19: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
-	19, // 20: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	2,  // 21: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
-	4,  // 22: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
-	6,  // 23: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
-	8,  // 24: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
-	11, // 25: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
-	26, // 26: raisfs.master.v1.Master.Drain:output_type -> raisfs.master.v1.DrainResponse
-	28, // 27: raisfs.master.v1.Master.Fsck:output_type -> raisfs.master.v1.FsckResponse
-	31, // 28: raisfs.master.v1.Master.Rebalance:output_type -> raisfs.master.v1.RebalanceResponse
-	14, // 29: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
-	18, // 30: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
-	20, // 31: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	22, // 32: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
-	24, // 33: raisfs.master.v1.Master.ReportBadReplica:output_type -> raisfs.master.v1.ReportBadReplicaResponse
-	20, // 34: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	21, // [21:35] is the sub-list for method output_type
-	7,  // [7:21] is the sub-list for method input_type
+	32, // 15: raisfs.master.v1.Master.SetClass:input_type -> raisfs.master.v1.SetClassRequest
+	13, // 16: raisfs.master.v1.Master.Heartbeat:input_type -> raisfs.master.v1.HeartbeatRequest
+	15, // 17: raisfs.master.v1.Master.Status:input_type -> raisfs.master.v1.StatusRequest
+	19, // 18: raisfs.master.v1.Master.AddMaster:input_type -> raisfs.master.v1.AddMasterRequest
+	21, // 19: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
+	23, // 20: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
+	19, // 21: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
+	2,  // 22: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
+	4,  // 23: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
+	6,  // 24: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
+	8,  // 25: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
+	11, // 26: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
+	26, // 27: raisfs.master.v1.Master.Drain:output_type -> raisfs.master.v1.DrainResponse
+	28, // 28: raisfs.master.v1.Master.Fsck:output_type -> raisfs.master.v1.FsckResponse
+	31, // 29: raisfs.master.v1.Master.Rebalance:output_type -> raisfs.master.v1.RebalanceResponse
+	33, // 30: raisfs.master.v1.Master.SetClass:output_type -> raisfs.master.v1.SetClassResponse
+	14, // 31: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
+	18, // 32: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
+	20, // 33: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	22, // 34: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
+	24, // 35: raisfs.master.v1.Master.ReportBadReplica:output_type -> raisfs.master.v1.ReportBadReplicaResponse
+	20, // 36: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	22, // [22:37] is the sub-list for method output_type
+	7,  // [7:22] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
 	7,  // [7:7] is the sub-list for extension extendee
 	0,  // [0:7] is the sub-list for field type_name
@@ -2379,7 +2497,7 @@ func file_master_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_master_proto_rawDesc), len(file_master_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	Master_Drain_FullMethodName            = "/raisfs.master.v1.Master/Drain"
 	Master_Fsck_FullMethodName             = "/raisfs.master.v1.Master/Fsck"
 	Master_Rebalance_FullMethodName        = "/raisfs.master.v1.Master/Rebalance"
+	Master_SetClass_FullMethodName         = "/raisfs.master.v1.Master/SetClass"
 	Master_Heartbeat_FullMethodName        = "/raisfs.master.v1.Master/Heartbeat"
 	Master_Status_FullMethodName           = "/raisfs.master.v1.Master/Status"
 	Master_AddMaster_FullMethodName        = "/raisfs.master.v1.Master/AddMaster"
@@ -65,6 +66,9 @@ type MasterClient interface {
 	// until their used share of capacity is within spread of each other.
 	// With dry_run it only returns the plan.
 	Rebalance(ctx context.Context, in *RebalanceRequest, opts ...grpc.CallOption) (*RebalanceResponse, error)
+	// SetClass creates or changes a replication class. Existing volumes keep
+	// their members; new volumes and repairs follow the new rule.
+	SetClass(ctx context.Context, in *SetClassRequest, opts ...grpc.CallOption) (*SetClassResponse, error)
 	// Heartbeat registers a chunk server and reports its capacity and volumes.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
@@ -167,6 +171,16 @@ func (c *masterClient) Rebalance(ctx context.Context, in *RebalanceRequest, opts
 	return out, nil
 }
 
+func (c *masterClient) SetClass(ctx context.Context, in *SetClassRequest, opts ...grpc.CallOption) (*SetClassResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetClassResponse)
+	err := c.cc.Invoke(ctx, Master_SetClass_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *masterClient) Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(HeartbeatResponse)
@@ -254,6 +268,9 @@ type MasterServer interface {
 	// until their used share of capacity is within spread of each other.
 	// With dry_run it only returns the plan.
 	Rebalance(context.Context, *RebalanceRequest) (*RebalanceResponse, error)
+	// SetClass creates or changes a replication class. Existing volumes keep
+	// their members; new volumes and repairs follow the new rule.
+	SetClass(context.Context, *SetClassRequest) (*SetClassResponse, error)
 	// Heartbeat registers a chunk server and reports its capacity and volumes.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
@@ -299,6 +316,9 @@ func (UnimplementedMasterServer) Fsck(context.Context, *FsckRequest) (*FsckRespo
 }
 func (UnimplementedMasterServer) Rebalance(context.Context, *RebalanceRequest) (*RebalanceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Rebalance not implemented")
+}
+func (UnimplementedMasterServer) SetClass(context.Context, *SetClassRequest) (*SetClassResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetClass not implemented")
 }
 func (UnimplementedMasterServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
@@ -483,6 +503,24 @@ func _Master_Rebalance_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Master_SetClass_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetClassRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MasterServer).SetClass(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Master_SetClass_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MasterServer).SetClass(ctx, req.(*SetClassRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Master_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(HeartbeatRequest)
 	if err := dec(in); err != nil {
@@ -629,6 +667,10 @@ var Master_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Rebalance",
 			Handler:    _Master_Rebalance_Handler,
+		},
+		{
+			MethodName: "SetClass",
+			Handler:    _Master_SetClass_Handler,
 		},
 		{
 			MethodName: "Heartbeat",

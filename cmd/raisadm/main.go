@@ -48,6 +48,8 @@ commands:
                         (with --repair: only on what could not be fixed)
   rebalance [--dry-run] [--spread F]
                         move volumes from the fullest to the emptiest servers
+  class NAME [--copies N] [--write-quorum N] [--min-dcs N]
+                        create or change a replication class
   bench [FLAGS]         N puts then N gets; raisadm bench -h for the flags
 
 The masters come from --masters or $RAIS_MASTERS.
@@ -106,6 +108,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return fsck(ctx, masters, rest, stdout, stderr)
 	case "rebalance":
 		return rebalance(ctx, masters, rest, stdout, stderr)
+	case "class":
+		return class(ctx, masters, rest, stdout, stderr)
 	}
 	cfg := client.Config{Masters: masters, Timeout: *timeout, Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 	if cmd == "bench" {

@@ -82,3 +82,29 @@ func rebalance(ctx context.Context, masters []string, args []string, stdout, std
 		}
 	}
 }
+
+// class creates or changes a replication class.
+func class(ctx context.Context, masters []string, args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("raisadm class", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	copies := fl.Uint("copies", 3, "copies of each message")
+	quorum := fl.Uint("write-quorum", 0, "copies durable before a put is acknowledged (0: all)")
+	minDCs := fl.Uint("min-dcs", 0, "copies span at least this many data centers (0 or 1: no rule)")
+	name := ""
+	if len(args) > 0 {
+		name, args = args[0], args[1:]
+	}
+	if err := fl.Parse(args); err != nil || fl.NArg() > 0 || name == "" || *copies == 0 {
+		fmt.Fprintln(stderr, "raisadm class: usage: raisadm class NAME [--copies N] [--write-quorum N] [--min-dcs N]")
+		return errUsage
+	}
+	err := anyMaster(ctx, masters, func(ctx context.Context, m masterpb.MasterClient) error {
+		_, err := m.SetClass(ctx, &masterpb.SetClassRequest{Name: name, Copies: uint32(*copies), WriteQuorum: uint32(*quorum), MinDcs: uint32(*minDCs)})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("class %s: %w", name, err)
+	}
+	fmt.Fprintf(stdout, "class %s: %d copies, write quorum %d, at least %d data centers\n", name, *copies, *quorum, *minDCs)
+	return nil
+}
