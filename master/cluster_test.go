@@ -34,13 +34,13 @@ func testLogger(t testing.TB) *slog.Logger {
 
 // testCluster is n masters on loopback with real Raft over TCP.
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	masters []*Server
 	cfgs    []Config
 	peers   []Peer
 }
 
-func testMasterConfig(t *testing.T, id, dir string) Config {
+func testMasterConfig(t testing.TB, id, dir string) Config {
 	cfg := DefaultConfig()
 	cfg.ID = id
 	cfg.Dir = dir
@@ -55,7 +55,7 @@ func testMasterConfig(t *testing.T, id, dir string) Config {
 	return cfg
 }
 
-func mustCluster(t *testing.T, n int, mod func(*Config)) *testCluster {
+func mustCluster(t testing.TB, n int, mod func(*Config)) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t}
 	for i := range n {
@@ -192,14 +192,14 @@ type testChunkServer struct {
 	done  chan struct{}
 }
 
-func startChunkServer(t *testing.T, id, dc, rack string, masters []string) *testChunkServer {
+func startChunkServer(t testing.TB, id, dc, rack string, masters []string) *testChunkServer {
 	t.Helper()
 	return startChunkServerDir(t, id, dc, rack, masters, t.TempDir())
 }
 
 // startChunkServerDir starts a chunk server on dir (a restart when dir
 // was another's).
-func startChunkServerDir(t *testing.T, id, dc, rack string, masters []string, dir string) *testChunkServer {
+func startChunkServerDir(t testing.TB, id, dc, rack string, masters []string, dir string) *testChunkServer {
 	t.Helper()
 	cfg := chunkserver.DefaultConfig()
 	cfg.Dirs = []string{dir}

@@ -31,7 +31,7 @@ func masterAddrs(c *testCluster) []string {
 
 // waitServers waits until n chunk servers are registered, alive and have
 // reported capacity to the leader.
-func waitServers(t *testing.T, c *testCluster, n int) {
+func waitServers(t testing.TB, c *testCluster, n int) {
 	t.Helper()
 	testPoll(t, 10*time.Second, fmt.Sprintf("%d chunk servers", n), func() bool {
 		l := c.waitLeader()
