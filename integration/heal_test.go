@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,11 @@ import (
 	"time"
 
 	"github.com/zeebo/blake3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/client"
 )
 
 type statusOut struct {
@@ -350,7 +357,7 @@ func TestDev_ShortOutageNeedsNoCopy(t *testing.T) {
 		}
 	}
 	cmd := exec.Command(rais, "chunkserver", "--id", victim, "--dir", filepath.Join(dir, victim), "--addr", addr,
-		"--masters", d.masters, "--rack", rack, "--volume-size", fmt.Sprint(256<<20), "--min-free", fmt.Sprint(64<<20))
+		"--masters", d.masters, "--dc", "dc1", "--rack", rack, "--volume-size", fmt.Sprint(256<<20), "--min-free", fmt.Sprint(64<<20))
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -367,4 +374,156 @@ func TestDev_ShortOutageNeedsNoCopy(t *testing.T) {
 	if out, errOut, code := d.adm(nil, "fsck"); code != 0 {
 		t.Fatalf("fsck after a short outage = %d %q %q", code, out, errOut)
 	}
+}
+
+// A two-data-center class on a cluster spread over two data centers: every
+// volume of the class has copies in both, and with every chunk server of
+// one data center killed, every object still reads back.
+func TestDev_LosingADataCenterLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster of processes")
+	}
+	dir := t.TempDir()
+	d := startDev(t, dir, "--chunkservers", "6", "--dcs", "2")
+	if out, errOut, code := d.adm(nil, "class", "twodc", "--copies", "3", "--min-dcs", "2"); code != 0 {
+		t.Fatalf("raisadm class = %d %q %q", code, out, errOut)
+	}
+	c := d.client()
+	ctx := context.Background()
+	objs := map[string][]byte{}
+	for i := range 60 {
+		k := fmt.Sprintf("dc/%d", i)
+		objs[k] = randomBytes(uint64(9000+i), 2500)
+		if _, err := c.Put(ctx, k, bytes.NewReader(objs[k]), &client.PutOptions{Class: "twodc"}); err != nil {
+			t.Fatalf("put %s: %v", k, err)
+		}
+	}
+	// Every copy set spans both data centers (dev puts csN in dc((N-1)%2+1)).
+	conn, err := grpc.NewClient(strings.Split(d.masters, ",")[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	m := masterpb.NewMasterClient(conn)
+	for k := range objs {
+		lr, err := m.Lookup(ctx, &masterpb.LookupRequest{Key: []byte(k)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dcs := map[int]bool{}
+		for _, r := range lr.Replicas {
+			n, _ := strconv.Atoi(strings.TrimPrefix(r.Id, "cs"))
+			dcs[(n-1)%2] = true
+		}
+		if len(dcs) != 2 {
+			t.Fatalf("%s: copies on %v, not in both data centers", k, lr.Replicas)
+		}
+	}
+	for _, id := range []string{"cs1", "cs3", "cs5"} { // all of dc1
+		syscall.Kill(d.pids[id], syscall.SIGKILL)
+	}
+	for k, v := range objs {
+		got, err := get(t, c, k)
+		if err != nil || !bytes.Equal(got, v) {
+			t.Fatalf("get %s with dc1 gone: %v", k, err)
+		}
+	}
+	t.Logf("%d objects of a two-data-center class read back with dc1 down", len(objs))
+}
+
+// An empty chunk server joins a running cluster and rebalance moves
+// volumes onto it while reads go on; fsck is clean afterwards.
+func TestDev_NewServerAndRebalance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster of processes")
+	}
+	dir := t.TempDir()
+	d := startDev(t, dir, "--chunkservers", "3", "--volume-size", fmt.Sprint(1<<20)) // several volumes to move
+	c := d.client()
+	ctx := context.Background()
+	objs := map[string][]byte{}
+	for i := range 120 {
+		k := fmt.Sprintf("rb/%d", i)
+		objs[k] = randomBytes(uint64(7000+i), 20000)
+		if _, err := c.Put(ctx, k, bytes.NewReader(objs[k]), nil); err != nil {
+			t.Fatalf("put %s: %v", k, err)
+		}
+	}
+	// A fourth server, started by hand, joins empty.
+	rais, _ := binaries(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(rais, "chunkserver", "--id", "cs9", "--dir", filepath.Join(dir, "cs9"), "--addr", addr,
+		"--masters", d.masters, "--dc", "dc1", "--rack", "rack3", "--volume-size", fmt.Sprint(1<<20), "--min-free", fmt.Sprint(64<<20))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	d.waitHealthy(4)
+	// The plan works from the sizes the servers report: wait for reports
+	// that include every put.
+	waitFor(t, 30*time.Second, "heartbeats reporting the data", func() bool {
+		out, _, code := d.adm(nil, "status", "--json")
+		var st struct {
+			ChunkServers []struct {
+				ID   string `json:"id"`
+				Used int64  `json:"used_bytes"`
+			} `json:"chunkservers"`
+		}
+		if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+			return false
+		}
+		full := 0
+		for _, cs := range st.ChunkServers {
+			if cs.ID != "cs9" && cs.Used >= 120*20000 {
+				full++
+			}
+		}
+		return full == 3
+	})
+
+	stop := make(chan struct{})
+	var failures atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k := fmt.Sprintf("rb/%d", i%len(objs))
+			if got, err := get(t, c, k); err != nil || !bytes.Equal(got, objs[k]) {
+				failures.Add(1)
+			}
+		}
+	})
+	// All servers share this machine's filesystem, so their used shares
+	// of capacity differ by tiny fractions: ask for a tiny spread.
+	out, errOut, code := d.adm(nil, "rebalance", "--spread", "0.0000001")
+	close(stop)
+	wg.Wait()
+	if code != 0 || !strings.Contains(out, "rebalance done") {
+		t.Fatalf("raisadm rebalance = %d %q %q", code, out, errOut)
+	}
+	waitFor(t, 30*time.Second, "cs9 to hold volumes", func() bool {
+		st, ok := d.status()
+		for _, cs := range st.ChunkServers {
+			if ok && cs.ID == "cs9" {
+				return cs.Volumes > 0
+			}
+		}
+		return false
+	})
+	if failures.Load() > 0 {
+		t.Fatalf("%d reads failed during the rebalance", failures.Load())
+	}
+	if out, errOut, code := d.adm(nil, "fsck"); code != 0 {
+		t.Fatalf("fsck after the rebalance = %d %q %q", code, out, errOut)
+	}
+	t.Logf("rebalance: %s", strings.TrimSpace(out))
 }

@@ -94,6 +94,10 @@ type Config struct {
 	// the garbage is at least CompactMinBytes (default 64 MiB).
 	CompactGarbageRatio float64
 	CompactMinBytes     int64
+	// FsckEvery: the leader runs fsck with repair this often (default 24 h;
+	// negative: never), reclaiming uploads never committed and replacing
+	// copies that lack blobs.
+	FsckEvery time.Duration
 
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -118,6 +122,7 @@ func DefaultConfig() Config {
 		RepairInterval:      2 * time.Second,
 		CompactGarbageRatio: 0.3,
 		CompactMinBytes:     64 << 20,
+		FsckEvery:           24 * time.Hour,
 	}
 }
 
@@ -137,6 +142,7 @@ func (c *Config) withDefaults() {
 	set(&c.ClockSkew, d.ClockSkew)
 	set(&c.RepairAfter, d.RepairAfter)
 	set(&c.RepairInterval, d.RepairInterval)
+	set(&c.FsckEvery, d.FsckEvery)
 	if c.CompactGarbageRatio <= 0 {
 		c.CompactGarbageRatio = d.CompactGarbageRatio
 	}

@@ -32,6 +32,28 @@ func (s *Server) Fsck(ctx context.Context, req *masterpb.FsckRequest) (*masterpb
 	if err := s.readBarrier(ctx); err != nil {
 		return nil, err
 	}
+	return s.fsck(ctx, req)
+}
+
+// fsckLoop runs fsck with repair every FsckEvery while this master leads:
+// orphaned uploads are reclaimed and copies with gaps replaced without an
+// operator, which is the members' anti-entropy at the granularity of a
+// whole copy.
+func (s *Server) fsckLoop(ctx context.Context) {
+	if s.cfg.FsckEvery <= 0 {
+		return
+	}
+	for sleepCtx(ctx, s.cfg.FsckEvery) {
+		if err := s.readBarrier(ctx); err != nil {
+			continue
+		}
+		if _, err := s.fsck(ctx, &masterpb.FsckRequest{Repair: true}); err != nil && ctx.Err() == nil {
+			s.log.Warn("periodic fsck failed", "err", err)
+		}
+	}
+}
+
+func (s *Server) fsck(ctx context.Context, req *masterpb.FsckRequest) (*masterpb.FsckResponse, error) {
 	maxEx := int(req.MaxExamples)
 	if maxEx == 0 {
 		maxEx = 20

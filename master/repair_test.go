@@ -448,3 +448,49 @@ func TestCluster_TwoDataCenters(t *testing.T) {
 		}
 	}
 }
+
+// The leader's periodic fsck reclaims an upload that was never committed,
+// with no operator involved.
+func TestCluster_PeriodicFsckReclaimsOrphans(t *testing.T) {
+	c := mustCluster(t, 3, func(cfg *Config) {
+		cfg.DefaultCopies = 2
+		cfg.FsckEvery = 300 * time.Millisecond
+		cfg.LeaseTTL = 2 * time.Second
+	})
+	for i := range 2 {
+		startChunkServer(t, fmt.Sprintf("cs%d", i+1), "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c))
+	}
+	waitServers(t, c, 2)
+	m := client(t, c.masters[0].APIAddr())
+	orphan := []byte("never committed")
+	oh := blake3.Sum256(orphan)
+	bp, err := m.BeginPut(ctxT(t), &masterpb.BeginPutRequest{Key: []byte("never"), Hash: oh[:], Size: int64(len(orphan))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var urls []string
+	for _, r := range bp.Replicas {
+		u := fmt.Sprintf("http://%s/v1/volumes/%d/blobs/%x", r.Address, bp.Volume, oh)
+		urls = append(urls, u)
+		req, _ := http.NewRequest("PUT", u, bytes.NewReader(orphan))
+		req.Header.Set(raisfs.LeaseHeader, bp.Lease)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 201 {
+			t.Fatalf("upload: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
+	testPoll(t, 30*time.Second, "the orphan deleted from both members", func() bool {
+		for _, u := range urls {
+			resp, err := http.Get(u)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 404 {
+				return false
+			}
+		}
+		return true
+	})
+}

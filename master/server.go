@@ -424,7 +424,7 @@ func (s *Server) leaderDuties(ctx context.Context) {
 	}
 	s.ready.Store(true)
 	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context){s.monitorLoop, s.gcLoop, s.repairLoop} {
+	for _, loop := range []func(context.Context){s.monitorLoop, s.gcLoop, s.repairLoop, s.fsckLoop} {
 		wg.Add(1)
 		go func() { defer wg.Done(); loop(ctx) }()
 	}

@@ -96,6 +96,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	n := fl.Int("chunkservers", 4, "number of chunk servers")
 	copies := fl.Int("copies", 3, "copies of each message (default replication class), fixed when the cluster is first formed")
 	logStore := fl.String("log-store", "boltdb", "masters' Raft log store: boltdb or wal; fixed when the cluster is first formed")
+	volSize := fl.Int64("volume-size", devVolumeSize, "bytes at which a volume is full (small: volumes seal and new ones open often)")
+	dcs := fl.Int("dcs", 1, "data centers the chunk servers are spread over (dc1, dc2, ...), for trying failure domains")
 	scrubEvery := fl.Duration("scrub-every", 10*time.Minute, "chunk servers re-verify every needle this often")
 	repairAfter := fl.Duration("repair-after", 20*time.Second, "a chunk server silent this long has its volumes copied elsewhere (short, so that healing can be watched)")
 	fl.Usage = func() {
@@ -111,7 +113,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		return errUsage
 	}
-	if fl.NArg() > 0 || *n < 1 || *n > 64 || *copies < 1 || *copies > *n {
+	if fl.NArg() > 0 || *n < 1 || *n > 64 || *copies < 1 || *copies > *n || *dcs < 1 || *dcs > *n || *volSize < 1<<20 {
 		fmt.Fprintln(stderr, "rais dev: want no arguments, 1..64 chunk servers and 1..chunkservers copies")
 		return errUsage
 	}
@@ -189,8 +191,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	for _, m := range layout.Masters {
 		err := start(m.ID, m.API, "master", "--id", m.ID, "--dir", filepath.Join(*dir, m.ID),
 			"--raft-addr", m.Raft, "--api-addr", m.API, "--http-addr", m.HTTPAddr, "--peers", strings.Join(peers, ","),
-			"--copies", fmt.Sprint(*copies), "--log-store", *logStore, "--volume-size", fmt.Sprint(devVolumeSize),
-			"--repair-after", repairAfter.String(), "--server-down-after", "5s")
+			"--copies", fmt.Sprint(*copies), "--log-store", *logStore, "--volume-size", fmt.Sprint(*volSize),
+			"--repair-after", repairAfter.String(), "--server-down-after", "5s", "--fsck-every", "10m")
 		if err != nil {
 			stopAll()
 			return err
@@ -198,8 +200,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	for i, cs := range layout.ChunkServers[:*n] {
 		err := start(cs.ID, cs.API, "chunkserver", "--id", cs.ID, "--dir", filepath.Join(*dir, cs.ID),
-			"--addr", cs.API, "--masters", strings.Join(masters, ","), "--rack", fmt.Sprintf("rack%d", i%2+1),
-			"--volume-size", fmt.Sprint(devVolumeSize), "--min-free", fmt.Sprint(64<<20),
+			"--addr", cs.API, "--masters", strings.Join(masters, ","), "--dc", fmt.Sprintf("dc%d", i%*dcs+1), "--rack", fmt.Sprintf("rack%d", (i / *dcs)%2+1),
+			"--volume-size", fmt.Sprint(*volSize), "--min-free", fmt.Sprint(64<<20),
 			"--scrub-every", scrubEvery.String())
 		if err != nil {
 			stopAll()

@@ -47,6 +47,7 @@ func runMaster(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	writable := fl.Int("writable-volumes", 0, "writable volumes kept open per replication class (0: one per copies-sized group of live chunk servers, at least 1)")
 	repairAfter := fl.Duration("repair-after", def.RepairAfter, "a volume member silent this long is replaced by a new copy (members that lost the volume or are draining are replaced at once)")
 	maxRepairs := fl.Int("max-repairs", def.MaxRepairs, "volume copies the leader runs at once")
+	fsckEvery := fl.Duration("fsck-every", def.FsckEvery, "the leader checks every copy against the metadata and repairs what it finds this often (negative: never)")
 	repairRate := fl.Int64("repair-rate-mib", 0, "limit each volume copy to this many MiB/s (0: unlimited)")
 	logStore := fl.String("log-store", "boltdb", "Raft log store: boltdb (raft-boltdb) or wal (raft-wal, faster commits); fixed once the dir exists")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
@@ -89,7 +90,7 @@ func runMaster(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cfg := master.Config{
 		ID: *id, Dir: *dir, RaftAddr: *raftAddr, APIAddr: *apiAddr, HTTPAddr: *httpAddr,
 		DefaultCopies: *copies, ServerDownAfter: *downAfter, LogStore: *logStore, WritableVolumes: *writable, VolumeSizeLimit: *volSize, Logger: logger,
-		RepairAfter: *repairAfter, MaxRepairs: *maxRepairs, RepairBytesPerSec: *repairRate << 20,
+		RepairAfter: *repairAfter, MaxRepairs: *maxRepairs, RepairBytesPerSec: *repairRate << 20, FsckEvery: *fsckEvery,
 	}
 	s, err := master.New(cfg)
 	if err != nil {
