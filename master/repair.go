@@ -87,8 +87,10 @@ func (s *Server) memberHealth(id raisfs.VolumeID, vol *fsmpb.Volume, servers map
 		if hb, heard := s.registry.get(m); heard {
 			rep, has := hb.vols[uint64(id)]
 			// A volume is reported from the heartbeat after its creation
-			// on; an older heartbeat may not list it yet.
-			settled := hb.at.Sub(time.Unix(0, vol.CreatedUnixNano)) > 2*s.cfg.HeartbeatInterval+time.Second
+			// (or after the member joined it) on; an older heartbeat may
+			// not list it yet.
+			since := max(vol.CreatedUnixNano, vol.MembersChangedUnixNano)
+			settled := hb.at.Sub(time.Unix(0, since)) > 2*s.cfg.HeartbeatInterval+time.Second
 			if (has && (rep.Failed || rep.CorruptNeedles > 0)) || (!has && settled) {
 				h.lost = append(h.lost, m)
 				continue

@@ -18,6 +18,16 @@ import (
 	"github.com/raisfs/raisfs/raftfsm/fsmpb"
 )
 
+// holds checks that cond stays true for d (observed every 50 ms).
+func holds(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if !cond() {
+			t.Fatalf("%s did not hold", what)
+		}
+	}
+}
+
 // readEveryReplica reads key from each member of its volume, directly.
 func readEveryReplica(t *testing.T, c *testCluster, key string, want []byte) {
 	t.Helper()
@@ -48,15 +58,15 @@ func TestCluster_RepairReplacesALostMember(t *testing.T) {
 	c := mustCluster(t, 3, func(cfg *Config) {
 		cfg.DefaultCopies = 3
 		cfg.RepairAfter = 2 * time.Second
-		cfg.RepairInterval = 200 * time.Millisecond
+		cfg.RepairInterval = 20 * time.Millisecond // rounds between a new member's heartbeats
 		cfg.WritableVolumes = 1
 	})
 	cs := map[string]*testChunkServer{}
-	for i := range 4 {
+	for i := range 5 { // a spare beyond the replacement: a wrong repair would have a target
 		id := fmt.Sprintf("cs%d", i+1)
 		cs[id] = startChunkServer(t, id, "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c))
 	}
-	waitServers(t, c, 4)
+	waitServers(t, c, 5)
 	m := client(t, c.masters[0].APIAddr())
 	bodies := map[string][]byte{}
 	for i := range 40 {
@@ -79,6 +89,13 @@ func TestCluster_RepairReplacesALostMember(t *testing.T) {
 	testPoll(t, 30*time.Second, "volume repaired without the dead member", func() bool {
 		v, err := c.waitLeader().fsm.Volume(vid)
 		return err == nil && len(v.Members) == 3 && !slices.Contains(v.Members, victim) && v.State == fsmpb.VolumeState_VOLUME_SEALED
+	})
+	// The new member is not mistaken for a lost one before its heartbeat
+	// lists the volume: the membership stays as it is.
+	v, _ := c.waitLeader().fsm.Volume(vid)
+	holds(t, 3*time.Second, "the repaired membership", func() bool {
+		now, err := c.waitLeader().fsm.Volume(vid)
+		return err == nil && now.Epoch == v.Epoch
 	})
 	for k, b := range bodies {
 		readEveryReplica(t, c, k, b)
@@ -493,4 +510,63 @@ func TestCluster_PeriodicFsckReclaimsOrphans(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// The leader crashes while a repair copy runs: the next leader plans the
+// repair again from the replicated state, the copy is made once more
+// (replacing any leftover), and the membership is committed once.
+func TestCluster_LeaderCrashMidRepair(t *testing.T) {
+	c := mustCluster(t, 3, func(cfg *Config) {
+		cfg.DefaultCopies = 3
+		cfg.RepairAfter = time.Second
+		cfg.RepairInterval = 100 * time.Millisecond
+		cfg.RepairBytesPerSec = 256 << 10 // a copy of the volume takes seconds
+		cfg.WritableVolumes = 1
+	})
+	css := map[string]*testChunkServer{}
+	for i := range 5 {
+		id := fmt.Sprintf("cs%d", i+1)
+		css[id] = startChunkServer(t, id, "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c))
+	}
+	waitServers(t, c, 5)
+	m := client(t, c.masters[0].APIAddr())
+	bodies := map[string][]byte{}
+	for i := range 40 {
+		k := fmt.Sprintf("k%d", i)
+		bodies[k] = bytes.Repeat([]byte{byte(i + 1)}, 30000)
+		if err := put(t, m, k, bodies[k]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := c.waitLeader()
+	_, blob, vol, err := l.fsm.ObjectWithBlob([]byte("k0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vid := raisfs.VolumeID(blob.Volume)
+	victim := vol.Members[0]
+	css[victim].close()
+	testPoll(t, 30*time.Second, "a repair copy running", func() bool { return c.waitLeader().repairing.Load() > 0 })
+	old := c.waitLeader()
+	t.Logf("crashing leader %s mid-copy", old.ID())
+	c.stop(c.index(old), true)
+	testPoll(t, 60*time.Second, "the volume repaired by the next leader", func() bool {
+		v, err := c.waitLeader().fsm.Volume(vid)
+		return err == nil && len(v.Members) == 3 && !slices.Contains(v.Members, victim)
+	})
+	v, _ := c.waitLeader().fsm.Volume(vid)
+	seen := map[string]bool{}
+	for _, mb := range v.Members {
+		if seen[mb] {
+			t.Fatalf("duplicate member in %v", v.Members)
+		}
+		seen[mb] = true
+	}
+	m2 := client(t, c.waitLeader().APIAddr())
+	for k, b := range bodies {
+		readEveryReplica(t, c, k, b)
+		if got, err := get(t, m2, k); err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("get %s = %v", k, err)
+		}
+	}
 }

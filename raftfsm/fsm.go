@@ -348,7 +348,7 @@ func applyCommand(tx *bolt.Tx, d *deltas, cmd *fsmpb.Command) (Result, error) {
 	case *fsmpb.Command_CreateVolume:
 		return applyCreateVolume(tx, op.CreateVolume, now)
 	case *fsmpb.Command_SetVolumeState:
-		return applySetVolumeState(tx, op.SetVolumeState)
+		return applySetVolumeState(tx, op.SetVolumeState, now)
 	case *fsmpb.Command_UpsertServer:
 		return applyUpsertServer(tx, op.UpsertServer, now)
 	case *fsmpb.Command_SetServerState:
@@ -566,7 +566,7 @@ func applyCreateVolume(tx *bolt.Tx, c *fsmpb.CreateVolume, now int64) (Result, e
 	return Result{VolumeID: raisfs.VolumeID(id)}, nil
 }
 
-func applySetVolumeState(tx *bolt.Tx, s *fsmpb.SetVolumeState) (Result, error) {
+func applySetVolumeState(tx *bolt.Tx, s *fsmpb.SetVolumeState, now int64) (Result, error) {
 	b := tx.Bucket(bucketVolumes)
 	var vol fsmpb.Volume
 	if ok, err := getProto(b, u64(s.Id), &vol); err != nil {
@@ -583,6 +583,7 @@ func applySetVolumeState(tx *bolt.Tx, s *fsmpb.SetVolumeState) (Result, error) {
 	if len(s.Members) > 0 {
 		vol.Members = s.Members
 		vol.Epoch++
+		vol.MembersChangedUnixNano = now
 	}
 	return Result{}, putProto(b, u64(s.Id), &vol)
 }

@@ -1173,8 +1173,11 @@ type Volume struct {
 	Epoch           uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	Class           string                 `protobuf:"bytes,4,opt,name=class,proto3" json:"class,omitempty"`
 	CreatedUnixNano int64                  `protobuf:"varint,5,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// When the members last changed (0: at creation): a member's heartbeat
+	// from before then may not list the volume yet.
+	MembersChangedUnixNano int64 `protobuf:"varint,6,opt,name=members_changed_unix_nano,json=membersChangedUnixNano,proto3" json:"members_changed_unix_nano,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *Volume) Reset() {
@@ -1238,6 +1241,13 @@ func (x *Volume) GetClass() string {
 func (x *Volume) GetCreatedUnixNano() int64 {
 	if x != nil {
 		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *Volume) GetMembersChangedUnixNano() int64 {
+	if x != nil {
+		return x.MembersChangedUnixNano
 	}
 	return 0
 }
@@ -1506,13 +1516,14 @@ const file_fsm_proto_rawDesc = "" +
 	"\x04Blob\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\x04R\x06volume\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
-	"\x04refs\x18\x03 \x01(\x04R\x04refs\"\xac\x01\n" +
+	"\x04refs\x18\x03 \x01(\x04R\x04refs\"\xe7\x01\n" +
 	"\x06Volume\x12\x18\n" +
 	"\amembers\x18\x01 \x03(\tR\amembers\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.raisfs.fsm.v1.VolumeStateR\x05state\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05class\x18\x04 \x01(\tR\x05class\x12*\n" +
-	"\x11created_unix_nano\x18\x05 \x01(\x03R\x0fcreatedUnixNano\"\xa0\x01\n" +
+	"\x11created_unix_nano\x18\x05 \x01(\x03R\x0fcreatedUnixNano\x129\n" +
+	"\x19members_changed_unix_nano\x18\x06 \x01(\x03R\x16membersChangedUnixNano\"\xa0\x01\n" +
 	"\x06Server\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x0e\n" +
 	"\x02dc\x18\x02 \x01(\tR\x02dc\x12\x12\n" +
