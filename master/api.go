@@ -411,6 +411,7 @@ func (s *Server) Status(ctx context.Context, req *masterpb.StatusRequest) (*mast
 	}
 	resp.UnderReplicated = uint32(s.underReplicated(vols, servers))
 	resp.Repairing = uint32(s.repairing.Load())
+	resp.RepairingBytes = s.repairingBytes.Load()
 	s.moves.Range(func(_, _ any) bool { resp.MovesPending++; return true })
 	now := time.Now()
 	for id, srv := range servers {

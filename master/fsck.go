@@ -186,7 +186,20 @@ func (s *Server) fsck(ctx context.Context, req *masterpb.FsckRequest) (*masterpb
 		}
 	}
 	if req.Repair {
+		// A damaged copy is replaced from an undamaged member (repair copies
+		// only from members not marked). When every checked copy of a
+		// volume is damaged, none is replaced: each may hold blobs the
+		// others lack (a class whose write quorum is below its copies),
+		// and a whole-copy replacement could lose them.
+		damaged := map[raisfs.VolumeID]int{}
 		for k := range replace {
+			damaged[k.vol]++
+		}
+		for k := range replace {
+			if damaged[k.vol] >= len(p.volumes[k.vol].Members) {
+				example("volume %d: every copy lacks some blobs; not replaced (needs a needle-level repair)", k.vol)
+				continue
+			}
 			s.forceReplace.Store(k, true)
 			resp.CopiesQueued++
 		}

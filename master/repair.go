@@ -164,15 +164,18 @@ func (s *Server) repairLoop(ctx context.Context) {
 			default:
 				continue // all slots busy: the next round takes the rest
 			}
+			size, _ := s.registry.volumeReport(uint64(plan.id), plan.health.sources)
 			mu.Lock()
 			running[plan.id] = true
 			s.repairing.Store(int64(len(running)))
+			s.repairingBytes.Add(size * int64(plan.need))
 			mu.Unlock()
 			wg.Go(func() {
 				defer func() {
 					mu.Lock()
 					delete(running, plan.id)
 					s.repairing.Store(int64(len(running)))
+					s.repairingBytes.Add(-size * int64(plan.need))
 					mu.Unlock()
 					<-slots
 				}()

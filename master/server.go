@@ -59,7 +59,8 @@ type Server struct {
 	wg     sync.WaitGroup // background loops
 
 	ready          atomic.Bool  // leader, and its first barrier is applied: reads may be served
-	repairing      atomic.Int64 // volume copies running on this leader
+	repairing      atomic.Int64 // volumes being repaired by this leader
+	repairingBytes atomic.Int64 // their bytes to copy
 	forceReplace   sync.Map     // copyKey → true: copies fsck found damaged, replaced by repair
 	moves          sync.Map     // copyKey → target server id: rebalance moves not done yet
 	placementCache atomic.Pointer[placementView]

@@ -1238,9 +1238,11 @@ type StatusResponse struct {
 	// Volume copies the leader is making now (repair, drain, rebalance).
 	Repairing uint32 `protobuf:"varint,9,opt,name=repairing,proto3" json:"repairing,omitempty"`
 	// Rebalance moves not done yet.
-	MovesPending  uint32 `protobuf:"varint,10,opt,name=moves_pending,json=movesPending,proto3" json:"moves_pending,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MovesPending uint32 `protobuf:"varint,10,opt,name=moves_pending,json=movesPending,proto3" json:"moves_pending,omitempty"`
+	// Bytes the running repairs copy (volume size times new copies).
+	RepairingBytes int64 `protobuf:"varint,11,opt,name=repairing_bytes,json=repairingBytes,proto3" json:"repairing_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1339,6 +1341,13 @@ func (x *StatusResponse) GetRepairing() uint32 {
 func (x *StatusResponse) GetMovesPending() uint32 {
 	if x != nil {
 		return x.MovesPending
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetRepairingBytes() int64 {
+	if x != nil {
+		return x.RepairingBytes
 	}
 	return 0
 }
@@ -2305,7 +2314,7 @@ const file_master_proto_rawDesc = "" +
 	"used_bytes\x18\x06 \x01(\x03R\tusedBytes\x12\x1d\n" +
 	"\n" +
 	"free_bytes\x18\a \x01(\x03R\tfreeBytes\x12\x18\n" +
-	"\avolumes\x18\b \x01(\rR\avolumes\"\x86\x03\n" +
+	"\avolumes\x18\b \x01(\rR\avolumes\"\xaf\x03\n" +
 	"\x0eStatusResponse\x128\n" +
 	"\amasters\x18\x01 \x03(\v2\x1e.raisfs.master.v1.MasterStatusR\amasters\x12G\n" +
 	"\fchunkservers\x18\x02 \x03(\v2#.raisfs.master.v1.ChunkServerStatusR\fchunkservers\x12\x18\n" +
@@ -2317,7 +2326,8 @@ const file_master_proto_rawDesc = "" +
 	"\rapplied_index\x18\b \x01(\x04R\fappliedIndex\x12\x1c\n" +
 	"\trepairing\x18\t \x01(\rR\trepairing\x12#\n" +
 	"\rmoves_pending\x18\n" +
-	" \x01(\rR\fmovesPending\"f\n" +
+	" \x01(\rR\fmovesPending\x12'\n" +
+	"\x0frepairing_bytes\x18\v \x01(\x03R\x0erepairingBytes\"f\n" +
 	"\x10AddMasterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +

@@ -244,6 +244,7 @@ type statusJSON struct {
 	UnderReplicated uint32       `json:"under_replicated"`
 	Repairing       uint32       `json:"repairing"`
 	MovesPending    uint32       `json:"moves_pending"`
+	RepairingBytes  int64        `json:"repairing_bytes"`
 }
 
 type masterJSON struct {
@@ -292,7 +293,7 @@ func status(ctx context.Context, masters, args []string, stdout, stderr io.Write
 	if st == nil {
 		return fmt.Errorf("status: no master answered: %w", last)
 	}
-	out := statusJSON{Objects: st.Objects, Bytes: st.Bytes, Blobs: st.Blobs, Volumes: st.Volumes, UnderReplicated: st.UnderReplicated, Repairing: st.Repairing, MovesPending: st.MovesPending,
+	out := statusJSON{Objects: st.Objects, Bytes: st.Bytes, Blobs: st.Blobs, Volumes: st.Volumes, UnderReplicated: st.UnderReplicated, Repairing: st.Repairing, MovesPending: st.MovesPending, RepairingBytes: st.RepairingBytes,
 		Masters: []masterJSON{}, ChunkServers: []csJSON{}}
 	for _, m := range st.Masters {
 		out.Masters = append(out.Masters, masterJSON{ID: m.Id, Address: m.Address, Leader: m.Leader})
@@ -320,7 +321,7 @@ func status(ctx context.Context, masters, args []string, stdout, stderr io.Write
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%s\t%d\n", c.ID, c.Address, c.State, or(c.DC, "-"), or(c.Rack, "-"), human(c.UsedBytes), human(c.FreeBytes), c.Volumes)
 	}
 	tw.Flush()
-	fmt.Fprintf(stdout, "\nobjects %d, %s; blobs %d; volumes %d, under-replicated %d, repairing %d, moves pending %d\n", out.Objects, human(out.Bytes), out.Blobs, out.Volumes, out.UnderReplicated, out.Repairing, out.MovesPending)
+	fmt.Fprintf(stdout, "\nobjects %d, %s; blobs %d; volumes %d, under-replicated %d, repairing %d (%s to copy), moves pending %d\n", out.Objects, human(out.Bytes), out.Blobs, out.Volumes, out.UnderReplicated, out.Repairing, human(out.RepairingBytes), out.MovesPending)
 	return nil
 }
 
