@@ -2,6 +2,7 @@ package chunkserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -87,4 +88,51 @@ func (r *rateReader) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// FillRequest asks a chunk server to put back one blob its copy of a
+// volume lacks, from a peer that has it (anti-entropy: a gap is filled
+// without copying the whole volume).
+type FillRequest struct {
+	Source string `json:"source"` // the peer's HOST:PORT
+}
+
+func (s *Server) fillBlob(w http.ResponseWriter, r *http.Request) error {
+	vid, h, err := pathBlob(r)
+	if err != nil {
+		return err
+	}
+	if err := s.authorize(r, WriteOp{Kind: "fill", Volume: vid}); err != nil {
+		return err
+	}
+	var req FillRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || req.Source == "" {
+		return fmt.Errorf("fill request: want JSON with a source: %w", raisfs.ErrInvalidArgument)
+	}
+	u := url.URL{Scheme: "http", Host: req.Source, Path: fmt.Sprintf("/v1/volumes/%d/blobs/%s", vid, h)}
+	greq, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u.String(), nil)
+	if err != nil {
+		return fmt.Errorf("fill %s/%s from %q: %w", vid, h, req.Source, raisfs.ErrInvalidArgument)
+	}
+	resp, err := s.peers.Do(greq)
+	if err != nil {
+		return fmt.Errorf("fill %s/%s from %s: %w: %w", vid, h, req.Source, raisfs.ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("fill %s/%s: source %s answered %d (%s): %w", vid, h, req.Source, resp.StatusCode, resp.Header.Get(ErrorHeader), raisfs.ErrUnavailable)
+	}
+	// The body is hashed as it arrives: bytes that do not match h are
+	// refused, whatever the source sent.
+	created, err := s.store.Fill(r.Context(), vid, h, &cutReader{r: resp.Body, source: req.Source}, resp.ContentLength)
+	if err != nil {
+		return err
+	}
+	if created {
+		s.log.Info("blob filled", LogKeyVolume, vid, LogKeyHash, h, "source", req.Source)
+		w.WriteHeader(http.StatusCreated)
+	} else {
+		w.WriteHeader(http.StatusOK)
+	}
+	return nil
 }

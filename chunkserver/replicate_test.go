@@ -110,3 +110,50 @@ func firstKey(m map[raisfs.Hash][]byte) raisfs.Hash {
 	}
 	panic(fmt.Sprint("empty map"))
 }
+
+// A copy that lacks a blob gets it back from a peer, even though the
+// volume is sealed; a source that sends other bytes is refused.
+func TestServer_FillFromPeer(t *testing.T) {
+	src, dst := mustServe(t, nil, nil), mustServe(t, nil, nil)
+	ctx := context.Background()
+	for _, s := range []*testServer{src, dst} {
+		if err := s.store.CreateVolume(ctx, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, ha := payload(1, 5000)
+	b, hb := payload(2, 300<<10)
+	mustPut(t, src.store, 2, a, ha)
+	mustPut(t, src.store, 2, b, hb)
+	mustPut(t, dst.store, 2, a, ha)
+	if err := dst.store.Seal(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	fill := func(ts *testServer, h raisfs.Hash, source string, code int, errCode string) {
+		t.Helper()
+		body, _ := json.Marshal(FillRequest{Source: source})
+		ts.expect(t, "POST", fmt.Sprintf("/v1/volumes/2/blobs/%s/fill", h), bytes.NewReader(body), code, errCode)
+	}
+	dst.expect(t, "PUT", blobPath(2, hb), bytes.NewReader(b), http.StatusConflict, "sealed") // a client cannot
+	fill(dst, hb, hostOf(t, src.Server), http.StatusCreated, "")
+	fill(dst, hb, hostOf(t, src.Server), http.StatusOK, "") // has it now
+	if got := dst.expect(t, "GET", blobPath(2, hb), nil, http.StatusOK, ""); !bytes.Equal(got, b) {
+		t.Fatal("filled blob differs")
+	}
+	if st, _ := dst.store.VolumeStatus(2); !st.Sealed || st.LiveBlobs != 2 {
+		t.Fatalf("after the fill: %+v", st)
+	}
+	// A lying source.
+	liar := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(a) }))
+	defer liar.Close()
+	_, hc := payload(3, 4000)
+	fill(dst, hc, hostOf(t, liar), http.StatusUnprocessableEntity, "hash_mismatch")
+	fill(dst, hc, hostOf(t, src.Server), http.StatusServiceUnavailable, "unavailable") // the source lacks it
+	dst.expect(t, "POST", fmt.Sprintf("/v1/volumes/2/blobs/%s/fill", hc), strings.NewReader("{}"), http.StatusBadRequest, "invalid_argument")
+	// Survives a restart: the filled needle after the seal is recovered.
+	dst.store.Close()
+	re := mustOpen(t, dst.cfg)
+	if st, _ := re.VolumeStatus(2); !st.Sealed || st.LiveBlobs != 2 {
+		t.Fatalf("after a restart: %+v", st)
+	}
+}

@@ -21,7 +21,7 @@ import (
 
 // WriteOp is one write the data API is asked to perform.
 type WriteOp struct {
-	Kind   string // "put", "delete", "create", "seal", "compact", "import", "replicate", "drop"
+	Kind   string // "put", "delete", "create", "seal", "compact", "import", "replicate", "drop", "fill"
 	Volume raisfs.VolumeID
 	Hash   raisfs.Hash // zero for volume-level operations
 }
@@ -76,6 +76,7 @@ func NewServer(id raisfs.NodeID, store *Store, auth Authorizer, logger *slog.Log
 	s.route("POST /v1/volumes/{vid}/import", "import", s.importVolume)
 	s.route("POST /v1/volumes/{vid}/replicate", "replicate", s.replicateVolume)
 	s.route("DELETE /v1/volumes/{vid}", "drop", s.dropVolume)
+	s.route("POST /v1/volumes/{vid}/blobs/{hash}/fill", "fill", s.fillBlob)
 	s.route("GET /v1/volumes/{vid}", "volume", s.volumeStatus)
 	s.route("PUT /v1/volumes/{vid}/blobs/{hash}", "put", s.putBlob)
 	s.route("GET /v1/volumes/{vid}/blobs/{hash}", "get", s.getBlob) // also HEAD

@@ -369,6 +369,17 @@ func (s *Store) checkSpace(d *dataDir, n int64) error {
 // ErrSizeMismatch, ErrHashMismatch, ErrNoSpace, ErrSealed or
 // ErrUnavailable, or are the body reader's error.
 func (s *Store) Put(ctx context.Context, id raisfs.VolumeID, h raisfs.Hash, r io.Reader, size int64) (created bool, err error) {
+	return s.put(ctx, id, h, r, size, false)
+}
+
+// Fill is Put for repair: it puts back a blob the masters say volume id
+// should hold and does not, even if the volume is sealed or full (the
+// blob belonged in it all along). Verified like any put.
+func (s *Store) Fill(ctx context.Context, id raisfs.VolumeID, h raisfs.Hash, r io.Reader, size int64) (created bool, err error) {
+	return s.put(ctx, id, h, r, size, true)
+}
+
+func (s *Store) put(ctx context.Context, id raisfs.VolumeID, h raisfs.Hash, r io.Reader, size int64, fill bool) (created bool, err error) {
 	v, d, err := s.volume(id)
 	if err != nil {
 		return false, err
@@ -393,7 +404,7 @@ func (s *Store) Put(ctx context.Context, id raisfs.VolumeID, h raisfs.Hash, r io
 		}
 	}
 	d.written.Add(sp.n)
-	created, err = v.put(sp)
+	created, err = v.put(sp, fill)
 	if err != nil {
 		return false, fmt.Errorf("put %s/%s: %w", id, h, err)
 	}

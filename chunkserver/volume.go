@@ -386,30 +386,36 @@ func classifyIOError(err error) error {
 }
 
 // writableLocked reports whether a record of kind may be appended now.
-func (v *Volume) writableLocked(kind needleKind) error {
+func (v *Volume) writableLocked(kind needleKind) error { return v.writableForLocked(kind, false) }
+
+// writableForLocked is writableLocked; a fill (repair) may append a blob
+// to a sealed volume.
+func (v *Volume) writableForLocked(kind needleKind, fill bool) error {
 	switch {
 	case v.closed:
 		return fmt.Errorf("volume %s: closed: %w", v.opts.id, raisfs.ErrUnavailable)
 	case v.failed != nil:
 		return fmt.Errorf("volume %s: read-only after failure (%w): %w", v.opts.id, v.failed, raisfs.ErrUnavailable)
-	case kind == kindBlob && v.sealed:
+	case kind == kindBlob && v.sealed && !fill:
 		return fmt.Errorf("volume %s: %w", v.opts.id, raisfs.ErrSealed)
 	}
 	return nil
 }
 
 // appendRecord appends one record and waits until it is durable. write
-// copies the n needle bytes to the file at the given offset.
-func (v *Volume) appendRecord(e indexEntry, n int64, write func(File, int64) error) error {
+// copies the n needle bytes to the file at the given offset. A fill
+// (repair putting back a blob the volume should hold) may append to a
+// sealed or full volume.
+func (v *Volume) appendRecord(e indexEntry, n int64, write func(File, int64) error, fill bool) error {
 	v.mu.Lock()
 	for v.writesBlocked && !v.closed {
 		v.cond.Wait()
 	}
-	if err := v.writableLocked(e.kind); err != nil {
+	if err := v.writableForLocked(e.kind, fill); err != nil {
 		v.mu.Unlock()
 		return err
 	}
-	if e.kind == kindBlob && v.tail > superblockSize && v.tail+n > v.opts.sealSize {
+	if e.kind == kindBlob && !fill && v.tail > superblockSize && v.tail+n > v.opts.sealSize {
 		// Full: seal instead, durably, and tell the caller to go elsewhere.
 		v.sealed = true
 		seal := encodeNeedle(kindSeal, raisfs.Hash{}, nil)

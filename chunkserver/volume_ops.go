@@ -21,7 +21,7 @@ const smallRead = 256 << 10
 // created=false for a blob that was already there (puts are idempotent),
 // and waits for a concurrent put of the same hash instead of storing the
 // bytes twice.
-func (v *Volume) put(sp *spooled) (created bool, err error) {
+func (v *Volume) put(sp *spooled, fill bool) (created bool, err error) {
 	h := sp.hash
 	v.mu.Lock()
 	for {
@@ -41,7 +41,7 @@ func (v *Volume) put(sp *spooled) (created bool, err error) {
 	v.inflight[h] = ch
 	v.mu.Unlock()
 
-	err = v.appendRecord(indexEntry{hash: h, size: sp.size, kind: kindBlob}, sp.n, sp.writeAt)
+	err = v.appendRecord(indexEntry{hash: h, size: sp.size, kind: kindBlob}, sp.n, sp.writeAt, fill)
 
 	v.mu.Lock()
 	delete(v.inflight, h)
@@ -66,7 +66,7 @@ func (v *Volume) delete(h raisfs.Hash) error {
 	return v.appendRecord(indexEntry{hash: h, kind: kindTombstone}, int64(len(rec)), func(f File, off int64) error {
 		_, err := f.WriteAt(rec, off)
 		return err
-	})
+	}, false)
 }
 
 // seal makes the volume take no new blobs, durably. Sealing twice is a no-op.

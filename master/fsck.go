@@ -92,6 +92,7 @@ func (s *Server) fsck(ctx context.Context, req *masterpb.FsckRequest) (*masterpb
 		hash raisfs.Hash
 	}
 	var missing, corrupt, orphans []finding
+	holders := map[raisfs.VolumeID]map[raisfs.Hash][]string{} // members holding each expected blob
 	for _, id := range ids {
 		vol := p.volumes[id]
 		if vol.State != fsmpb.VolumeState_VOLUME_WRITABLE && vol.State != fsmpb.VolumeState_VOLUME_SEALED {
@@ -119,6 +120,10 @@ func (s *Server) fsck(ctx context.Context, req *masterpb.FsckRequest) (*masterpb
 			for h := range expected[id] {
 				switch have[h] {
 				case "live":
+					if holders[id] == nil {
+						holders[id] = map[raisfs.Hash][]string{}
+					}
+					holders[id][h] = append(holders[id][h], m)
 				case "corrupt":
 					corrupt = append(corrupt, finding{ck, h})
 				default:
@@ -154,6 +159,15 @@ func (s *Server) fsck(ctx context.Context, req *masterpb.FsckRequest) (*masterpb
 		}
 		resp.Missing++
 		example("volume %d on %s: blob %s missing", f.vol, f.member, f.hash)
+		if !req.Repair {
+			continue
+		}
+		// Anti-entropy: put the blob back from a member that has it; only
+		// if that fails is the whole copy replaced.
+		if s.fill(ctx, p, f.vol, f.hash, f.member, holders[f.vol][f.hash]) {
+			resp.NeedlesFilled++
+			continue
+		}
 		replace[f.copyKey] = true
 	}
 	for _, f := range corrupt {
@@ -208,6 +222,28 @@ func (s *Server) fsck(ctx context.Context, req *masterpb.FsckRequest) (*masterpb
 	s.log.Info("fsck", "repair", req.Repair, "volumes", resp.Volumes, "blobs", resp.Blobs, "missing", resp.Missing,
 		"corrupt", resp.Corrupt, "orphaned", resp.Orphaned, "unchecked", resp.CopiesUnchecked, "under_replicated", resp.UnderReplicated)
 	return resp, nil
+}
+
+// fill asks member to fetch blob h of volume id from one of holders.
+func (s *Server) fill(ctx context.Context, p *placementView, id raisfs.VolumeID, h raisfs.Hash, member string, holders []string) bool {
+	dst := p.servers[member]
+	if dst == nil {
+		return false
+	}
+	admin := raisfs.Lease{Op: raisfs.LeaseOpAdmin, Volume: id, Expiry: time.Now().Add(time.Minute)}.Sign(s.fsm.LeaseKey())
+	for _, src := range holders {
+		srv := p.servers[src]
+		if srv == nil || src == member {
+			continue
+		}
+		err := s.chunkJSON(ctx, http.MethodPost, dst.Address, fmt.Sprintf("/v1/volumes/%d/blobs/%s/fill", id, h), admin,
+			map[string]string{"source": srv.Address}, nil, time.Minute)
+		if err == nil {
+			return true
+		}
+		s.log.Warn("fill failed", "volume", id, "blob", h, "member", member, "source", src, "err", err)
+	}
+	return false
 }
 
 // listNeedles reads a member's whole needle list of volume id.

@@ -230,8 +230,8 @@ func TestCluster_GarbageIsCompacted(t *testing.T) {
 }
 
 // fsck finds a needle a member lost and an upload never committed; with
-// repair the damaged copy is replaced and the orphan queued for deletion,
-// after which fsck is clean.
+// repair the gap is filled from another member (no whole copy) and the
+// orphan queued for deletion, after which fsck is clean.
 func TestCluster_Fsck(t *testing.T) {
 	c := mustCluster(t, 3, func(cfg *Config) {
 		cfg.DefaultCopies = 2
@@ -300,15 +300,16 @@ func TestCluster_Fsck(t *testing.T) {
 	}
 	t.Logf("fsck examples: %q", r.Examples)
 	r = fsck(true)
-	if r.CopiesQueued != 1 || r.OrphansQueued != 1 {
+	if r.NeedlesFilled != 1 || r.CopiesQueued != 0 || r.OrphansQueued != 1 {
 		t.Fatalf("fsck --repair = %v", r)
 	}
 	testPoll(t, 30*time.Second, "fsck clean after the repair", func() bool {
 		r := fsck(false)
 		return r.Missing+r.Corrupt+r.Orphaned+uint64(r.UnderReplicated) == 0
 	})
-	if v, _ := c.waitLeader().fsm.Volume(raisfs.VolumeID(blob.Volume)); slices.Contains(v.Members, loser) {
-		t.Fatalf("the damaged copy on %s is still a member: %v", loser, v.Members)
+	// The gap was filled: no whole copy was made.
+	if v, _ := c.waitLeader().fsm.Volume(raisfs.VolumeID(blob.Volume)); !slices.Contains(v.Members, loser) || v.Epoch != vol.Epoch {
+		t.Fatalf("the copy on %s was replaced (members %v, epoch %d -> %d), not filled", loser, v.Members, vol.Epoch, v.Epoch)
 	}
 	for k, b := range bodies {
 		readEveryReplica(t, c, k, b)
@@ -569,4 +570,101 @@ func TestCluster_LeaderCrashMidRepair(t *testing.T) {
 			t.Fatalf("get %s = %v", k, err)
 		}
 	}
+}
+
+// A class with a write quorum below its copies: a member that was down
+// while puts went on misses them; once it is back, the leader's periodic
+// fsck fills the gaps from the other members, without a whole copy.
+func TestCluster_RestartedMemberCatchesUpWithoutACopy(t *testing.T) {
+	c := mustCluster(t, 3, func(cfg *Config) {
+		cfg.FsckEvery = 500 * time.Millisecond
+		cfg.RepairAfter = time.Hour // no whole-copy repair in this test
+		cfg.WritableVolumes = 1
+	})
+	css := map[string]*testChunkServer{}
+	for i := range 3 {
+		id := fmt.Sprintf("cs%d", i+1)
+		css[id] = startChunkServer(t, id, "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c))
+	}
+	waitServers(t, c, 3)
+	m := client(t, c.masters[0].APIAddr())
+	if _, err := m.SetClass(ctxT(t), &masterpb.SetClassRequest{Name: "q2", Copies: 3, WriteQuorum: 2}); err != nil {
+		t.Fatal(err)
+	}
+	// put with quorum: acknowledged once WriteQuorum replicas have it.
+	quorumPut := func(k string, body []byte) error {
+		h := blake3.Sum256(body)
+		bp, err := m.BeginPut(ctxT(t), &masterpb.BeginPutRequest{Key: []byte(k), Hash: h[:], Size: int64(len(body)), Class: "q2"})
+		if err != nil {
+			return err
+		}
+		ok := 0
+		for _, r := range bp.Replicas {
+			req, _ := http.NewRequest("PUT", fmt.Sprintf("http://%s/v1/volumes/%d/blobs/%x", r.Address, bp.Volume, h), bytes.NewReader(body))
+			req.Header.Set(raisfs.LeaseHeader, bp.Lease)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode/100 == 2 {
+					ok++
+				}
+			}
+		}
+		if uint32(ok) < bp.WriteQuorum {
+			return fmt.Errorf("%d of %d replicas", ok, bp.WriteQuorum)
+		}
+		_, err = m.CommitPut(ctxT(t), &masterpb.CommitPutRequest{Key: []byte(k), Hash: h[:], Size: int64(len(body)), Class: "q2", Volume: bp.Volume, Lease: bp.Lease, LeaseExpiryUnixNano: bp.LeaseExpiryUnixNano})
+		return err
+	}
+	bodies := map[string][]byte{}
+	for i := range 5 {
+		k := fmt.Sprintf("before%d", i)
+		bodies[k] = bytes.Repeat([]byte{byte(i + 1)}, 2000)
+		if err := quorumPut(k, bodies[k]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := c.waitLeader()
+	_, _, vol, err := l.fsm.ObjectWithBlob([]byte("before0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := vol.Members[2]
+	css[down].close()
+	for i := range 10 { // acknowledged by the two others; not on the down member
+		k := fmt.Sprintf("during%d", i)
+		bodies[k] = bytes.Repeat([]byte{byte(100 + i)}, 2000)
+		if err := quorumPut(k, bodies[k]); err != nil {
+			t.Fatalf("put %s with a member down: %v", k, err)
+		}
+	}
+	css[down] = startChunkServerDir(t, down, "dc1", "r-back", masterAddrs(c), css[down].dir)
+	testPoll(t, 30*time.Second, "the restarted member to hold every blob", func() bool {
+		for k := range bodies {
+			_, blob, _, err := c.waitLeader().fsm.ObjectWithBlob([]byte(k))
+			if err != nil {
+				return false
+			}
+			var h raisfs.Hash
+			obj, _ := c.waitLeader().fsm.Object([]byte(k))
+			copy(h[:], obj.Hash)
+			if _, err := css[down].store.Get(ctxT(t), raisfs.VolumeID(blob.Volume), h); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	if v, _ := c.waitLeader().fsm.Volume(mustVolume(t, c, "before0")); v.Epoch != vol.Epoch {
+		t.Fatalf("membership changed (epoch %d -> %d): a whole copy was made", vol.Epoch, v.Epoch)
+	}
+	for k, b := range bodies {
+		readEveryReplica(t, c, k, b)
+	}
+}
+
+func mustVolume(t *testing.T, c *testCluster, key string) raisfs.VolumeID {
+	_, blob, _, err := c.waitLeader().fsm.ObjectWithBlob([]byte(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raisfs.VolumeID(blob.Volume)
 }

@@ -1815,6 +1815,7 @@ type FsckResponse struct {
 	CopiesQueued    uint32                 `protobuf:"varint,9,opt,name=copies_queued,json=copiesQueued,proto3" json:"copies_queued,omitempty"`          // with repair: copies to be replaced
 	OrphansQueued   uint64                 `protobuf:"varint,10,opt,name=orphans_queued,json=orphansQueued,proto3" json:"orphans_queued,omitempty"`      // with repair: orphans queued for deletion
 	Examples        []string               `protobuf:"bytes,11,rep,name=examples,proto3" json:"examples,omitempty"`
+	NeedlesFilled   uint64                 `protobuf:"varint,12,opt,name=needles_filled,json=needlesFilled,proto3" json:"needles_filled,omitempty"` // with repair: missing blobs put back from another member
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1924,6 +1925,13 @@ func (x *FsckResponse) GetExamples() []string {
 		return x.Examples
 	}
 	return nil
+}
+
+func (x *FsckResponse) GetNeedlesFilled() uint64 {
+	if x != nil {
+		return x.NeedlesFilled
+	}
+	return 0
 }
 
 type RebalanceRequest struct {
@@ -2352,7 +2360,7 @@ const file_master_proto_rawDesc = "" +
 	"\avolumes\x18\x02 \x01(\rR\avolumes\"H\n" +
 	"\vFsckRequest\x12\x16\n" +
 	"\x06repair\x18\x01 \x01(\bR\x06repair\x12!\n" +
-	"\fmax_examples\x18\x02 \x01(\rR\vmaxExamples\"\xf3\x02\n" +
+	"\fmax_examples\x18\x02 \x01(\rR\vmaxExamples\"\x9a\x03\n" +
 	"\fFsckResponse\x12\x18\n" +
 	"\avolumes\x18\x01 \x01(\rR\avolumes\x12\x14\n" +
 	"\x05blobs\x18\x02 \x01(\x04R\x05blobs\x12%\n" +
@@ -2365,7 +2373,8 @@ const file_master_proto_rawDesc = "" +
 	"\rcopies_queued\x18\t \x01(\rR\fcopiesQueued\x12%\n" +
 	"\x0eorphans_queued\x18\n" +
 	" \x01(\x04R\rorphansQueued\x12\x1a\n" +
-	"\bexamples\x18\v \x03(\tR\bexamples\"C\n" +
+	"\bexamples\x18\v \x03(\tR\bexamples\x12%\n" +
+	"\x0eneedles_filled\x18\f \x01(\x04R\rneedlesFilled\"C\n" +
 	"\x10RebalanceRequest\x12\x17\n" +
 	"\adry_run\x18\x01 \x01(\bR\x06dryRun\x12\x16\n" +
 	"\x06spread\x18\x02 \x01(\x01R\x06spread\"^\n" +

@@ -51,7 +51,8 @@ func fsck(ctx context.Context, masters []string, args []string, stdout, stderr i
 	if !*repair {
 		return errProblems{problems(r)}
 	}
-	fmt.Fprintf(stdout, "repair: %d copies queued for replacement, %d orphans queued for deletion; waiting for the copies\n", r.CopiesQueued, r.OrphansQueued)
+	fmt.Fprintf(stdout, "repair: %d missing blobs put back from other members, %d copies queued for replacement, %d orphans queued for deletion; waiting for the copies\n",
+		r.NeedlesFilled, r.CopiesQueued, r.OrphansQueued)
 	deadline := time.Now().Add(*wait)
 	for time.Now().Before(deadline) {
 		var st *masterpb.StatusResponse
