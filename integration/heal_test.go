@@ -331,6 +331,10 @@ func TestDev_ShortOutageNeedsNoCopy(t *testing.T) {
 		}
 		return false
 	})
+	// fsck reports the copies it cannot check, and exits 1.
+	if out, _, code := d.adm(nil, "fsck"); code != 1 || !strings.Contains(out, "not checked") {
+		t.Fatalf("fsck with %s down = %d %q, want exit 1 and copies not checked", victim, code, out)
+	}
 	// Writes carry on elsewhere meanwhile.
 	for i := 50; i < 80; i++ {
 		if _, err := c.Put(ctx, fmt.Sprintf("short/%d", i), bytes.NewReader(randomBytes(uint64(i), 3000)), nil); err != nil {

@@ -177,6 +177,13 @@ func TestCluster_DrainUnderWriteLoad(t *testing.T) {
 	if st.UnderReplicated != 0 {
 		t.Fatalf("under-replicated after the drain: %d", st.UnderReplicated)
 	}
+	// undrain puts a retired server back in use.
+	if resp, err := m.Drain(ctxT(t), &masterpb.DrainRequest{Id: "cs1", Undrain: true}); err != nil || resp.State != "alive" {
+		t.Fatalf("undrain = %v, %v", resp, err)
+	}
+	if ss, _ := c.waitLeader().fsm.Servers(); ss["cs1"].State != fsmpb.ServerState_SERVER_ALIVE {
+		t.Fatalf("cs1 after undrain: %v", ss["cs1"].State)
+	}
 	for k, b := range bodies {
 		readEveryReplica(t, c, k, b)
 	}
