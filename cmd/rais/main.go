@@ -25,6 +25,7 @@ commands:
   dev           run a whole local cluster: 3 masters and 4 chunk servers (rais dev --help)
   master        run a master of the metadata Raft group (rais master --help)
   chunkserver   run a chunk server (rais chunkserver --help for flags)
+  chaos         run a cluster under faults and check nothing acknowledged is lost (rais chaos --help)
   hash          print the BLAKE3-256 content hash of a file or stdin, as blobs are named
 
 `
@@ -48,6 +49,8 @@ func main() {
 		err = runMaster(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "dev":
 		err = runDev(ctx, os.Args[2:], os.Stdout, os.Stderr)
+	case "chaos":
+		err = runChaos(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "hash":
 		err = runHash(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":

@@ -1,0 +1,153 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// nemesis injects one fault at a time, on a schedule drawn from its rng:
+// kill -9 and restart of a chunk server or a master (the leader half the
+// time), SIGSTOP/SIGCONT pauses longer than the timeouts, a byte flipped in
+// a stored volume file, and a volume file cut short while its server is
+// down. At most one chunk server and one master are faulted at once, so a
+// majority of masters and two of three copies stay: what fails beyond
+// that is a bug, not bad luck.
+type nemesis struct {
+	cl          *Cluster
+	rng         *rand.Rand
+	start       time.Time
+	log         *slog.Logger
+	lastAck     *atomic.Int64
+	faults      []Fault
+	leaderKills []time.Duration // since start
+	damaged     map[string]bool // chunk servers whose files were damaged this run
+}
+
+func (n *nemesis) record(kind, target, detail string) {
+	f := Fault{At: time.Since(n.start).Round(time.Millisecond), Kind: kind, Target: target, Detail: detail}
+	n.faults = append(n.faults, f)
+	n.log.Info("chaos: fault", "at", f.At, "kind", kind, "target", target, "detail", detail)
+}
+
+func (n *nemesis) pick(ps []*proc) *proc { return ps[n.rng.IntN(len(ps))] }
+
+func (n *nemesis) run(ctx context.Context) {
+	n.damaged = map[string]bool{}
+	for sleepCtx(ctx, time.Duration(1000+n.rng.IntN(2000))*time.Millisecond) {
+		hold := time.Duration(2000+n.rng.IntN(4000)) * time.Millisecond
+		switch r := n.rng.IntN(10); {
+		case r < 3: // kill -9 a chunk server, restart it later
+			p := n.pick(n.cl.chunkservers)
+			n.record("kill", p.name, "")
+			p.kill()
+			sleepCtx(ctx, hold)
+			n.record("restart", p.name, "")
+			p.start()
+		case r < 5: // kill -9 a master, the leader half the time
+			p := n.pick(n.cl.masters)
+			if n.rng.IntN(2) == 0 {
+				if l := n.cl.proc(n.cl.Leader(ctx)); l != nil {
+					p = l
+				}
+			}
+			leader := p.name == n.cl.Leader(ctx)
+			kind := "kill"
+			if leader {
+				kind = "kill-leader"
+				n.leaderKills = append(n.leaderKills, time.Since(n.start))
+			}
+			n.record(kind, p.name, "")
+			p.kill()
+			sleepCtx(ctx, hold)
+			n.record("restart", p.name, "")
+			p.start()
+		case r < 7: // pause past the timeouts
+			ps := n.cl.chunkservers
+			if n.rng.IntN(3) == 0 {
+				ps = n.cl.masters
+			}
+			p := n.pick(ps)
+			pause := time.Duration(6000+n.rng.IntN(3000)) * time.Millisecond
+			n.record("pause", p.name, pause.String())
+			p.signal(syscall.SIGSTOP)
+			sleepCtx(ctx, pause)
+			n.record("resume", p.name, "")
+			p.signal(syscall.SIGCONT)
+		case r < 9: // flip a byte in a stored volume file
+			p := n.pick(n.cl.chunkservers)
+			if len(n.damaged) >= 2 && !n.damaged[p.name] {
+				continue // never damage a third server's copies: two of three copies may be hit
+			}
+			if d := n.flip(p); d != "" {
+				n.damaged[p.name] = true
+				n.record("bitflip", p.name, d)
+			}
+		default: // cut a volume file short while its server is down
+			p := n.pick(n.cl.chunkservers)
+			if len(n.damaged) >= 2 && !n.damaged[p.name] {
+				continue
+			}
+			p.kill()
+			d := n.truncate(p)
+			n.damaged[p.name] = true
+			n.record("truncate", p.name, d)
+			p.start()
+		}
+	}
+}
+
+func (n *nemesis) volumeFile(p *proc) (string, int64) {
+	files, _ := filepath.Glob(filepath.Join(n.cl.Dir, p.name, "vol-*.dat"))
+	if len(files) == 0 {
+		return "", 0
+	}
+	f := files[n.rng.IntN(len(files))]
+	st, err := os.Stat(f)
+	if err != nil || st.Size() <= 64 {
+		return "", 0
+	}
+	return f, st.Size()
+}
+
+// flip inverts one bit of one byte past the superblock.
+func (n *nemesis) flip(p *proc) string {
+	f, size := n.volumeFile(p)
+	if f == "" {
+		return ""
+	}
+	off := 64 + n.rng.Int64N(size-64)
+	fh, err := os.OpenFile(f, os.O_RDWR, 0)
+	if err != nil {
+		return ""
+	}
+	defer fh.Close()
+	var b [1]byte
+	if _, err := fh.ReadAt(b[:], off); err != nil {
+		return ""
+	}
+	b[0] ^= 1 << n.rng.IntN(8)
+	if _, err := fh.WriteAt(b[:], off); err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%s at %d", filepath.Base(f), off)
+}
+
+// truncate cuts up to 64 KiB off the end of a volume file.
+func (n *nemesis) truncate(p *proc) string {
+	f, size := n.volumeFile(p)
+	if f == "" {
+		return "no volume file"
+	}
+	cut := min(size-64, 1+n.rng.Int64N(64<<10))
+	if err := os.Truncate(f, size-cut); err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%s: %d bytes cut off", filepath.Base(f), cut)
+}

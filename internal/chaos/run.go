@@ -1,0 +1,512 @@
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	"github.com/zeebo/blake3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/raisfs/raisfs"
+	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/client"
+)
+
+// Config is one run.
+type Config struct {
+	Bin          string        // the rais binary
+	Dir          string        // cluster data, logs, and on failure the evidence
+	Seed         uint64        // draws the workload and the fault schedule
+	Duration     time.Duration // of the workload under faults
+	ChunkServers int           // at least 5 (default 5)
+	Clients      int           // concurrent workload clients (default 6)
+	Keys         int           // key space (default 40): small, so operations overlap on keys
+	// HealBound: after the faults stop, the cluster must be back at full
+	// redundancy and fsck clean within this (default 2 min).
+	HealBound time.Duration
+	Logger    *slog.Logger
+}
+
+// Report is what a run found.
+type Report struct {
+	Seed             uint64         `json:"seed"`
+	Duration         time.Duration  `json:"duration"`
+	Ops              map[string]int `json:"ops"` // by kind
+	Acked            int            `json:"acked"`
+	Failed           map[string]int `json:"failed"` // by outcome (unknown, conflict, not_found)
+	Lost             int            `json:"lost"`
+	Corrupt          int            `json:"corrupt"`
+	Resurrected      int            `json:"resurrected"` // deleted keys that came back
+	Linearizable     string         `json:"linearizable"`
+	LeaderKills      int            `json:"leader_kills"`
+	WriteUnavailable time.Duration  `json:"write_unavailable"` // longest, after a leader kill
+	HealTime         time.Duration  `json:"heal_time"`         // to full redundancy and fsck clean
+	Healed           bool           `json:"healed"`
+	Faults           []Fault        `json:"faults"`
+	Problems         []string       `json:"problems"`
+}
+
+// OK reports whether every checker passed.
+func (r *Report) OK() bool { return len(r.Problems) == 0 }
+
+// Fault is one nemesis action.
+type Fault struct {
+	At     time.Duration `json:"at"`
+	Kind   string        `json:"kind"`
+	Target string        `json:"target"`
+	Detail string        `json:"detail,omitempty"`
+}
+
+// Run starts a cluster, runs the workload under faults, heals, checks, and
+// stops the cluster. Its error is about the harness itself; what the
+// checkers found is in the report.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.ChunkServers == 0 {
+		cfg.ChunkServers = 5
+	}
+	if cfg.Clients == 0 {
+		cfg.Clients = 6
+	}
+	if cfg.Keys == 0 {
+		cfg.Keys = 40
+	}
+	if cfg.HealBound == 0 {
+		cfg.HealBound = 2 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	log := cfg.Logger
+	cl, err := StartCluster(ClusterConfig{Bin: cfg.Bin, Dir: cfg.Dir, ChunkServers: cfg.ChunkServers, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Stop()
+	if err := cl.WaitHealthy(ctx, time.Minute); err != nil {
+		return nil, err
+	}
+	rep := &Report{Seed: cfg.Seed, Duration: cfg.Duration, Ops: map[string]int{}, Failed: map[string]int{}}
+	start := time.Now()
+	since := func() int64 { return int64(time.Since(start)) }
+	hist := &History{}
+	w := &workload{cfg: cfg, hist: hist, since: since, byHash: map[raisfs.Hash]valueRef{}}
+
+	// The workload and the nemesis run for Duration.
+	wctx, stop := context.WithTimeout(ctx, cfg.Duration)
+	defer stop()
+	var wg sync.WaitGroup
+	for i := range cfg.Clients {
+		c, err := client.New(ctx, client.Config{Masters: cl.Masters, Timeout: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1))
+		wg.Go(func() { w.run(wctx, i, c, rng) })
+	}
+	n := &nemesis{cl: cl, rng: rand.New(rand.NewPCG(cfg.Seed, 0)), start: start, log: log, lastAck: &w.lastPutAck}
+	wg.Go(func() { n.run(wctx) })
+	wg.Wait()
+	rep.Faults = n.faults
+	rep.LeaderKills = len(n.leaderKills)
+	for _, k := range n.leaderKills {
+		// The first acknowledged put that was called after the kill.
+		var first int64 = -1
+		for _, op := range hist.Ops() {
+			if op.Kind == OpPut && op.Out == OutOK && op.Call >= int64(k) && (first < 0 || op.Return < first) {
+				first = op.Return
+			}
+		}
+		if first > 0 {
+			rep.WriteUnavailable = max(rep.WriteUnavailable, time.Duration(first)-k)
+		}
+	}
+
+	// Heal: everything restarted and resumed; the cluster must return to
+	// full redundancy with fsck clean within the bound.
+	log.Info("chaos: healing")
+	if err := cl.HealAll(); err != nil {
+		return nil, err
+	}
+	healStart := time.Now()
+	rep.Healed = cl.WaitWhole(ctx, cfg.HealBound) == nil
+	rep.HealTime = time.Since(healStart)
+	if !rep.Healed {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("not back to full redundancy with fsck clean within %s", cfg.HealBound))
+	}
+
+	// Final reads of every key, recorded like any other reads.
+	fc, err := client.New(ctx, client.Config{Masters: cl.Masters, Timeout: 30 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		return nil, err
+	}
+	defer fc.Close()
+	for k := range cfg.Keys {
+		w.get(ctx, cfg.Clients, fc, fmt.Sprintf("k%d", k))
+	}
+	w.check(rep)
+	if !rep.OK() {
+		if err := writeEvidence(cfg, rep, hist.Ops()); err != nil {
+			log.Warn("chaos: could not write the evidence", "err", err)
+		}
+	}
+	return rep, nil
+}
+
+// valueRef names a written value.
+type valueRef struct {
+	key   string
+	value uint64
+}
+
+type workload struct {
+	cfg        Config
+	hist       *History
+	since      func() int64
+	nextValue  atomic.Uint64
+	lastPutAck atomic.Int64
+	mu         sync.Mutex
+	byHash     map[raisfs.Hash]valueRef
+}
+
+func (w *workload) run(ctx context.Context, id int, c *client.Client, rng *rand.Rand) {
+	for ctx.Err() == nil {
+		key := fmt.Sprintf("k%d", rng.IntN(w.cfg.Keys))
+		switch r := rng.IntN(10); {
+		case r < 4:
+			w.put(ctx, id, c, key, rng)
+		case r < 7:
+			w.get(ctx, id, c, key)
+		case r < 8:
+			w.stat(ctx, id, c, key)
+		default:
+			w.delete(ctx, id, c, key)
+		}
+	}
+}
+
+// opCtx bounds one operation; the workload's own end does not cancel an
+// operation in flight (that would turn its outcome into unknown).
+func opCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 15*time.Second)
+}
+
+func (w *workload) put(_ context.Context, id int, c *client.Client, key string, rng *rand.Rand) {
+	v := w.nextValue.Add(1)
+	size := 200 + rng.IntN(6000)
+	if rng.IntN(20) == 0 {
+		size = 300 << 10 // now and then one that streams
+	}
+	body := Payload(key, v, size)
+	w.mu.Lock()
+	w.byHash[blake3.Sum256(body)] = valueRef{key, v}
+	w.mu.Unlock()
+	op := Op{Client: id, Kind: OpPut, Key: key, Value: v, Call: w.since()}
+	ctx, cancel := opCtx()
+	_, err := c.Put(ctx, key, bytes.NewReader(body), nil)
+	cancel()
+	op.Return, op.Out = w.since(), classify(err)
+	if err != nil {
+		op.Err = err.Error()
+	} else {
+		w.lastPutAck.Store(op.Return)
+	}
+	w.hist.Add(op)
+}
+
+func (w *workload) get(_ context.Context, id int, c *client.Client, key string) {
+	op := Op{Client: id, Kind: OpGet, Key: key, Call: w.since()}
+	ctx, cancel := opCtx()
+	defer cancel()
+	r, err := c.Get(ctx, key)
+	var body []byte
+	if err == nil {
+		body, err = io.ReadAll(r)
+		r.Close()
+	}
+	op.Return, op.Out = w.since(), classify(err)
+	if err != nil {
+		op.Err = err.Error()
+	} else {
+		v, perr := ParsePayload(key, body)
+		op.Value = v
+		if perr != nil {
+			op.Corrupt = perr.Error()
+		}
+	}
+	w.hist.Add(op)
+}
+
+func (w *workload) stat(_ context.Context, id int, c *client.Client, key string) {
+	op := Op{Client: id, Kind: OpStat, Key: key, Call: w.since()}
+	ctx, cancel := opCtx()
+	o, err := c.Stat(ctx, key)
+	cancel()
+	op.Return, op.Out = w.since(), classify(err)
+	if err != nil {
+		op.Err = err.Error()
+	} else {
+		w.mu.Lock()
+		ref, ok := w.byHash[o.Hash]
+		w.mu.Unlock()
+		op.Value = ref.value
+		if !ok || ref.key != key {
+			op.Corrupt = fmt.Sprintf("stat names hash %s, never written to this key", o.Hash)
+		}
+	}
+	w.hist.Add(op)
+}
+
+func (w *workload) delete(_ context.Context, id int, c *client.Client, key string) {
+	op := Op{Client: id, Kind: OpDelete, Key: key, Call: w.since()}
+	ctx, cancel := opCtx()
+	err := c.Delete(ctx, key)
+	cancel()
+	op.Return, op.Out = w.since(), classify(err)
+	if err != nil {
+		op.Err = err.Error()
+	}
+	w.hist.Add(op)
+}
+
+// check runs the checkers over the history.
+func (w *workload) check(rep *Report) {
+	ops := w.hist.Ops()
+	sort.Slice(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
+	final := map[string]Op{} // the final read of each key (client id == Clients)
+	for _, op := range ops {
+		rep.Ops[op.Kind]++
+		switch {
+		case op.Out == OutOK:
+			rep.Acked++
+		default:
+			rep.Failed[op.Out]++
+		}
+		if op.Corrupt != "" {
+			rep.Corrupt++
+			rep.Problems = append(rep.Problems, fmt.Sprintf("corrupt read of %s by client %d at %s: %s", op.Key, op.Client, time.Duration(op.Call), op.Corrupt))
+		}
+		if op.Client == w.cfg.Clients && op.Kind == OpGet {
+			final[op.Key] = op
+		}
+	}
+	// Lost: an acknowledged put with no delete of its key called after it
+	// was called, yet the key's final read shows another value or none.
+	// Resurrected: an acknowledged delete with no put called after it, yet
+	// the key reads back a value at the end.
+	for _, op := range ops {
+		if op.Client == w.cfg.Clients || op.Out != OutOK {
+			continue
+		}
+		f, ok := final[op.Key]
+		if !ok || f.Out == OutUnknown {
+			continue // the final read failed: reported below
+		}
+		// mayFollow: an operation of kind on the key that may take effect
+		// after op did: not finished before op was called, or of unknown
+		// outcome (it may take effect at any time).
+		mayFollow := func(kind string) bool {
+			for _, o := range ops {
+				if o.Key == op.Key && o.Kind == kind && o.Client != w.cfg.Clients && o.Out != OutNotFound && o.Out != OutConflict &&
+					(o.Out == OutUnknown || o.Return > op.Call) && o != op {
+					return true
+				}
+			}
+			return false
+		}
+		switch op.Kind {
+		case OpPut:
+			if !mayFollow(OpDelete) && (f.Out != OutOK || f.Value != op.Value) {
+				rep.Lost++
+				rep.Problems = append(rep.Problems, fmt.Sprintf("lost: put %s=%d acknowledged at %s; final read: %s %d", op.Key, op.Value, time.Duration(op.Return), f.Out, f.Value))
+			}
+		case OpDelete:
+			if !mayFollow(OpPut) && f.Out == OutOK {
+				rep.Resurrected++
+				rep.Problems = append(rep.Problems, fmt.Sprintf("resurrected: %s deleted at %s reads back value %d", op.Key, time.Duration(op.Return), f.Value))
+			}
+		}
+	}
+	for k, f := range final {
+		if f.Out == OutUnknown {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("final read of %s failed after healing: %s", k, f.Err))
+		}
+	}
+	m := model.ToModel()
+	res, _ := porcupine.CheckOperationsVerbose(m, operations(ops), 2*time.Minute)
+	rep.Linearizable = map[porcupine.CheckResult]string{porcupine.Ok: "yes", porcupine.Illegal: "no", porcupine.Unknown: "unknown (timed out)"}[res]
+	if res != porcupine.Ok {
+		rep.Problems = append(rep.Problems, "history not linearizable: "+rep.Linearizable)
+	}
+}
+
+// writeEvidence keeps what reproduces a failed run.
+func writeEvidence(cfg Config, rep *Report, ops []Op) error {
+	for name, v := range map[string]any{"report.json": rep, "history.json": ops, "faults.json": rep.Faults} {
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(cfg.Dir, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PrintReport writes the run's table.
+func PrintReport(out io.Writer, rep *Report, reproduce string) {
+	kinds := make([]string, 0, len(rep.Ops))
+	for k := range rep.Ops {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	var ops, failed []string
+	for _, k := range kinds {
+		ops = append(ops, fmt.Sprintf("%s %d", k, rep.Ops[k]))
+	}
+	for k, n := range rep.Failed {
+		failed = append(failed, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(failed)
+	fmt.Fprintf(out, "seed               %d\n", rep.Seed)
+	fmt.Fprintf(out, "duration           %s\n", rep.Duration)
+	fmt.Fprintf(out, "faults             %d\n", len(rep.Faults))
+	fmt.Fprintf(out, "operations         %s\n", strings.Join(ops, ", "))
+	fmt.Fprintf(out, "acknowledged       %d\n", rep.Acked)
+	fmt.Fprintf(out, "failed             %s\n", strings.Join(failed, ", "))
+	fmt.Fprintf(out, "lost %d\n", rep.Lost)
+	fmt.Fprintf(out, "corrupt            %d\n", rep.Corrupt)
+	fmt.Fprintf(out, "resurrected        %d\n", rep.Resurrected)
+	fmt.Fprintf(out, "linearizable       %s\n", rep.Linearizable)
+	fmt.Fprintf(out, "leader kills       %d, longest write unavailability after one %s\n", rep.LeaderKills, rep.WriteUnavailable.Round(time.Millisecond))
+	fmt.Fprintf(out, "full redundancy    %s after healing (fsck clean: %v)\n", rep.HealTime.Round(100*time.Millisecond), rep.Healed)
+	if rep.OK() {
+		fmt.Fprintln(out, "result             PASS")
+		return
+	}
+	fmt.Fprintln(out, "result             FAIL")
+	for i, p := range rep.Problems {
+		if i == 20 {
+			fmt.Fprintf(out, "  ... and %d more (report.json)\n", len(rep.Problems)-20)
+			break
+		}
+		fmt.Fprintf(out, "  %s\n", p)
+	}
+	fmt.Fprintf(out, "reproduce: %s\n", reproduce)
+}
+
+// WaitHealthy waits for a leader and every chunk server alive.
+func (c *Cluster) WaitHealthy(ctx context.Context, bound time.Duration) error {
+	return c.poll(ctx, bound, "a leader and every chunk server alive", func(st *masterpb.StatusResponse) bool {
+		alive := 0
+		for _, cs := range st.Chunkservers {
+			if cs.State == "alive" {
+				alive++
+			}
+		}
+		return alive == len(c.chunkservers)
+	})
+}
+
+// WaitWhole waits for every chunk server alive, nothing under-replicated
+// or being repaired, and a clean fsck.
+func (c *Cluster) WaitWhole(ctx context.Context, bound time.Duration) error {
+	deadline := time.Now().Add(bound)
+	err := c.poll(ctx, bound, "full redundancy", func(st *masterpb.StatusResponse) bool {
+		alive := 0
+		for _, cs := range st.Chunkservers {
+			if cs.State == "alive" {
+				alive++
+			}
+		}
+		return alive == len(c.chunkservers) && st.UnderReplicated == 0 && st.Repairing == 0
+	})
+	if err != nil {
+		return err
+	}
+	for time.Now().Before(deadline) {
+		var r *masterpb.FsckResponse
+		ferr := c.call(ctx, 2*time.Minute, func(ctx context.Context, m masterpb.MasterClient) (err error) {
+			r, err = m.Fsck(ctx, &masterpb.FsckRequest{Repair: true})
+			return err
+		})
+		if ferr == nil && r.Missing+r.Corrupt+r.Orphaned+uint64(r.UnderReplicated)+uint64(r.CopiesUnchecked) == 0 {
+			return nil
+		}
+		if !sleepCtx(ctx, 2*time.Second) {
+			return ctx.Err()
+		}
+	}
+	return fmt.Errorf("fsck not clean within %s", bound)
+}
+
+func (c *Cluster) poll(ctx context.Context, bound time.Duration, what string, cond func(*masterpb.StatusResponse) bool) error {
+	deadline := time.Now().Add(bound)
+	for time.Now().Before(deadline) {
+		var st *masterpb.StatusResponse
+		err := c.call(ctx, 3*time.Second, func(ctx context.Context, m masterpb.MasterClient) (err error) {
+			st, err = m.Status(ctx, &masterpb.StatusRequest{})
+			return err
+		})
+		if err == nil && cond(st) {
+			return nil
+		}
+		if !sleepCtx(ctx, 200*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+	return fmt.Errorf("chaos: no %s within %s", what, bound)
+}
+
+// call runs fn against the masters in turn until one answers.
+func (c *Cluster) call(ctx context.Context, per time.Duration, fn func(context.Context, masterpb.MasterClient) error) error {
+	var last error
+	for _, addr := range c.Masters {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			last = err
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, per)
+		err = fn(actx, masterpb.NewMasterClient(conn))
+		cancel()
+		conn.Close()
+		if err == nil {
+			return nil
+		}
+		last = err
+	}
+	return last
+}
+
+// Leader returns the name of the master that leads, or "".
+func (c *Cluster) Leader(ctx context.Context) string {
+	var st *masterpb.StatusResponse
+	if err := c.call(ctx, 2*time.Second, func(ctx context.Context, m masterpb.MasterClient) (err error) {
+		st, err = m.Status(ctx, &masterpb.StatusRequest{})
+		return err
+	}); err != nil {
+		return ""
+	}
+	for _, m := range st.Masters {
+		if m.Leader {
+			return m.Id
+		}
+	}
+	return ""
+}
