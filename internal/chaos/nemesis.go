@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/raisfs/raisfs/api/masterpb"
 )
 
 // nemesis injects one fault at a time, on a schedule drawn from its rng:
@@ -28,6 +31,7 @@ type nemesis struct {
 	faults      []Fault
 	leaderKills []time.Duration // since start
 	damaged     map[string]bool // chunk servers whose files were damaged this run
+	keys        int
 }
 
 func (n *nemesis) record(kind, target, detail string) {
@@ -42,7 +46,15 @@ func (n *nemesis) run(ctx context.Context) {
 	n.damaged = map[string]bool{}
 	for sleepCtx(ctx, time.Duration(1000+n.rng.IntN(2000))*time.Millisecond) {
 		hold := time.Duration(2000+n.rng.IntN(4000)) * time.Millisecond
-		switch r := n.rng.IntN(10); {
+		// Damage to stored messages takes no time: half the rounds add a
+		// flipped byte to whatever else they do.
+		if n.rng.IntN(2) == 0 {
+			if name, d := n.flipLive(ctx); d != "" {
+				n.damaged[name] = true
+				n.record("bitflip", name, d)
+			}
+		}
+		switch r := n.rng.IntN(11); {
 		case r < 3: // kill -9 a chunk server, restart it later
 			p := n.pick(n.cl.chunkservers)
 			n.record("kill", p.name, "")
@@ -80,14 +92,20 @@ func (n *nemesis) run(ctx context.Context) {
 			sleepCtx(ctx, pause)
 			n.record("resume", p.name, "")
 			p.signal(syscall.SIGCONT)
-		case r < 9: // flip a byte in a stored volume file
+		case r < 8 || r == 10: // flip a byte of a live message on one of its replicas
+			name, d := n.flipLive(ctx)
+			if d != "" {
+				n.damaged[name] = true
+				n.record("bitflip", name, d)
+			}
+		case r < 9: // flip a byte anywhere in a volume file (headers, garbage, footers)
 			p := n.pick(n.cl.chunkservers)
 			if len(n.damaged) >= 2 && !n.damaged[p.name] {
-				continue // never damage a third server's copies: two of three copies may be hit
+				continue
 			}
 			if d := n.flip(p); d != "" {
 				n.damaged[p.name] = true
-				n.record("bitflip", p.name, d)
+				n.record("bitflip-any", p.name, d)
 			}
 		default: // cut a volume file short while its server is down
 			p := n.pick(n.cl.chunkservers)
@@ -114,6 +132,46 @@ func (n *nemesis) volumeFile(p *proc) (string, int64) {
 		return "", 0
 	}
 	return f, st.Size()
+}
+
+// flipLive flips a bit in the body of a stored message: a random key's
+// current blob, on one of its replicas, found in that server's volume file
+// by the hash its needle header carries. Only servers already damaged, or
+// a third one while fewer than two are, are chosen.
+func (n *nemesis) flipLive(ctx context.Context) (string, string) {
+	names := keyNames(n.keys)
+	key := names[n.rng.IntN(len(names))]
+	var lr *masterpb.LookupResponse
+	if err := n.cl.call(ctx, 3*time.Second, func(ctx context.Context, m masterpb.MasterClient) (err error) {
+		lr, err = m.Lookup(ctx, &masterpb.LookupRequest{Key: []byte(key)})
+		return err
+	}); err != nil || len(lr.Replicas) == 0 || lr.Size < 64 {
+		return "", ""
+	}
+	r := lr.Replicas[n.rng.IntN(len(lr.Replicas))]
+	if len(n.damaged) >= 2 && !n.damaged[r.Id] {
+		return "", "" // never damage a third server's copies
+	}
+	f := filepath.Join(n.cl.Dir, r.Id, fmt.Sprintf("vol-%d.dat", lr.Volume))
+	b, err := os.ReadFile(f)
+	if err != nil {
+		return "", ""
+	}
+	i := bytes.LastIndex(b, lr.Hash)
+	if i < 0 || i+64+int(lr.Size) > len(b) {
+		return "", ""
+	}
+	off := int64(i + 64 + n.rng.IntN(int(lr.Size))) // the header holds the hash in its first 64 bytes
+	fh, err := os.OpenFile(f, os.O_RDWR, 0)
+	if err != nil {
+		return "", ""
+	}
+	defer fh.Close()
+	one := []byte{b[off] ^ 1<<n.rng.IntN(8)}
+	if _, err := fh.WriteAt(one, off); err != nil {
+		return "", ""
+	}
+	return r.Id, fmt.Sprintf("%s (%s) in %s at %d", key, lr.Hash[:4], filepath.Base(f), off)
 }
 
 // flip inverts one bit of one byte past the superblock.

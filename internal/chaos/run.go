@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -19,7 +20,9 @@ import (
 	"github.com/anishathalye/porcupine"
 	"github.com/zeebo/blake3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
@@ -118,7 +121,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1))
 		wg.Go(func() { w.run(wctx, i, c, rng) })
 	}
-	n := &nemesis{cl: cl, rng: rand.New(rand.NewPCG(cfg.Seed, 0)), start: start, log: log, lastAck: &w.lastPutAck}
+	n := &nemesis{cl: cl, rng: rand.New(rand.NewPCG(cfg.Seed, 0)), start: start, log: log, lastAck: &w.lastPutAck, keys: cfg.Keys}
 	wg.Go(func() { n.run(wctx) })
 	wg.Wait()
 	rep.Faults = n.faults
@@ -155,10 +158,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	defer fc.Close()
-	for k := range cfg.Keys {
-		w.get(ctx, cfg.Clients, fc, fmt.Sprintf("k%d", k))
+	for _, k := range keyNames(cfg.Keys) {
+		w.get(ctx, cfg.Clients, fc, k)
 	}
 	w.check(rep)
+	// Every replica of every key holds the bytes the final read saw: the
+	// repairs restored full redundancy byte for byte, not just counts.
+	rep.Problems = append(rep.Problems, cl.checkReplicas(ctx, w)...)
 	if !rep.OK() {
 		if err := writeEvidence(cfg, rep, hist.Ops()); err != nil {
 			log.Warn("chaos: could not write the evidence", "err", err)
@@ -181,10 +187,39 @@ type workload struct {
 	lastPutAck atomic.Int64
 	mu         sync.Mutex
 	byHash     map[raisfs.Hash]valueRef
+	stable     sync.Map // "s" keys written (acknowledged or conflicting)
+}
+
+// keyNames lists the key space: "k" keys are put, read and deleted at
+// random; "s" keys are written once and then only read, so damage to
+// their stored bytes is read back (and must be caught) instead of being
+// overwritten by the churn.
+func keyNames(n int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf("k%d", i))
+	}
+	for i := range max(n/2, 1) {
+		out = append(out, fmt.Sprintf("s%d", i))
+	}
+	return out
 }
 
 func (w *workload) run(ctx context.Context, id int, c *client.Client, rng *rand.Rand) {
 	for ctx.Err() == nil {
+		if rng.IntN(2) == 0 {
+			key := fmt.Sprintf("s%d", rng.IntN(max(w.cfg.Keys/2, 1)))
+			if _, written := w.stable.Load(key); !written {
+				if w.put(ctx, id, c, key, rng) {
+					w.stable.Store(key, true)
+				}
+			} else if rng.IntN(4) == 0 {
+				w.stat(ctx, id, c, key)
+			} else {
+				w.get(ctx, id, c, key)
+			}
+			continue
+		}
 		key := fmt.Sprintf("k%d", rng.IntN(w.cfg.Keys))
 		switch r := rng.IntN(10); {
 		case r < 4:
@@ -205,7 +240,7 @@ func opCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 15*time.Second)
 }
 
-func (w *workload) put(_ context.Context, id int, c *client.Client, key string, rng *rand.Rand) {
+func (w *workload) put(_ context.Context, id int, c *client.Client, key string, rng *rand.Rand) bool {
 	v := w.nextValue.Add(1)
 	size := 200 + rng.IntN(6000)
 	if rng.IntN(20) == 0 {
@@ -226,6 +261,7 @@ func (w *workload) put(_ context.Context, id int, c *client.Client, key string, 
 		w.lastPutAck.Store(op.Return)
 	}
 	w.hist.Add(op)
+	return op.Out == OutOK || op.Out == OutConflict
 }
 
 func (w *workload) get(_ context.Context, id int, c *client.Client, key string) {
@@ -408,6 +444,43 @@ func PrintReport(out io.Writer, rep *Report, reproduce string) {
 		fmt.Fprintf(out, "  %s\n", p)
 	}
 	fmt.Fprintf(out, "reproduce: %s\n", reproduce)
+}
+
+// checkReplicas reads every key's blob from each of its replicas directly.
+func (c *Cluster) checkReplicas(ctx context.Context, w *workload) []string {
+	var problems []string
+	hc := &http.Client{Timeout: 30 * time.Second}
+	for _, key := range keyNames(w.cfg.Keys) {
+		var lr *masterpb.LookupResponse
+		err := c.call(ctx, 5*time.Second, func(ctx context.Context, m masterpb.MasterClient) (err error) {
+			lr, err = m.Lookup(ctx, &masterpb.LookupRequest{Key: []byte(key)})
+			return err
+		})
+		if status.Code(err) == codes.NotFound {
+			continue
+		}
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("replica check of %s: look-up failed: %v", key, err))
+			continue
+		}
+		for _, r := range lr.Replicas {
+			resp, err := hc.Get(fmt.Sprintf("http://%s/v1/volumes/%d/blobs/%x", r.Address, lr.Volume, lr.Hash))
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("replica %s of %s: %v", r.Id, key, err))
+				continue
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				problems = append(problems, fmt.Sprintf("replica %s of %s: status %d %s %v", r.Id, key, resp.StatusCode, resp.Header.Get("X-Rais-Error"), err))
+				continue
+			}
+			if _, err := ParsePayload(key, body); err != nil {
+				problems = append(problems, fmt.Sprintf("replica %s of %s holds wrong bytes: %v", r.Id, key, err))
+			}
+		}
+	}
+	return problems
 }
 
 // WaitHealthy waits for a leader and every chunk server alive.

@@ -1,0 +1,10 @@
+// Package failpoint holds deliberate bugs that the chaos harness must
+// catch (a checker that cannot fail proves nothing). Each is a constant,
+// false in every normal build, true only when the binary is built with
+// its tag; code behind a false constant is compiled out.
+//
+//	go build -tags chaosbug_noverify ./cmd/rais   // reads skip verification
+//	go build -tags chaosbug_ackearly ./cmd/rais   // puts acknowledged before their commit
+//
+// internal/chaos's tests build each variant and check the harness fails it.
+package failpoint
