@@ -41,6 +41,10 @@ var (
 	ErrUnavailable     = raisfs.ErrUnavailable
 	ErrInvalidArgument = raisfs.ErrInvalidArgument
 	ErrCorrupt         = raisfs.ErrCorrupt
+	// ErrOutcomeUnknown: the call failed in a way that leaves unknown
+	// whether it took effect (a Delete whose first attempt may have
+	// applied before the retry found the key gone).
+	ErrOutcomeUnknown = raisfs.ErrOutcomeUnknown
 )
 
 // Config configures a Client.

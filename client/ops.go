@@ -18,6 +18,7 @@ import (
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
 	"github.com/raisfs/raisfs/internal/failpoint"
+	"github.com/raisfs/raisfs/internal/rpcerr"
 )
 
 // Object describes a stored object.
@@ -312,11 +313,30 @@ func (c *Client) Delete(ctx context.Context, key string) error {
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
+	// A delete is not idempotent the way a put is: if an attempt fails in
+	// a way that may have applied it (a timeout, a lost connection) and a
+	// retry then finds the key gone, either this call deleted it or
+	// another did: the outcome is unknown, and saying "not found" could be
+	// false.
+	uncertain := false
 	return c.call(ctx, "delete "+key, func(ctx context.Context, m masterpb.MasterClient) error {
 		_, err := m.Delete(ctx, &masterpb.DeleteRequest{Key: []byte(key)})
+		if err == nil {
+			return nil
+		}
+		e := rpcerr.FromStatus(err)
+		switch {
+		case errors.Is(e, raisfs.ErrNotFound) && uncertain:
+			return errDeleteAmbiguous
+		case !errors.Is(e, raisfs.ErrNotLeader) && !errors.Is(e, raisfs.ErrNotFound) && !errors.Is(e, raisfs.ErrInvalidArgument):
+			uncertain = true
+		}
 		return err
 	})
 }
+
+// errDeleteAmbiguous: an earlier attempt of this delete may have applied.
+var errDeleteAmbiguous = fmt.Errorf("the key is gone, but an earlier attempt of this call may have deleted it: %w", ErrOutcomeUnknown)
 
 // Page is one page of List.
 type Page struct {

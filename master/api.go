@@ -16,6 +16,7 @@ import (
 
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/internal/failpoint"
 	"github.com/raisfs/raisfs/internal/rpcerr"
 	"github.com/raisfs/raisfs/raftfsm"
 	"github.com/raisfs/raisfs/raftfsm/fsmpb"
@@ -317,7 +318,7 @@ func (s *Server) CommitPut(ctx context.Context, req *masterpb.CommitPutRequest) 
 
 // Lookup implements masterpb.MasterServer.
 func (s *Server) Lookup(ctx context.Context, req *masterpb.LookupRequest) (*masterpb.LookupResponse, error) {
-	if !req.AllowStale {
+	if !req.AllowStale && !failpoint.StaleReads {
 		if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.Lookup); ok || err != nil {
 			return resp, err
 		}

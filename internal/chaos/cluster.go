@@ -120,6 +120,9 @@ type Cluster struct {
 	masters      []*proc
 	chunkservers []*proc
 	log          *slog.Logger
+	mounts       []string // unmounted by Stop
+	// SmallDisk names the chunk server whose data is on a small tmpfs.
+	SmallDisk string
 }
 
 // ClusterConfig sizes a cluster.
@@ -130,7 +133,10 @@ type ClusterConfig struct {
 	// VolumeSize is small so that volumes fill, seal and new ones open
 	// during a run.
 	VolumeSize int64
-	Logger     *slog.Logger
+	// SmallDisk puts the last chunk server's data on a 40 MiB tmpfs, so
+	// it runs out of space during the run (needs root; skipped otherwise).
+	SmallDisk bool
+	Logger    *slog.Logger
 }
 
 func freePort() (string, error) {
@@ -155,6 +161,18 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{Dir: cfg.Dir, log: cfg.Logger}
+	if cfg.SmallDisk && os.Geteuid() == 0 {
+		dir := filepath.Join(cfg.Dir, fmt.Sprintf("cs%d", cfg.ChunkServers))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", dir).CombinedOutput(); err != nil {
+			c.log.Warn("chaos: no small disk (mount tmpfs failed)", "err", err, "out", strings.TrimSpace(string(out)))
+		} else {
+			c.mounts = append(c.mounts, dir)
+			c.SmallDisk = fmt.Sprintf("cs%d", cfg.ChunkServers)
+		}
+	}
 	type mAddrs struct{ id, api, raft string }
 	var ms []mAddrs
 	var peers []string
@@ -223,6 +241,12 @@ func (c *Cluster) Stop() {
 	for _, p := range c.masters {
 		p.stop(10 * time.Second)
 	}
+	for _, m := range c.mounts {
+		if out, err := exec.Command("umount", m).CombinedOutput(); err != nil {
+			c.log.Warn("chaos: unmount", "dir", m, "err", err, "out", strings.TrimSpace(string(out)))
+		}
+	}
+	c.mounts = nil
 }
 
 // HealAll restarts what is down and resumes what is paused.

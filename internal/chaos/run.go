@@ -94,7 +94,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger
-	cl, err := StartCluster(ClusterConfig{Bin: cfg.Bin, Dir: cfg.Dir, ChunkServers: cfg.ChunkServers, Logger: log})
+	cl, err := StartCluster(ClusterConfig{Bin: cfg.Bin, Dir: cfg.Dir, ChunkServers: cfg.ChunkServers, Logger: log, SmallDisk: true})
 	if err != nil {
 		return nil, err
 	}
@@ -103,6 +103,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{Seed: cfg.Seed, Duration: cfg.Duration, Ops: map[string]int{}, Failed: map[string]int{}}
+	if cl.SmallDisk != "" {
+		rep.Faults = append(rep.Faults, Fault{Kind: "small-disk", Target: cl.SmallDisk, Detail: "40 MiB tmpfs: fills up during the run"})
+	}
 	start := time.Now()
 	since := func() int64 { return int64(time.Since(start)) }
 	hist := &History{}
@@ -113,7 +116,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer stop()
 	var wg sync.WaitGroup
 	for i := range cfg.Clients {
-		c, err := client.New(ctx, client.Config{Masters: cl.Masters, Timeout: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		// Half the clients know every master; the others know one each
+		// (as behind a load balancer), so followers answer too.
+		masters := cl.Masters
+		if i%2 == 1 {
+			masters = []string{cl.Masters[i/2%len(cl.Masters)]}
+		}
+		c, err := client.New(ctx, client.Config{Masters: masters, Timeout: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			return nil, err
 		}
@@ -124,7 +133,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	n := &nemesis{cl: cl, rng: rand.New(rand.NewPCG(cfg.Seed, 0)), start: start, log: log, lastAck: &w.lastPutAck, keys: cfg.Keys}
 	wg.Go(func() { n.run(wctx) })
 	wg.Wait()
-	rep.Faults = n.faults
+	rep.Faults = append(rep.Faults, n.faults...)
 	rep.LeaderKills = len(n.leaderKills)
 	for _, k := range n.leaderKills {
 		// The first acknowledged put that was called after the kill.
