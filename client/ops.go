@@ -135,6 +135,25 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts *PutOpti
 	obj := Object{Key: key, Hash: b.hash, Size: b.size, Class: opts.Class}
 
 	var lastErr error
+	// uncertain: a commit attempt failed in a way that may have applied
+	// it. If a later answer then says the key is bound to other content,
+	// the key may have been ours, then deleted and put again by another
+	// client meanwhile: the outcome of this put is unknown, not a
+	// conflict (found by the chaos harness).
+	uncertain := false
+	noteCommitErr := func(err error) {
+		e := rpcerr.FromStatus(err)
+		if err != nil && !errors.Is(e, raisfs.ErrNotLeader) && !errors.Is(e, raisfs.ErrConflict) &&
+			!errors.Is(e, raisfs.ErrLeaseExpired) && !errors.Is(e, raisfs.ErrInvalidArgument) && !errors.Is(e, raisfs.ErrPermissionDenied) {
+			uncertain = true
+		}
+	}
+	conflictOrUnknown := func(err error) error {
+		if uncertain && errors.Is(err, raisfs.ErrConflict) {
+			return fmt.Errorf("put %q: an earlier commit of this call may have stored it before the key changed hands: %w (then: %v)", key, ErrOutcomeUnknown, err)
+		}
+		return err
+	}
 	for attempt := 0; attempt < 5 && ctx.Err() == nil; attempt++ {
 		var bp *masterpb.BeginPutResponse
 		err := c.call(ctx, "put "+key, func(ctx context.Context, m masterpb.MasterClient) (err error) {
@@ -142,7 +161,7 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts *PutOpti
 			return err
 		})
 		if err != nil {
-			return Object{}, err
+			return Object{}, conflictOrUnknown(err)
 		}
 		if bp.Stored {
 			obj.Deduped = true
@@ -177,6 +196,7 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts *PutOpti
 					Key: []byte(key), Hash: b.hash[:], Size: b.size, Class: opts.Class,
 					Volume: bp.Volume, Lease: bp.Lease, LeaseExpiryUnixNano: bp.LeaseExpiryUnixNano,
 				})
+				noteCommitErr(err)
 				return err
 			})
 			// "Maybe committed": commits are idempotent, so ask again.
@@ -191,7 +211,7 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts *PutOpti
 			lastErr = err
 			continue // the bytes are garbage now; start over
 		default:
-			return Object{}, err
+			return Object{}, conflictOrUnknown(err)
 		}
 	}
 	if lastErr == nil {

@@ -123,6 +123,7 @@ type Cluster struct {
 	mounts       []string // unmounted by Stop
 	// SmallDisk names the chunk server whose data is on a small tmpfs.
 	SmallDisk string
+	net       *netns // nil: no partitions
 }
 
 // ClusterConfig sizes a cluster.
@@ -136,7 +137,10 @@ type ClusterConfig struct {
 	// SmallDisk puts the last chunk server's data on a 40 MiB tmpfs, so
 	// it runs out of space during the run (needs root; skipped otherwise).
 	SmallDisk bool
-	Logger    *slog.Logger
+	// Partitions runs each process in a network namespace of its own so
+	// that the nemesis can cut it off (needs root; skipped otherwise).
+	Partitions bool
+	Logger     *slog.Logger
 }
 
 func freePort() (string, error) {
@@ -173,15 +177,37 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 			c.SmallDisk = fmt.Sprintf("cs%d", cfg.ChunkServers)
 		}
 	}
+	names := []string{"m1", "m2", "m3"}
+	for i := range cfg.ChunkServers {
+		names = append(names, fmt.Sprintf("cs%d", i+1))
+	}
+	if cfg.Partitions {
+		n, err := newNetns(names)
+		if err != nil {
+			c.log.Warn("chaos: running without network partitions", "err", err)
+		} else {
+			c.net = n
+		}
+	}
+	// addr is a free port on the node's address: loopback, or its own
+	// namespace's address.
+	addr := func(name string) (string, error) {
+		a, err := freePort()
+		if err != nil || c.net == nil {
+			return a, err
+		}
+		_, port, _ := strings.Cut(a, ":")
+		return c.net.nodes[name].ip + ":" + port, nil
+	}
 	type mAddrs struct{ id, api, raft string }
 	var ms []mAddrs
 	var peers []string
 	for i := range 3 {
-		api, err := freePort()
+		api, err := addr(names[i])
 		if err != nil {
 			return nil, err
 		}
-		raft, err := freePort()
+		raft, err := addr(names[i])
 		if err != nil {
 			return nil, err
 		}
@@ -200,11 +226,11 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		})
 	}
 	for i := range cfg.ChunkServers {
-		addr, err := freePort()
+		id := fmt.Sprintf("cs%d", i+1)
+		addr, err := addr(id)
 		if err != nil {
 			return nil, err
 		}
-		id := fmt.Sprintf("cs%d", i+1)
 		c.chunkservers = append(c.chunkservers, &proc{
 			name: id, addr: addr, bin: cfg.Bin, logPath: filepath.Join(cfg.Dir, "logs", id+".log"),
 			args: []string{"chunkserver", "--id", id, "--dir", filepath.Join(cfg.Dir, id), "--addr", addr,
@@ -214,6 +240,9 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		})
 	}
 	for _, p := range c.all() {
+		if c.net != nil {
+			p.bin, p.args = c.net.wrap(p.name, p.bin, p.args)
+		}
 		if err := p.start(); err != nil {
 			c.Stop()
 			return nil, err
@@ -221,6 +250,25 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 	}
 	return c, nil
 }
+
+// Partition cuts name off from every other process and the clients.
+func (c *Cluster) Partition(name string) error {
+	if c.net == nil {
+		return errors.New("no network namespaces")
+	}
+	return c.net.cut(name)
+}
+
+// Unpartition joins name again.
+func (c *Cluster) Unpartition(name string) error {
+	if c.net == nil {
+		return nil
+	}
+	return c.net.heal(name)
+}
+
+// CanPartition reports whether partitions are available.
+func (c *Cluster) CanPartition() bool { return c.net != nil }
 
 func (c *Cluster) all() []*proc { return append(append([]*proc(nil), c.masters...), c.chunkservers...) }
 
@@ -247,12 +295,20 @@ func (c *Cluster) Stop() {
 		}
 	}
 	c.mounts = nil
+	if c.net != nil {
+		c.net.close()
+		c.net = nil
+	}
 }
 
-// HealAll restarts what is down and resumes what is paused.
+// HealAll joins what is cut off, restarts what is down and resumes what
+// is paused.
 func (c *Cluster) HealAll() error {
 	var errs []error
 	for _, p := range c.all() {
+		if err := c.Unpartition(p.name); err != nil {
+			errs = append(errs, err)
+		}
 		p.signal(syscall.SIGCONT)
 		if !p.running() {
 			if err := p.start(); err != nil {

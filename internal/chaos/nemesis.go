@@ -19,7 +19,9 @@ import (
 // kill -9 and restart of a chunk server or a master (the leader half the
 // time), SIGSTOP/SIGCONT pauses longer than the timeouts, a byte flipped in
 // a stored volume file, and a volume file cut short while its server is
-// down. At most one chunk server and one master are faulted at once, so a
+// down; and, as root, a node cut off from everyone by its network link (the
+// leader half the time). At most one chunk server and one master are
+// faulted at once, so a
 // majority of masters and two of three copies stay: what fails beyond
 // that is a bug, not bad luck.
 type nemesis struct {
@@ -80,6 +82,23 @@ func (n *nemesis) run(ctx context.Context) {
 			sleepCtx(ctx, hold)
 			n.record("restart", p.name, "")
 			p.start()
+		case r < 7 && n.cl.CanPartition() && n.rng.IntN(2) == 0: // cut a node off, the leader half the time
+			p := n.pick(n.cl.all())
+			if n.rng.IntN(2) == 0 {
+				if l := n.cl.proc(n.cl.Leader(ctx)); l != nil {
+					p = l
+				}
+			}
+			kind := "partition"
+			if p.name == n.cl.Leader(ctx) {
+				kind = "partition-leader"
+				n.leaderKills = append(n.leaderKills, time.Since(n.start))
+			}
+			n.record(kind, p.name, hold.String())
+			n.cl.Partition(p.name)
+			sleepCtx(ctx, hold)
+			n.record("heal", p.name, "")
+			n.cl.Unpartition(p.name)
 		case r < 7: // pause past the timeouts
 			ps := n.cl.chunkservers
 			if n.rng.IntN(3) == 0 {

@@ -94,7 +94,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger
-	cl, err := StartCluster(ClusterConfig{Bin: cfg.Bin, Dir: cfg.Dir, ChunkServers: cfg.ChunkServers, Logger: log, SmallDisk: true})
+	cl, err := StartCluster(ClusterConfig{Bin: cfg.Bin, Dir: cfg.Dir, ChunkServers: cfg.ChunkServers, Logger: log, SmallDisk: true, Partitions: true})
 	if err != nil {
 		return nil, err
 	}
@@ -103,6 +103,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{Seed: cfg.Seed, Duration: cfg.Duration, Ops: map[string]int{}, Failed: map[string]int{}}
+	if !cl.CanPartition() {
+		rep.Problems = nil
+		log.Warn("chaos: no network partitions in this run (needs root and iproute2)")
+	}
 	if cl.SmallDisk != "" {
 		rep.Faults = append(rep.Faults, Fault{Kind: "small-disk", Target: cl.SmallDisk, Detail: "40 MiB tmpfs: fills up during the run"})
 	}
