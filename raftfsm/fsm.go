@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/zeebo/blake3"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
@@ -51,6 +52,12 @@ var (
 	bucketClasses = []byte("classes")
 	bucketMasters = []byte("masters")
 	bucketPending = []byte("pending_deletes") // hash(32) || volume(8) → queued at (unix nanos, 8 bytes; empty in older states)
+	// bucketCommits remembers the commits of uploads until their lease
+	// expires: lease expiry (8, big-endian) || blake3(key, hash, volume)[:16]
+	// → empty. A commit retried after its first attempt applied (the answer
+	// was lost) is then recognised even if the key was deleted meanwhile,
+	// instead of binding the key a second time.
+	bucketCommits = []byte("applied_commits")
 
 	keyApplied    = []byte("applied_index")
 	keyNextVolume = []byte("next_volume")
@@ -61,7 +68,7 @@ var (
 	keyBlobBytes  = []byte("blob_bytes")
 	keySchema     = []byte("schema")
 
-	allBuckets = [][]byte{bucketMeta, bucketObjects, bucketBlobs, bucketVolumes, bucketServers, bucketClasses, bucketMasters, bucketPending}
+	allBuckets = [][]byte{bucketMeta, bucketObjects, bucketBlobs, bucketVolumes, bucketServers, bucketClasses, bucketMasters, bucketPending, bucketCommits}
 )
 
 const schemaVersion = 1
@@ -420,6 +427,14 @@ func applyPut(tx *bolt.Tx, d *deltas, p *fsmpb.PutObject, now int64) (Result, er
 		return reject(fmt.Errorf("put: bad hash or size: %w", raisfs.ErrInvalidArgument))
 	}
 	objects, blobs := tx.Bucket(bucketObjects), tx.Bucket(bucketBlobs)
+	commits := tx.Bucket(bucketCommits)
+	var marker []byte
+	if p.Volume != 0 {
+		marker = commitMarker(p)
+		if commits.Get(marker) != nil {
+			return Result{Created: false}, nil // this very commit applied before: never twice
+		}
+	}
 	var existing fsmpb.Object
 	if ok, err := getProto(objects, p.Key, &existing); err != nil {
 		return Result{}, err
@@ -428,6 +443,12 @@ func applyPut(tx *bolt.Tx, d *deltas, p *fsmpb.PutObject, now int64) (Result, er
 			return Result{Created: false}, nil // idempotent retry
 		}
 		return reject(fmt.Errorf("key %q is bound to other content: %w", truncKey(p.Key), raisfs.ErrConflict))
+	}
+	// An upload's commit is valid only within its lease, whether or not
+	// the blob exists by now (its marker is kept only that long).
+	if p.Volume != 0 && p.LeaseExpiryUnixNano < now {
+		return reject(fmt.Errorf("put: lease expired %s before commit: %w",
+			time.Duration(now-p.LeaseExpiryUnixNano), raisfs.ErrLeaseExpired))
 	}
 	var blob fsmpb.Blob
 	have, err := getProto(blobs, p.Hash, &blob)
@@ -443,10 +464,6 @@ func applyPut(tx *bolt.Tx, d *deltas, p *fsmpb.PutObject, now int64) (Result, er
 	case p.Volume == 0:
 		return reject(ErrBlobGone)
 	default:
-		if p.LeaseExpiryUnixNano < now {
-			return reject(fmt.Errorf("put: lease expired %s before commit: %w",
-				time.Duration(now-p.LeaseExpiryUnixNano), raisfs.ErrLeaseExpired))
-		}
 		var vol fsmpb.Volume
 		if ok, err := getProto(tx.Bucket(bucketVolumes), u64(p.Volume), &vol); err != nil {
 			return Result{}, err
@@ -473,7 +490,45 @@ func applyPut(tx *bolt.Tx, d *deltas, p *fsmpb.PutObject, now int64) (Result, er
 	}
 	d.objects++
 	d.bytes += p.Size
+	if marker != nil {
+		if err := expireCommits(commits, now); err != nil {
+			return Result{}, err
+		}
+		if err := commits.Put(marker, nil); err != nil {
+			return Result{}, err
+		}
+	}
 	return Result{Created: true}, nil
+}
+
+func commitMarker(p *fsmpb.PutObject) []byte {
+	h := blake3.New()
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(p.Key)))
+	h.Write(n[:])
+	h.Write(p.Key)
+	h.Write(p.Hash)
+	binary.BigEndian.PutUint64(n[:], p.Volume)
+	h.Write(n[:])
+	k := make([]byte, 8, 24)
+	binary.BigEndian.PutUint64(k, uint64(p.LeaseExpiryUnixNano))
+	return h.Sum(k)[:24]
+}
+
+// expireCommits drops up to a few markers whose lease has expired (they
+// sort by expiry), so the bucket holds about a lease's worth of commits.
+func expireCommits(b *bolt.Bucket, now int64) error {
+	var old [][]byte
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil && len(old) < 16 && int64(binary.BigEndian.Uint64(k)) < now; k, _ = c.Next() {
+		old = append(old, append([]byte(nil), k...))
+	}
+	for _, k := range old {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func truncKey(k []byte) string {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 	"time"
 
 	"github.com/raisfs/raisfs"
@@ -443,5 +445,41 @@ func TestFSM_QueueDeleteOrphans(t *testing.T) {
 	})
 	if n != 1 {
 		t.Fatalf("ForEachBlob saw %d blobs", n)
+	}
+}
+
+// Found by the chaos harness (seed 4, the leader killed mid-commit): a
+// commit whose answer was lost was retried after another client had
+// deleted the key, and bound the key a second time, a put that took effect
+// twice. The retried commit is now recognised within its lease.
+func TestFSM_RetriedCommitAppliesOnce(t *testing.T) {
+	h := newHarness(t)
+	vol := h.volume()
+	commit := &fsmpb.PutObject{Key: []byte("k"), Hash: hashOf("A"), Size: 1, Volume: vol, LeaseExpiryUnixNano: h.lease()}
+	if r := h.ok(commit); !r.Created {
+		t.Fatal("first commit not created")
+	}
+	h.ok(&fsmpb.DeleteObject{Key: []byte("k")})
+	if r := h.ok(commit); r.Created {
+		t.Fatal("the retried commit bound the key again")
+	}
+	if _, err := h.f.Object([]byte("k")); !errors.Is(err, raisfs.ErrNotFound) {
+		t.Fatalf("key after the retried commit: %v", err)
+	}
+	// Another upload of the same content under the key (a new lease, and
+	// another volume: the first copy is being deleted) is a new put.
+	again := &fsmpb.PutObject{Key: []byte("k"), Hash: hashOf("A"), Size: 1, Volume: h.volume(), LeaseExpiryUnixNano: h.lease() + 1}
+	if r := h.ok(again); !r.Created {
+		t.Fatal("a new put of the same content was not created")
+	}
+	// Once the lease is over, a commit under it is refused, and the next
+	// commit drops the expired markers.
+	h.now = commit.LeaseExpiryUnixNano + 1
+	h.rejected(&fsmpb.PutObject{Key: []byte("k2"), Hash: hashOf("B"), Size: 1, Volume: vol, LeaseExpiryUnixNano: commit.LeaseExpiryUnixNano}, raisfs.ErrLeaseExpired)
+	h.ok(&fsmpb.PutObject{Key: []byte("k3"), Hash: hashOf("C"), Size: 1, Volume: vol, LeaseExpiryUnixNano: h.lease() + 2})
+	n := 0
+	h.f.view(func(tx *bolt.Tx) error { n = tx.Bucket(bucketCommits).Stats().KeyN; return nil })
+	if n != 2 { // the last two puts', within their leases
+		t.Fatalf("%d commit markers after the lease, want 2", n)
 	}
 }
