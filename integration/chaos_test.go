@@ -28,7 +28,7 @@ func runChaos(t *testing.T, bin string, seed int, duration string) (int, string)
 // The harness on the real build, on fixed seeds: every checker passes.
 func TestChaos_FixedSeeds(t *testing.T) {
 	rais, _ := binaries(t)
-	for _, seed := range []int{1, 2} {
+	for _, seed := range []int{1, 2, 4, 5} { // 4 and 5 found bugs (ARCHITECTURE.md, "Chaos harness")
 		code, out := runChaos(t, rais, seed, "30s")
 		t.Logf("seed %d:\n%s", seed, out)
 		if code != 0 || !strings.Contains(out, "lost 0\n") || !strings.Contains(out, "linearizable       yes") {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -60,6 +61,8 @@ type Report struct {
 	HealTime         time.Duration  `json:"heal_time"`         // to full redundancy and fsck clean
 	Healed           bool           `json:"healed"`
 	Faults           []Fault        `json:"faults"`
+	Partitions       bool           `json:"partitions"` // network partitions were possible (root, iproute2)
+	SmallDisk        bool           `json:"small_disk"` // a chunk server ran on a small filesystem (root)
 	Problems         []string       `json:"problems"`
 }
 
@@ -103,10 +106,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{Seed: cfg.Seed, Duration: cfg.Duration, Ops: map[string]int{}, Failed: map[string]int{}}
-	if !cl.CanPartition() {
-		rep.Problems = nil
+	rep.Partitions = cl.CanPartition()
+	if !rep.Partitions {
 		log.Warn("chaos: no network partitions in this run (needs root and iproute2)")
 	}
+	rep.SmallDisk = cl.SmallDisk != ""
 	if cl.SmallDisk != "" {
 		rep.Faults = append(rep.Faults, Fault{Kind: "small-disk", Target: cl.SmallDisk, Detail: "40 MiB tmpfs: fills up during the run"})
 	}
@@ -400,7 +404,53 @@ func (w *workload) check(rep *Report) {
 	rep.Linearizable = map[porcupine.CheckResult]string{porcupine.Ok: "yes", porcupine.Illegal: "no", porcupine.Unknown: "unknown (timed out)"}[res]
 	if res != porcupine.Ok {
 		rep.Problems = append(rep.Problems, "history not linearizable: "+rep.Linearizable)
+		rep.Problems = append(rep.Problems, Explain(ops)...)
 	}
+}
+
+// Explain checks a history key by key and describes each key that is not
+// linearizable: the operations just before the end of the shortest prefix
+// (by call time) that cannot be linearized. Operations called later but
+// concurrent with those may be what explains them, so read it as a place
+// to look, not a proof.
+func Explain(ops []Op) []string {
+	byKey := map[string][]Op{}
+	var keys []string
+	for _, op := range ops {
+		if _, ok := byKey[op.Key]; !ok {
+			keys = append(keys, op.Key)
+		}
+		byKey[op.Key] = append(byKey[op.Key], op)
+	}
+	sort.Strings(keys)
+	m := model.ToModel()
+	var out []string
+	for _, k := range keys {
+		kops := byKey[k]
+		if porcupine.CheckOperations(m, operations(kops)) {
+			continue
+		}
+		sort.Slice(kops, func(i, j int) bool { return kops[i].Call < kops[j].Call })
+		lo, hi := 1, len(kops)
+		for lo < hi {
+			mid := (lo + hi) / 2
+			if porcupine.CheckOperations(m, operations(kops[:mid])) {
+				lo = mid + 1
+			} else {
+				hi = mid
+			}
+		}
+		out = append(out, fmt.Sprintf("key %s: not linearizable; the first %d of its %d operations are not; they end with:", k, lo, len(kops)))
+		for _, op := range kops[max(0, lo-8):lo] {
+			ret := time.Duration(op.Return).String()
+			if op.Return == math.MaxInt64 {
+				ret = "?"
+			}
+			out = append(out, fmt.Sprintf("  client %d %s %d -> %s %d [%s, %s] %s", op.Client, op.Kind, op.Value, op.Out, outValue(op),
+				time.Duration(op.Call), ret, op.Err))
+		}
+	}
+	return out
 }
 
 // writeEvidence keeps what reproduces a failed run.
@@ -434,7 +484,7 @@ func PrintReport(out io.Writer, rep *Report, reproduce string) {
 	sort.Strings(failed)
 	fmt.Fprintf(out, "seed               %d\n", rep.Seed)
 	fmt.Fprintf(out, "duration           %s\n", rep.Duration)
-	fmt.Fprintf(out, "faults             %d\n", len(rep.Faults))
+	fmt.Fprintf(out, "faults             %d (partitions: %v, small disk: %v)\n", len(rep.Faults), rep.Partitions, rep.SmallDisk)
 	fmt.Fprintf(out, "operations         %s\n", strings.Join(ops, ", "))
 	fmt.Fprintf(out, "acknowledged       %d\n", rep.Acked)
 	fmt.Fprintf(out, "failed             %s\n", strings.Join(failed, ", "))
@@ -450,8 +500,8 @@ func PrintReport(out io.Writer, rep *Report, reproduce string) {
 	}
 	fmt.Fprintln(out, "result             FAIL")
 	for i, p := range rep.Problems {
-		if i == 20 {
-			fmt.Fprintf(out, "  ... and %d more (report.json)\n", len(rep.Problems)-20)
+		if i == 60 {
+			fmt.Fprintf(out, "  ... and %d more (report.json)\n", len(rep.Problems)-60)
 			break
 		}
 		fmt.Fprintf(out, "  %s\n", p)
