@@ -249,11 +249,22 @@ func (s *Server) BeginPut(ctx context.Context, req *masterpb.BeginPutRequest) (*
 		return nil, fmt.Errorf("begin put: %w", raisfs.ErrNotLeader)
 	}
 	// Retry of a committed put, or a conflict.
-	if obj, err := s.fsm.Object(req.Key); err == nil {
-		if string(obj.Hash) == string(req.Hash) {
-			return &masterpb.BeginPutResponse{Stored: true}, nil
+	obj, err := s.fsm.Object(req.Key)
+	if err == nil && string(obj.Hash) != string(req.Hash) {
+		// A conflict is an answer, not a hint the commit re-checks: it
+		// must come from the current state. This leader's state may trail
+		// (just elected, or deposed and not yet aware): confirm first.
+		// Found by the chaos harness.
+		if err := s.readBarrier(ctx); err != nil {
+			return nil, err
 		}
-		return nil, fmt.Errorf("key is bound to other content: %w", raisfs.ErrConflict)
+		obj, err = s.fsm.Object(req.Key)
+		if err == nil && string(obj.Hash) != string(req.Hash) {
+			return nil, fmt.Errorf("key is bound to other content: %w", raisfs.ErrConflict)
+		}
+	}
+	if err == nil && string(obj.Hash) == string(req.Hash) {
+		return &masterpb.BeginPutResponse{Stored: true}, nil
 	}
 	// Dedup: the content is stored already; bind the key now.
 	if blob, err := s.fsm.Blob(req.Hash); err == nil && blob.Size == req.Size {
