@@ -333,30 +333,47 @@ func (c *Client) Delete(ctx context.Context, key string) error {
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	// A delete is not idempotent the way a put is: if an attempt fails in
-	// a way that may have applied it (a timeout, a lost connection) and a
-	// retry then finds the key gone, either this call deleted it or
-	// another did: the outcome is unknown, and saying "not found" could be
-	// false.
-	uncertain := false
-	return c.call(ctx, "delete "+key, func(ctx context.Context, m masterpb.MasterClient) error {
+	// A delete is not idempotent the way a put is: an attempt that failed
+	// in a way that may have applied it (a timeout, a connection lost
+	// after the request went out) is not retried. A retry could find the
+	// key gone (was it this call?) or, worse, delete the value another
+	// client put meanwhile: one delete taking effect twice (both found by
+	// the chaos harness). Such a delete reports that its outcome is
+	// unknown; the caller decides (deleting again is then safe to read:
+	// not found means gone). Attempts refused before they applied (not the
+	// leader, no connection) are retried as usual.
+	var outcomeUnknown error
+	err := c.call(ctx, "delete "+key, func(ctx context.Context, m masterpb.MasterClient) error {
+		if outcomeUnknown != nil {
+			return outcomeUnknown // not retryable: ends the call
+		}
 		_, err := m.Delete(ctx, &masterpb.DeleteRequest{Key: []byte(key)})
 		if err == nil {
 			return nil
 		}
 		e := rpcerr.FromStatus(err)
-		switch {
-		case errors.Is(e, raisfs.ErrNotFound) && uncertain:
-			return errDeleteAmbiguous
-		case !errors.Is(e, raisfs.ErrNotLeader) && !errors.Is(e, raisfs.ErrNotFound) && !errors.Is(e, raisfs.ErrInvalidArgument):
-			uncertain = true
+		if errors.Is(e, raisfs.ErrNotLeader) || errors.Is(e, raisfs.ErrNotFound) || errors.Is(e, raisfs.ErrInvalidArgument) || notSent(err) {
+			return err
 		}
-		return err
+		outcomeUnknown = fmt.Errorf("%w (%v)", errDeleteMayHaveApplied, e)
+		return err // retryable ones come back once more, and end there
 	})
+	if outcomeUnknown != nil && err != nil && !errors.Is(err, raisfs.ErrNotFound) {
+		return fmt.Errorf("delete %q: %w", key, outcomeUnknown)
+	}
+	return err
 }
 
-// errDeleteAmbiguous: an earlier attempt of this delete may have applied.
-var errDeleteAmbiguous = fmt.Errorf("the key is gone, but an earlier attempt of this call may have deleted it: %w", ErrOutcomeUnknown)
+// notSent reports whether a failed call certainly never reached a master
+// (the connection could not be made), so retrying cannot apply it twice.
+func notSent(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "connect: connection refused") || strings.Contains(msg, "while dialing")
+}
+
+// errDeleteMayHaveApplied: an attempt of this delete failed after it may
+// have applied.
+var errDeleteMayHaveApplied = fmt.Errorf("an attempt failed after it may have deleted the key: %w", ErrOutcomeUnknown)
 
 // Page is one page of List.
 type Page struct {

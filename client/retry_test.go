@@ -58,7 +58,8 @@ func (m *lossyMaster) Status(ctx context.Context, req *masterpb.StatusRequest) (
 
 // Found by the chaos harness: a retried delete reported "not found" for a
 // key its own first attempt had deleted (seed 1, a leader paused
-// mid-delete), and a put whose first commit applied reported "conflict"
+// mid-delete), another retried delete removed the value a second client
+// had put after the first attempt applied (seed 9), and a put whose first commit applied reported "conflict"
 // after another client deleted the key and put other content under it
 // (seed 5, the leader killed mid-commit). No order of operations explains
 // either; both now report that their outcome is unknown.
@@ -82,8 +83,10 @@ func TestClient_RetriedCallsReportUnknownOutcomes(t *testing.T) {
 	if errors.Is(err, client.ErrNotFound) || !errors.Is(err, client.ErrOutcomeUnknown) {
 		t.Fatalf("delete whose first attempt may have applied = %v, want ErrOutcomeUnknown", err)
 	}
-	if n := fake.deletes.Load(); n != 2 {
-		t.Fatalf("%d delete attempts, want 2", n)
+	// Not retried: a retry could find the key gone, or delete the value
+	// another client put meanwhile (one delete taking effect twice).
+	if n := fake.deletes.Load(); n != 1 {
+		t.Fatalf("%d delete attempts, want 1", n)
 	}
 	// The same for a put whose commit was answered "lost", then
 	// "conflict": its bytes may well have been the key's for a while.
