@@ -165,6 +165,7 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{Dir: cfg.Dir, log: cfg.Logger}
+	cleanLeftovers()
 	if cfg.SmallDisk && os.Geteuid() == 0 {
 		dir := filepath.Join(cfg.Dir, fmt.Sprintf("cs%d", cfg.ChunkServers))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -173,6 +174,7 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", dir).CombinedOutput(); err != nil {
 			c.log.Warn("chaos: no small disk (mount tmpfs failed)", "err", err, "out", strings.TrimSpace(string(out)))
 		} else {
+			record("mount", dir)
 			c.mounts = append(c.mounts, dir)
 			c.SmallDisk = fmt.Sprintf("cs%d", cfg.ChunkServers)
 		}
@@ -299,6 +301,7 @@ func (c *Cluster) Stop() {
 		c.net.close()
 		c.net = nil
 	}
+	forgetLedger()
 }
 
 // HealAll joins what is cut off, restarts what is down and resumes what

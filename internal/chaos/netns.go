@@ -49,6 +49,7 @@ func newNetns(names []string) (*netns, error) {
 		nodes:  map[string]nsNode{},
 	}
 	n.bridge = n.prefix + "br"
+	record("link", n.bridge)
 	ok := false
 	defer func() {
 		if !ok {
@@ -68,6 +69,8 @@ func newNetns(names []string) (*netns, error) {
 		node := nsNode{ns: n.prefix + "-" + name, veth: fmt.Sprintf("%sv%d", n.prefix, i), ip: fmt.Sprintf("%s.%d", n.subnet, 10+i)}
 		peer := fmt.Sprintf("%sp%d", n.prefix, i)
 		n.nodes[name] = node
+		record("netns", node.ns)
+		record("link", node.veth)
 		for _, args := range [][]string{
 			{"netns", "add", node.ns},
 			{"link", "add", node.veth, "type", "veth", "peer", "name", peer},
