@@ -109,7 +109,7 @@ type Volume struct {
 	syncing       bool
 	liveBytes     int64 // needle bytes of live blobs
 	liveCount     int64
-	corruptSeen   int64 // needles found corrupt since the volume was opened
+	corruptNow    int64 // entries marked corrupt (found by a read, the scrubber or recovery) and not yet replaced
 }
 
 func dataPath(dir string, id raisfs.VolumeID) string {
@@ -332,12 +332,15 @@ func (v *Volume) applyEntry(e indexEntry, corrupt bool) {
 		v.liveBytes -= needleLen(old.size)
 		v.liveCount--
 	}
+	if had && old.state == stateCorrupt && e.kind != kindSeal {
+		v.corruptNow-- // replaced: put back by a fill, or deleted
+	}
 	switch e.kind {
 	case kindBlob:
 		st := stateLive
 		if corrupt {
 			st = stateCorrupt
-			v.corruptSeen++
+			v.corruptNow++
 		} else {
 			v.liveBytes += needleLen(e.size)
 			v.liveCount++

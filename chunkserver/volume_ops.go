@@ -275,7 +275,7 @@ func (v *Volume) markCorrupt(df *dataFile, h raisfs.Hash, off int64, cause error
 	v.entries[h] = e
 	v.liveBytes -= needleLen(e.size)
 	v.liveCount--
-	v.corruptSeen++
+	v.corruptNow++
 	if m := v.opts.metrics; m != nil {
 		m.corrupt.Inc()
 	}
@@ -321,8 +321,8 @@ type VolumeStatus struct {
 	Sealed      bool            `json:"sealed"`
 	Failed      string          `json:"failed,omitempty"`
 	// CorruptNeedles counts needles found corrupt (by a read, the scrubber
-	// or recovery) since the volume was opened: the masters then replace
-	// this copy from a healthy member.
+	// or recovery) and not yet put back: the masters fill them from a
+	// healthy member, or replace this copy.
 	CorruptNeedles int64 `json:"corrupt_needles"`
 }
 
@@ -333,7 +333,7 @@ func (v *Volume) status() VolumeStatus {
 		ID: v.opts.id, Dir: v.opts.dir, Generation: v.gen, SizeBytes: v.tail,
 		LiveBytes: v.liveBytes, LiveBlobs: v.liveCount,
 		GarbageByte: v.tail - superblockSize - v.liveBytes, Sealed: v.sealed,
-		CorruptNeedles: v.corruptSeen,
+		CorruptNeedles: v.corruptNow,
 	}
 	if v.failed != nil {
 		st.Failed = v.failed.Error()
@@ -601,7 +601,7 @@ func (v *Volume) compact(ctx context.Context) (CompactResult, error) {
 	v.gen = gen
 	v.tail = ntail
 	v.entries = make(map[raisfs.Hash]entry, len(final))
-	v.liveBytes, v.liveCount = 0, 0
+	v.liveBytes, v.liveCount, v.corruptNow = 0, 0, 0
 	for _, r := range recs {
 		v.applyEntry(r, false)
 	}

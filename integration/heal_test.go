@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,8 +139,8 @@ func TestDev_LostChunkServerIsHealed(t *testing.T) {
 }
 
 // A byte flipped inside a stored needle on one chunk server's disk: the
-// scrubber finds it, the masters replace that copy of the volume from a
-// healthy member, and no read ever returns the bad bytes.
+// scrubber finds it, the masters put the needle back from a healthy member,
+// and no read ever returns the bad bytes.
 func TestDev_BitRotIsFoundAndRepaired(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster of processes")
@@ -188,15 +190,37 @@ func TestDev_BitRotIsFoundAndRepaired(t *testing.T) {
 	}
 	server := filepath.Base(filepath.Dir(flipped))
 	t.Logf("flipped a byte of rot/7 in %s", flipped)
-	st0, _ := d.status()
-	before := -1
-	for _, cs := range st0.ChunkServers {
+	// The damaged server's own copy of the blob, read directly.
+	layout, err := os.ReadFile(filepath.Join(dir, "dev.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l struct {
+		ChunkServers []struct {
+			ID  string `json:"id"`
+			API string `json:"api"`
+		} `json:"chunkservers"`
+	}
+	json.Unmarshal(layout, &l)
+	addr := ""
+	for _, cs := range l.ChunkServers {
 		if cs.ID == server {
-			before = cs.Volumes
+			addr = cs.API
 		}
 	}
+	vol := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(flipped), "vol-"), ".dat")
+	direct := func() (int, []byte) {
+		resp, err := http.Get(fmt.Sprintf("http://%s/v1/volumes/%s/blobs/%x", addr, vol, h))
+		if err != nil {
+			return 0, nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
 	start := time.Now()
-	waitFor(t, 60*time.Second, "the corrupt copy replaced", func() bool {
+	sawCorrupt := false
+	waitFor(t, 60*time.Second, "the corrupt needle found and put back", func() bool {
 		// Reads go on meanwhile and never see the bad bytes.
 		for k, v := range objs {
 			got, err := get(t, c, k)
@@ -204,18 +228,17 @@ func TestDev_BitRotIsFoundAndRepaired(t *testing.T) {
 				t.Fatalf("read %s during the repair: %v", k, err)
 			}
 		}
-		st, ok := d.status()
-		if !ok {
-			return false
+		code, body := direct()
+		if code == http.StatusInternalServerError {
+			sawCorrupt = true // found (by the scrubber or a read), not yet put back
 		}
-		for _, cs := range st.ChunkServers {
-			if cs.ID == server && cs.Volumes < before {
-				return st.UnderReplicated == 0 && st.Repairing == 0
-			}
-		}
-		return false
+		return sawCorrupt && code == http.StatusOK && bytes.Equal(body, victim)
 	})
-	t.Logf("corrupt copy on %s replaced %s after the flip", server, time.Since(start).Round(100*time.Millisecond))
+	t.Logf("corrupt needle on %s found and put back %s after the flip", server, time.Since(start).Round(100*time.Millisecond))
+	waitFor(t, 30*time.Second, "full redundancy", func() bool {
+		st, ok := d.status()
+		return ok && st.UnderReplicated == 0 && st.Repairing == 0
+	})
 }
 
 // raisadm drain under write load: the server ends retired and empty,

@@ -23,9 +23,10 @@ import (
 // every volume's members each RepairInterval:
 //
 //   - a member is lost when its server is retired, has been silent past
-//     RepairAfter, or reports the volume missing, failed or with corrupt
-//     needles (found by a read or the scrubber), or when fsck found its
-//     copy lacking blobs; it is leaving
+//     RepairAfter, reports the volume missing or failed, has reported
+//     corrupt needles for longer than corruptGrace (they are first put
+//     back from healthy members: fillCorrupt), or when fsck found its copy
+//     lacking blobs it could not fill; it is leaving
 //     when its server is draining (it still serves, and is a good source);
 //   - a volume whose staying members are fewer than its copies is planned,
 //     the fewest live copies first (the GFS order: one copy left is
@@ -91,9 +92,20 @@ func (s *Server) memberHealth(id raisfs.VolumeID, vol *fsmpb.Volume, servers map
 			// not list it yet.
 			since := max(vol.CreatedUnixNano, vol.MembersChangedUnixNano)
 			settled := hb.at.Sub(time.Unix(0, since)) > 2*s.cfg.HeartbeatInterval+time.Second
-			if (has && (rep.Failed || rep.CorruptNeedles > 0)) || (!has && settled) {
+			if (has && rep.Failed) || (!has && settled) {
 				h.lost = append(h.lost, m)
 				continue
+			}
+			// Corrupt needles are first put back from healthy members
+			// (fillCorrupt); a copy that stays corrupt is replaced whole.
+			if has && rep.CorruptNeedles > 0 {
+				first, _ := s.corruptSince.LoadOrStore(copyKey{id, m}, now)
+				if now.Sub(first.(time.Time)) > corruptGrace {
+					h.lost = append(h.lost, m)
+					continue
+				}
+			} else if has {
+				s.corruptSince.Delete(copyKey{id, m})
 			}
 		}
 		h.sources = append(h.sources, m)
@@ -199,6 +211,7 @@ func (s *Server) repairLoop(ctx context.Context) {
 		})
 		s.retireStaleCopies(ctx, p, running, &mu)
 		s.finishDrains(ctx, p)
+		s.fillCorrupt(ctx, p, running, &mu)
 		if compacting.CompareAndSwap(false, true) {
 			wg.Go(func() {
 				defer compacting.Store(false)
@@ -384,6 +397,55 @@ func (s *Server) copyVolume(ctx context.Context, id raisfs.VolumeID, target stri
 		return src, nil
 	}
 	return "", fmt.Errorf("volume %d: copy to %s failed from every source (%s): %w", id, target, strings.Join(errs, "; "), raisfs.ErrUnavailable)
+}
+
+// corruptGrace: a copy whose corrupt needles cannot be put back within
+// this is replaced whole.
+const corruptGrace = 30 * time.Second
+
+// fillCorrupt puts back, from other members, the needles a member found
+// corrupt: far cheaper than copying the volume, and possible even when
+// every spare server is full or two copies of a volume are each damaged
+// in a different place (found by the chaos harness).
+func (s *Server) fillCorrupt(ctx context.Context, p *placementView, running map[raisfs.VolumeID]bool, mu *sync.Mutex) {
+	for id, vol := range p.volumes {
+		if vol.State != fsmpb.VolumeState_VOLUME_WRITABLE && vol.State != fsmpb.VolumeState_VOLUME_SEALED {
+			continue
+		}
+		mu.Lock()
+		busy := running[id]
+		mu.Unlock()
+		if busy {
+			continue
+		}
+		for _, m := range vol.Members {
+			hb, ok := s.registry.get(m)
+			if !ok || hb.vols[uint64(id)] == nil || hb.vols[uint64(id)].CorruptNeedles == 0 || p.servers[m] == nil {
+				continue
+			}
+			list, err := s.listNeedles(ctx, p.servers[m].Address, id)
+			if err != nil {
+				continue
+			}
+			var others []string
+			for _, o := range vol.Members {
+				if o != m {
+					others = append(others, o)
+				}
+			}
+			for h, st := range list {
+				if st != "corrupt" {
+					continue
+				}
+				if b, err := s.fsm.Blob(h[:]); err != nil || raisfs.VolumeID(b.Volume) != id {
+					continue // not a live blob of this volume: deletion or fsck reclaims it
+				}
+				if s.fill(ctx, p, id, h, m, others) {
+					s.log.Info("corrupt needle put back", "volume", id, "member", m, "blob", h)
+				}
+			}
+		}
+	}
 }
 
 // retireStaleCopies drops copies held by servers that are not members of

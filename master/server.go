@@ -63,6 +63,7 @@ type Server struct {
 	repairingBytes atomic.Int64 // their bytes to copy
 	forceReplace   sync.Map     // copyKey → true: copies fsck found damaged, replaced by repair
 	moves          sync.Map     // copyKey → target server id: rebalance moves not done yet
+	corruptSince   sync.Map     // copyKey → time.Time: when the copy first reported corrupt needles
 	placementCache atomic.Pointer[placementView]
 	registry       *registry  // soft state of chunk servers, on the leader
 	volMu          sync.Mutex // serialises volume creation on the leader
