@@ -18,6 +18,33 @@ import (
 	"github.com/raisfs/raisfs/raftfsm/fsmpb"
 )
 
+// startChunkServers starts cs1..csN in dc1, each on a rack of its own,
+// and waits until the leader has heard from all of them.
+func startChunkServers(t *testing.T, c *testCluster, n int) map[string]*testChunkServer {
+	t.Helper()
+	css := map[string]*testChunkServer{}
+	for i := range n {
+		id := fmt.Sprintf("cs%d", i+1)
+		css[id] = startChunkServer(t, id, "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c))
+	}
+	waitServers(t, c, n)
+	return css
+}
+
+// putMany puts keys k0..k(n-1), each size bytes of its own byte value.
+func putMany(t *testing.T, m masterpb.MasterClient, n, size int) map[string][]byte {
+	t.Helper()
+	bodies := map[string][]byte{}
+	for i := range n {
+		k := fmt.Sprintf("k%d", i)
+		bodies[k] = bytes.Repeat([]byte{byte(i + 1)}, size)
+		if err := put(t, m, k, bodies[k]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bodies
+}
+
 // holds checks that cond stays true for d (observed every 50 ms).
 func holds(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -245,21 +272,9 @@ func TestCluster_Fsck(t *testing.T) {
 		cfg.RepairInterval = 200 * time.Millisecond
 		cfg.WritableVolumes = 1
 	})
-	css := map[string]*testChunkServer{}
-	for i := range 3 {
-		id := fmt.Sprintf("cs%d", i+1)
-		css[id] = startChunkServer(t, id, "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c))
-	}
-	waitServers(t, c, 3)
+	css := startChunkServers(t, c, 3)
 	m := client(t, c.masters[2].APIAddr())
-	bodies := map[string][]byte{}
-	for i := range 20 {
-		k := fmt.Sprintf("k%d", i)
-		bodies[k] = bytes.Repeat([]byte{byte(i + 1)}, 3000)
-		if err := put(t, m, k, bodies[k]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bodies := putMany(t, m, 20, 3000)
 	fsck := func(repair bool) *masterpb.FsckResponse {
 		t.Helper()
 		r, err := m.Fsck(ctxT(t), &masterpb.FsckRequest{Repair: repair})
@@ -531,21 +546,9 @@ func TestCluster_LeaderCrashMidRepair(t *testing.T) {
 		cfg.RepairBytesPerSec = 256 << 10 // a copy of the volume takes seconds
 		cfg.WritableVolumes = 1
 	})
-	css := map[string]*testChunkServer{}
-	for i := range 5 {
-		id := fmt.Sprintf("cs%d", i+1)
-		css[id] = startChunkServer(t, id, "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c))
-	}
-	waitServers(t, c, 5)
+	css := startChunkServers(t, c, 5)
 	m := client(t, c.masters[0].APIAddr())
-	bodies := map[string][]byte{}
-	for i := range 40 {
-		k := fmt.Sprintf("k%d", i)
-		bodies[k] = bytes.Repeat([]byte{byte(i + 1)}, 30000)
-		if err := put(t, m, k, bodies[k]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bodies := putMany(t, m, 40, 30000)
 	l := c.waitLeader()
 	_, blob, vol, err := l.fsm.ObjectWithBlob([]byte("k0"))
 	if err != nil {
@@ -588,12 +591,7 @@ func TestCluster_RestartedMemberCatchesUpWithoutACopy(t *testing.T) {
 		cfg.RepairAfter = time.Hour // no whole-copy repair in this test
 		cfg.WritableVolumes = 1
 	})
-	css := map[string]*testChunkServer{}
-	for i := range 3 {
-		id := fmt.Sprintf("cs%d", i+1)
-		css[id] = startChunkServer(t, id, "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c))
-	}
-	waitServers(t, c, 3)
+	css := startChunkServers(t, c, 3)
 	m := client(t, c.masters[0].APIAddr())
 	if _, err := m.SetClass(ctxT(t), &masterpb.SetClassRequest{Name: "q2", Copies: 3, WriteQuorum: 2}); err != nil {
 		t.Fatal(err)

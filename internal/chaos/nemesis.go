@@ -158,8 +158,11 @@ func (n *nemesis) volumeFile(p *proc) (string, int64) {
 // by the hash its needle header carries. Only servers already damaged, or
 // a third one while fewer than two are, are chosen.
 func (n *nemesis) flipLive(ctx context.Context) (string, string) {
-	names := keyNames(n.keys)
-	key := names[n.rng.IntN(len(names))]
+	// Mostly write-once keys: damage to them is read back, not overwritten.
+	key := fmt.Sprintf("s%d", n.rng.IntN(max(n.keys/2, 1)))
+	if n.rng.IntN(4) == 0 {
+		key = fmt.Sprintf("k%d", n.rng.IntN(n.keys))
+	}
 	var lr *masterpb.LookupResponse
 	if err := n.cl.call(ctx, 3*time.Second, func(ctx context.Context, m masterpb.MasterClient) (err error) {
 		lr, err = m.Lookup(ctx, &masterpb.LookupRequest{Key: []byte(key)})
@@ -167,10 +170,18 @@ func (n *nemesis) flipLive(ctx context.Context) (string, string) {
 	}); err != nil || len(lr.Replicas) == 0 || lr.Size < 64 {
 		return "", ""
 	}
-	r := lr.Replicas[n.rng.IntN(len(lr.Replicas))]
-	if len(n.damaged) >= 2 && !n.damaged[r.Id] {
-		return "", "" // never damage a third server's copies
+	// Never damage a third server's copies: once two are damaged, pick a
+	// replica on one of them.
+	var pool []*masterpb.Replica
+	for _, r := range lr.Replicas {
+		if len(n.damaged) < 2 || n.damaged[r.Id] {
+			pool = append(pool, r)
+		}
 	}
+	if len(pool) == 0 {
+		return "", ""
+	}
+	r := pool[n.rng.IntN(len(pool))]
 	f := filepath.Join(n.cl.Dir, r.Id, fmt.Sprintf("vol-%d.dat", lr.Volume))
 	b, err := os.ReadFile(f)
 	if err != nil {
