@@ -191,23 +191,7 @@ func TestDev_BitRotIsFoundAndRepaired(t *testing.T) {
 	server := filepath.Base(filepath.Dir(flipped))
 	t.Logf("flipped a byte of rot/7 in %s", flipped)
 	// The damaged server's own copy of the blob, read directly.
-	layout, err := os.ReadFile(filepath.Join(dir, "dev.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var l struct {
-		ChunkServers []struct {
-			ID  string `json:"id"`
-			API string `json:"api"`
-		} `json:"chunkservers"`
-	}
-	json.Unmarshal(layout, &l)
-	addr := ""
-	for _, cs := range l.ChunkServers {
-		if cs.ID == server {
-			addr = cs.API
-		}
-	}
+	addr, _ := devChunkServer(t, dir, server)
 	vol := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(flipped), "vol-"), ".dat")
 	direct := func() (int, []byte) {
 		resp, err := http.Get(fmt.Sprintf("http://%s/v1/volumes/%s/blobs/%x", addr, vol, h))
@@ -366,23 +350,8 @@ func TestDev_ShortOutageNeedsNoCopy(t *testing.T) {
 	}
 	// Restart it as rais dev did.
 	rais, _ := binaries(t)
-	layout, err := os.ReadFile(filepath.Join(dir, "dev.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var l struct {
-		ChunkServers []struct {
-			ID  string `json:"id"`
-			API string `json:"api"`
-		} `json:"chunkservers"`
-	}
-	json.Unmarshal(layout, &l)
-	addr, rack := "", ""
-	for i, cs := range l.ChunkServers {
-		if cs.ID == victim {
-			addr, rack = cs.API, fmt.Sprintf("rack%d", i%2+1)
-		}
-	}
+	addr, i := devChunkServer(t, dir, victim)
+	rack := fmt.Sprintf("rack%d", i%2+1) // as rais dev assigns them
 	cmd := exec.Command(rais, "chunkserver", "--id", victim, "--dir", filepath.Join(dir, victim), "--addr", addr,
 		"--masters", d.masters, "--dc", "dc1", "--rack", rack, "--volume-size", fmt.Sprint(256<<20), "--min-free", fmt.Sprint(64<<20))
 	if err := cmd.Start(); err != nil {
@@ -553,4 +522,30 @@ func TestDev_NewServerAndRebalance(t *testing.T) {
 		t.Fatalf("fsck after the rebalance = %d %q %q", code, out, errOut)
 	}
 	t.Logf("rebalance: %s", strings.TrimSpace(out))
+}
+
+// devChunkServer returns a chunk server's address from rais dev's layout
+// file, and its index there.
+func devChunkServer(t *testing.T, dir, id string) (string, int) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "dev.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l struct {
+		ChunkServers []struct {
+			ID  string `json:"id"`
+			API string `json:"api"`
+		} `json:"chunkservers"`
+	}
+	if err := json.Unmarshal(b, &l); err != nil {
+		t.Fatal(err)
+	}
+	for i, cs := range l.ChunkServers {
+		if cs.ID == id {
+			return cs.API, i
+		}
+	}
+	t.Fatalf("%s not in %s/dev.json", id, dir)
+	return "", 0
 }

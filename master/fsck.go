@@ -230,7 +230,7 @@ func (s *Server) fill(ctx context.Context, p *placementView, id raisfs.VolumeID,
 	if dst == nil {
 		return false
 	}
-	admin := raisfs.Lease{Op: raisfs.LeaseOpAdmin, Volume: id, Expiry: time.Now().Add(time.Minute)}.Sign(s.fsm.LeaseKey())
+	admin := s.adminLease(id)
 	for _, src := range holders {
 		srv := p.servers[src]
 		if srv == nil || src == member {
@@ -250,7 +250,7 @@ func (s *Server) fill(ctx context.Context, p *placementView, id raisfs.VolumeID,
 func (s *Server) listNeedles(ctx context.Context, addr string, id raisfs.VolumeID) (map[raisfs.Hash]string, error) {
 	out := map[raisfs.Hash]string{}
 	after := ""
-	admin := raisfs.Lease{Op: raisfs.LeaseOpAdmin, Volume: id, Expiry: time.Now().Add(time.Minute)}.Sign(s.fsm.LeaseKey())
+	admin := s.adminLease(id)
 	for {
 		var page struct {
 			Needles []struct {

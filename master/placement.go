@@ -255,7 +255,7 @@ func (s *Server) createVolume(ctx context.Context, class *fsmpb.ReplicationClass
 		return 0, nil, err
 	}
 	id := r.VolumeID
-	token := raisfs.Lease{Op: raisfs.LeaseOpAdmin, Volume: id, Expiry: time.Now().Add(time.Minute)}.Sign(s.fsm.LeaseKey())
+	token := s.adminLease(id)
 	for _, m := range members {
 		if err := s.chunkCall(ctx, http.MethodPut, servers[m].Address, fmt.Sprintf("/v1/volumes/%d", id), token, http.StatusNoContent); err != nil {
 			s.log.Warn("volume creation failed on a member; abandoning the volume", "volume", id, "member", m, "err", err)

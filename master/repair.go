@@ -248,7 +248,7 @@ func (s *Server) compactGarbage(ctx context.Context, p *placementView, running m
 			if busy {
 				continue
 			}
-			token := raisfs.Lease{Op: raisfs.LeaseOpAdmin, Volume: id, Expiry: time.Now().Add(time.Minute)}.Sign(s.fsm.LeaseKey())
+			token := s.adminLease(id)
 			var res struct {
 				BytesBefore int64 `json:"bytes_before"`
 				BytesAfter  int64 `json:"bytes_after"`
@@ -268,9 +268,6 @@ func (s *Server) compactGarbage(ctx context.Context, p *placementView, running m
 func (s *Server) repairVolume(ctx context.Context, plan repairPlan) error {
 	id, vol := plan.id, plan.vol
 	servers := s.mustServers()
-	admin := func() string {
-		return raisfs.Lease{Op: raisfs.LeaseOpAdmin, Volume: id, Expiry: time.Now().Add(time.Minute)}.Sign(s.fsm.LeaseKey())
-	}
 	if vol.State == fsmpb.VolumeState_VOLUME_WRITABLE {
 		if _, err := s.apply(ctx, &fsmpb.SetVolumeState{Id: uint64(id), State: fsmpb.VolumeState_VOLUME_SEALED}); err != nil {
 			return fmt.Errorf("seal volume %d on the masters: %w", id, err)
@@ -280,7 +277,7 @@ func (s *Server) repairVolume(ctx context.Context, plan repairPlan) error {
 	// volume, whose bytes no longer change.
 	var sources []string
 	for _, m := range plan.health.sources {
-		if err := s.chunkCall(ctx, http.MethodPost, servers[m].Address, fmt.Sprintf("/v1/volumes/%d/seal", id), admin(), http.StatusNoContent); err != nil {
+		if err := s.chunkCall(ctx, http.MethodPost, servers[m].Address, fmt.Sprintf("/v1/volumes/%d/seal", id), s.adminLease(id), http.StatusNoContent); err != nil {
 			s.log.Warn("repair: cannot seal a source", "volume", id, "member", m, "err", err)
 			continue
 		}
@@ -373,7 +370,7 @@ func (s *Server) copyVolume(ctx context.Context, id raisfs.VolumeID, target stri
 		SizeBytes int64 `json:"size_bytes"`
 		LiveBlobs int64 `json:"live_blobs"`
 	}
-	admin := raisfs.Lease{Op: raisfs.LeaseOpAdmin, Volume: id, Expiry: time.Now().Add(time.Minute)}.Sign(s.fsm.LeaseKey())
+	admin := s.adminLease(id)
 	var errs []string
 	for _, src := range sources {
 		var want, got figures
@@ -384,8 +381,7 @@ func (s *Server) copyVolume(ctx context.Context, id raisfs.VolumeID, target stri
 		body := map[string]any{"source": servers[src].Address, "replace": true, "bytes_per_sec": s.cfg.RepairBytesPerSec}
 		// A copy takes as long as the volume's size at the rate; the
 		// leader's context ends it on loss of leadership.
-		lease := raisfs.Lease{Op: raisfs.LeaseOpAdmin, Volume: id, Expiry: time.Now().Add(time.Minute)}.Sign(s.fsm.LeaseKey())
-		if err := s.chunkJSON(ctx, http.MethodPost, servers[target].Address, fmt.Sprintf("/v1/volumes/%d/replicate", id), lease, body, &got, time.Hour); err != nil {
+		if err := s.chunkJSON(ctx, http.MethodPost, servers[target].Address, fmt.Sprintf("/v1/volumes/%d/replicate", id), s.adminLease(id), body, &got, time.Hour); err != nil {
 			errs = append(errs, fmt.Sprintf("%s: %v", src, err))
 			continue
 		}
@@ -482,7 +478,7 @@ func (s *Server) retireStaleCopies(ctx context.Context, p *placementView, runnin
 					continue // not whole: the old copy may still be needed
 				}
 			}
-			token := raisfs.Lease{Op: raisfs.LeaseOpAdmin, Volume: id, Expiry: time.Now().Add(time.Minute)}.Sign(s.fsm.LeaseKey())
+			token := s.adminLease(id)
 			if err := s.chunkCall(ctx, http.MethodDelete, srv.Address, fmt.Sprintf("/v1/volumes/%d", id), token, http.StatusNoContent, http.StatusNotFound); err != nil {
 				s.log.Warn("cannot drop a stale copy", "volume", id, "server", sid, "err", err)
 				continue
@@ -520,6 +516,12 @@ func (s *Server) mustServers() map[string]*fsmpb.Server {
 		return p.servers
 	}
 	return map[string]*fsmpb.Server{}
+}
+
+// adminLease signs a one-minute admin lease on volume id (create, seal,
+// copy, compact, drop, fill, list).
+func (s *Server) adminLease(id raisfs.VolumeID) string {
+	return raisfs.Lease{Op: raisfs.LeaseOpAdmin, Volume: id, Expiry: time.Now().Add(time.Minute)}.Sign(s.fsm.LeaseKey())
 }
 
 // chunkJSON calls a chunk server's admin API with a JSON body (if in is

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,7 +28,6 @@ type nemesis struct {
 	rng         *rand.Rand
 	start       time.Time
 	log         *slog.Logger
-	lastAck     *atomic.Int64
 	faults      []Fault
 	leaderKills []time.Duration // since start
 	damaged     map[string]bool // chunk servers whose files were damaged this run

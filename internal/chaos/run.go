@@ -138,7 +138,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1))
 		wg.Go(func() { w.run(wctx, i, c, rng) })
 	}
-	n := &nemesis{cl: cl, rng: rand.New(rand.NewPCG(cfg.Seed, 0)), start: start, log: log, lastAck: &w.lastPutAck, keys: cfg.Keys}
+	n := &nemesis{cl: cl, rng: rand.New(rand.NewPCG(cfg.Seed, 0)), start: start, log: log, keys: cfg.Keys}
 	wg.Go(func() { n.run(wctx) })
 	wg.Wait()
 	rep.Faults = append(rep.Faults, n.faults...)
@@ -197,14 +197,13 @@ type valueRef struct {
 }
 
 type workload struct {
-	cfg        Config
-	hist       *History
-	since      func() int64
-	nextValue  atomic.Uint64
-	lastPutAck atomic.Int64
-	mu         sync.Mutex
-	byHash     map[raisfs.Hash]valueRef
-	stable     sync.Map // "s" keys written (acknowledged or conflicting)
+	cfg       Config
+	hist      *History
+	since     func() int64
+	nextValue atomic.Uint64
+	mu        sync.Mutex
+	byHash    map[raisfs.Hash]valueRef
+	stable    sync.Map // "s" keys written (acknowledged or conflicting)
 }
 
 // keyNames lists the key space: "k" keys are put, read and deleted at
@@ -274,8 +273,6 @@ func (w *workload) put(_ context.Context, id int, c *client.Client, key string, 
 	op.Return, op.Out = w.since(), classify(err)
 	if err != nil {
 		op.Err = err.Error()
-	} else {
-		w.lastPutAck.Store(op.Return)
 	}
 	w.hist.Add(op)
 	return op.Out == OutOK || op.Out == OutConflict
