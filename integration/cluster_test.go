@@ -176,10 +176,18 @@ func (d *devCluster) adm(stdin io.Reader, args ...string) (string, string, int) 
 
 func (d *devCluster) waitHealthy(chunkservers int) {
 	d.t.Helper()
-	waitFor(d.t, 30*time.Second, "a leader and live chunk servers", func() bool {
-		out, _, code := d.adm(nil, "status", "--json")
-		return code == 0 && strings.Contains(out, `"leader": true`) && strings.Count(out, `"state": "alive"`) >= chunkservers
-	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, errOut, code := d.adm(nil, "status", "--json")
+		if code == 0 && strings.Contains(out, `"leader": true`) && strings.Count(out, `"state": "alive"`) >= chunkservers {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("no leader and %d live chunk servers after 60s; last status (exit %d):\n%s%s\nrais dev printed:\n%s",
+				chunkservers, code, out, errOut, d.out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (d *devCluster) client() *client.Client {

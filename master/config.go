@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/raisfs/raisfs"
@@ -36,6 +37,10 @@ type Config struct {
 	APIAddr string
 	// HTTPAddr, if set, serves /metrics and /healthz.
 	HTTPAddr string
+	// RaftListener, APIListener and HTTPListener, if set, are used instead
+	// of listening on the addresses above (a supervisor that holds the
+	// ports, as rais dev does). The master closes them.
+	RaftListener, APIListener, HTTPListener net.Listener
 	// LogStore is the Raft log store: "boltdb" (raft-boltdb v2, the
 	// default) or "wal" (hashicorp/raft-wal: segment files, faster; see
 	// ARCHITECTURE.md, "Performance"). Fixed for the life of a master's
@@ -176,9 +181,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("master config: id %q: want 1-64 characters of [A-Za-z0-9._-]", c.ID)
 	case c.Dir == "":
 		return errors.New("master config: Dir is required")
-	case c.RaftAddr == "":
+	case c.RaftAddr == "" && c.RaftListener == nil:
 		return errors.New("master config: RaftAddr is required")
-	case c.APIAddr == "":
+	case c.APIAddr == "" && c.APIListener == nil:
 		return errors.New("master config: APIAddr is required")
 	case c.LogStore != "" && c.LogStore != "boltdb" && c.LogStore != "wal":
 		return fmt.Errorf("master config: LogStore %q: want boltdb or wal", c.LogStore)

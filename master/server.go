@@ -96,6 +96,12 @@ func New(cfg Config) (_ *Server, err error) {
 	defer func() {
 		if err != nil {
 			s.Close()
+			// Listeners handed in are ours to close, used or not.
+			for _, ln := range []net.Listener{cfg.RaftListener, cfg.APIListener, cfg.HTTPListener} {
+				if ln != nil {
+					ln.Close()
+				}
+			}
 		}
 	}()
 	if s.fsm, err = raftfsm.Open(filepath.Join(cfg.Dir, "state.db"), s.log); err != nil {
@@ -108,8 +114,13 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog); err != nil {
 		return nil, fmt.Errorf("open snapshots: %w", err)
 	}
-	if s.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, nil, 5, 10*time.Second, hlog); err != nil {
-		return nil, fmt.Errorf("raft transport %s: %w", cfg.RaftAddr, err)
+	raftLn, err := listen(cfg.RaftListener, cfg.RaftAddr, "raft")
+	if err != nil {
+		return nil, err
+	}
+	if s.transport, err = newRaftTransport(raftLn, hlog); err != nil {
+		raftLn.Close()
+		return nil, err
 	}
 	rc, err := s.raftConfig(hlog)
 	if err != nil {
@@ -124,8 +135,8 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	s.metrics = newMetrics(s)
 
-	if s.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
-		return nil, fmt.Errorf("listen api %s: %w", cfg.APIAddr, err)
+	if s.apiLn, err = listen(cfg.APIListener, cfg.APIAddr, "api"); err != nil {
+		return nil, err
 	}
 	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(s.unaryInterceptor))
 	masterpb.RegisterMasterServer(s.grpc, s)
@@ -134,9 +145,9 @@ func New(cfg Config) (_ *Server, err error) {
 			s.log.Error("grpc serve", "err", err)
 		}
 	})
-	if cfg.HTTPAddr != "" {
-		if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-			return nil, fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err)
+	if cfg.HTTPAddr != "" || cfg.HTTPListener != nil {
+		if s.httpLn, err = listen(cfg.HTTPListener, cfg.HTTPAddr, "http"); err != nil {
+			return nil, err
 		}
 		s.httpSrv = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 		s.goLoop("http", func(ctx context.Context) {

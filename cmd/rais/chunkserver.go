@@ -85,9 +85,15 @@ func runChunkServer(ctx context.Context, args []string, stdout, stderr io.Writer
 			logger.Error("closing store", "err", err)
 		}
 	}()
-	ln, err := net.Listen("tcp", *addr)
+	lns, err := inheritedListeners()
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", *addr, err)
+		return err
+	}
+	ln := lns["api"]
+	if ln == nil {
+		if ln, err = net.Listen("tcp", *addr); err != nil {
+			return fmt.Errorf("listen %s: %w", *addr, err)
+		}
 	}
 	var auth chunkserver.Authorizer
 	hbDone := make(chan struct{})

@@ -32,49 +32,78 @@ type devNode struct {
 	HTTPAddr string `json:"http,omitempty"` // masters' /metrics
 }
 
-func freeLoopbackPort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// devPorts holds the listening sockets rais dev opened for its children,
+// by address, until each is handed to the child that serves it.
+type devPorts map[string]net.Listener
+
+// bind listens on addr ("127.0.0.1:0" for a new port) and returns the
+// address actually bound.
+func (p devPorts) bind(addr string) (string, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", err
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	a := ln.Addr().String()
+	p[a] = ln
+	return a, nil
 }
 
-func loadOrCreateLayout(dir string, chunkservers int) (*devLayout, error) {
+func (p devPorts) closeAll() {
+	for a, ln := range p {
+		ln.Close()
+		delete(p, a)
+	}
+}
+
+// loadOrCreateLayout reads DIR/dev.json (or makes a new layout) and binds
+// every port in it. The sockets stay open and are passed to the children,
+// so no other process can take a port between choosing and using it.
+func loadOrCreateLayout(dir string, chunkservers int) (*devLayout, devPorts, error) {
 	path := filepath.Join(dir, "dev.json")
 	var l devLayout
 	if b, err := os.ReadFile(path); err == nil {
 		if err := json.Unmarshal(b, &l); err != nil {
-			return nil, fmt.Errorf("%s: %w (remove the directory to start afresh)", path, err)
+			return nil, nil, fmt.Errorf("%s: %w (remove the directory to start afresh)", path, err)
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
+		return nil, nil, err
 	}
+	ports := devPorts{}
 	var portErr error
-	port := func() string {
-		a, err := freeLoopbackPort()
+	port := func(addr string) string {
+		if addr == "" {
+			addr = "127.0.0.1:0"
+		}
+		a, err := ports.bind(addr)
 		if err != nil && portErr == nil {
-			portErr = fmt.Errorf("pick a free port: %w", err)
+			portErr = fmt.Errorf("port %s (from %s): %w; is another cluster or program using it?", addr, path, err)
 		}
 		return a
 	}
-	if len(l.Masters) == 0 {
-		for i := range 3 {
-			l.Masters = append(l.Masters, devNode{ID: fmt.Sprintf("m%d", i+1), API: port(), Raft: port(), HTTPAddr: port()})
-		}
+	for len(l.Masters) < 3 {
+		l.Masters = append(l.Masters, devNode{ID: fmt.Sprintf("m%d", len(l.Masters)+1)})
 	}
 	for len(l.ChunkServers) < chunkservers {
-		l.ChunkServers = append(l.ChunkServers, devNode{ID: fmt.Sprintf("cs%d", len(l.ChunkServers)+1), API: port()})
+		l.ChunkServers = append(l.ChunkServers, devNode{ID: fmt.Sprintf("cs%d", len(l.ChunkServers)+1)})
+	}
+	for i := range l.Masters {
+		m := &l.Masters[i]
+		m.API, m.Raft, m.HTTPAddr = port(m.API), port(m.Raft), port(m.HTTPAddr)
+	}
+	for i := range l.ChunkServers[:chunkservers] {
+		cs := &l.ChunkServers[i]
+		cs.API = port(cs.API)
 	}
 	if portErr != nil {
-		return nil, portErr
+		ports.closeAll()
+		return nil, nil, portErr
 	}
 	b, _ := json.MarshalIndent(l, "", "  ")
 	if err := os.WriteFile(path, b, 0o644); err != nil {
-		return nil, err
+		ports.closeAll()
+		return nil, nil, err
 	}
-	return &l, nil
+	return &l, ports, nil
 }
 
 // devVolumeSize: small volumes, so that sealing and new volumes happen
@@ -128,10 +157,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := syscall.Flock(int(lockFile.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		return fmt.Errorf("%s is in use by another rais dev (lock %s): %w", *dir, lockFile.Name(), err)
 	}
-	layout, err := loadOrCreateLayout(*dir, *n)
+	layout, ports, err := loadOrCreateLayout(*dir, *n)
 	if err != nil {
 		return err
 	}
+	defer ports.closeAll()
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -143,7 +173,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var children []*child
 	var mu sync.Mutex
-	start := func(name, addr string, args ...string) error {
+	// start runs `rais ARGS...` with the sockets for addrs (named by
+	// names) passed on as file descriptors 3, 4, ...
+	start := func(name string, names, addrs []string, args ...string) error {
 		logPath := filepath.Join(*dir, "logs", name+".log")
 		logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 		if err != nil {
@@ -151,6 +183,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		cmd := exec.Command(self, args...)
 		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.Env = append(os.Environ(), listenFDsEnv+"="+strings.Join(names, ","))
+		for _, a := range addrs {
+			f, err := ports[a].(*net.TCPListener).File()
+			if err != nil {
+				logf.Close()
+				return fmt.Errorf("pass %s's socket %s: %w", name, a, err)
+			}
+			defer f.Close() // the child has its own copy once started
+			cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+		}
 		// Ctrl-C on the terminal reaches the children too (same process
 		// group): they shut down cleanly on their own, and a second Ctrl-C
 		// stops them at once. If rais dev itself dies, they get SIGTERM.
@@ -159,7 +201,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			logf.Close()
 			return fmt.Errorf("start %s: %w", name, err)
 		}
-		c := &child{name: name, addr: addr, cmd: cmd, done: make(chan struct{})}
+		for _, a := range addrs {
+			ports[a].Close()
+			delete(ports, a)
+		}
+		c := &child{name: name, addr: addrs[0], cmd: cmd, done: make(chan struct{})}
 		go func() {
 			c.err = cmd.Wait()
 			logf.Close()
@@ -189,7 +235,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	for _, m := range layout.Masters {
-		err := start(m.ID, m.API, "master", "--id", m.ID, "--dir", filepath.Join(*dir, m.ID),
+		err := start(m.ID, []string{"api", "raft", "http"}, []string{m.API, m.Raft, m.HTTPAddr}, "master", "--id", m.ID, "--dir", filepath.Join(*dir, m.ID),
 			"--raft-addr", m.Raft, "--api-addr", m.API, "--http-addr", m.HTTPAddr, "--peers", strings.Join(peers, ","),
 			"--copies", fmt.Sprint(*copies), "--log-store", *logStore, "--volume-size", fmt.Sprint(*volSize),
 			"--repair-after", repairAfter.String(), "--server-down-after", "5s", "--fsck-every", "10m")
@@ -199,7 +245,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	for i, cs := range layout.ChunkServers[:*n] {
-		err := start(cs.ID, cs.API, "chunkserver", "--id", cs.ID, "--dir", filepath.Join(*dir, cs.ID),
+		err := start(cs.ID, []string{"api"}, []string{cs.API}, "chunkserver", "--id", cs.ID, "--dir", filepath.Join(*dir, cs.ID),
 			"--addr", cs.API, "--masters", strings.Join(masters, ","), "--dc", fmt.Sprintf("dc%d", i%*dcs+1), "--rack", fmt.Sprintf("rack%d", (i / *dcs)%2+1),
 			"--volume-size", fmt.Sprint(*volSize), "--min-free", fmt.Sprint(64<<20),
 			"--scrub-every", scrubEvery.String())

@@ -92,6 +92,11 @@ func runMaster(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		DefaultCopies: *copies, ServerDownAfter: *downAfter, LogStore: *logStore, WritableVolumes: *writable, VolumeSizeLimit: *volSize, Logger: logger,
 		RepairAfter: *repairAfter, MaxRepairs: *maxRepairs, RepairBytesPerSec: *repairRate << 20, FsckEvery: *fsckEvery,
 	}
+	lns, err := inheritedListeners()
+	if err != nil {
+		return err
+	}
+	cfg.RaftListener, cfg.APIListener, cfg.HTTPListener = lns["raft"], lns["api"], lns["http"]
 	s, err := master.New(cfg)
 	if err != nil {
 		return err
