@@ -28,6 +28,9 @@ var (
 	// ErrConflict: the key is already bound to other content. Messages are
 	// immutable: a retry with the same key and the same content succeeds.
 	ErrConflict = errors.New("conflict")
+	// ErrCompareFailed: a transaction's compare did not hold (a record
+	// changed since it was read); nothing was written. Read again and retry.
+	ErrCompareFailed = errors.New("compare failed")
 	// ErrNoPlacement: no set of servers satisfies the replication class
 	// (too few servers, data centers or free space). Nothing was written.
 	ErrNoPlacement = errors.New("no placement")

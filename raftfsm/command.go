@@ -36,6 +36,8 @@ func Encode(now int64, op any) ([]byte, error) {
 		cmd.Op = &fsmpb.Command_SetMaster{SetMaster: o}
 	case *fsmpb.QueueDelete:
 		cmd.Op = &fsmpb.Command_QueueDelete{QueueDelete: o}
+	case *fsmpb.Txn:
+		cmd.Op = &fsmpb.Command_Txn{Txn: o}
 	default:
 		return nil, fmt.Errorf("encode command: unknown op %T", op)
 	}

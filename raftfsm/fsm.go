@@ -58,6 +58,7 @@ var (
 	// was lost) is then recognised even if the key was deleted meanwhile,
 	// instead of binding the key a second time.
 	bucketCommits = []byte("applied_commits")
+	bucketRecords = []byte("records") // record key → Record (value, version)
 
 	keyApplied    = []byte("applied_index")
 	keyNextVolume = []byte("next_volume")
@@ -67,8 +68,9 @@ var (
 	keyBlobs      = []byte("blobs")
 	keyBlobBytes  = []byte("blob_bytes")
 	keySchema     = []byte("schema")
+	keyRevision   = []byte("records_revision")
 
-	allBuckets = [][]byte{bucketMeta, bucketObjects, bucketBlobs, bucketVolumes, bucketServers, bucketClasses, bucketMasters, bucketPending, bucketCommits}
+	allBuckets = [][]byte{bucketMeta, bucketObjects, bucketBlobs, bucketVolumes, bucketServers, bucketClasses, bucketMasters, bucketPending, bucketCommits, bucketRecords}
 )
 
 const schemaVersion = 1
@@ -94,6 +96,8 @@ type Result struct {
 	// Created is false for a PutObject that found the key already bound to
 	// the same content (an idempotent retry).
 	Created bool
+	// Revision is the revision a Txn wrote its records at.
+	Revision uint64
 	// Skipped is true for an entry at or below the applied index (replayed
 	// after a restart): it was applied before and is not applied again.
 	Skipped bool
@@ -362,6 +366,8 @@ func applyCommand(tx *bolt.Tx, d *deltas, cmd *fsmpb.Command) (Result, error) {
 		return applySetServerState(tx, op.SetServerState, now)
 	case *fsmpb.Command_QueueDelete:
 		return applyQueueDelete(tx, op.QueueDelete, now)
+	case *fsmpb.Command_Txn:
+		return applyTxn(tx, d, op.Txn, now)
 	case *fsmpb.Command_BlobGone:
 		key := pendingKey(op.BlobGone.Hash, op.BlobGone.Volume)
 		return Result{}, tx.Bucket(bucketPending).Delete(key)

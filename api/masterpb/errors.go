@@ -16,4 +16,5 @@ const (
 	ReasonPermission      = "PERMISSION_DENIED"
 	ReasonUnavailable     = "UNAVAILABLE"
 	ReasonNoSpace         = "NO_SPACE"
+	ReasonCompareFailed   = "COMPARE_FAILED"
 )
