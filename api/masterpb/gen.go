@@ -4,4 +4,4 @@ package masterpb
 
 // Regenerate with `go generate ./...` (needs protoc, protoc-gen-go and
 // protoc-gen-go-grpc; see the README's Development section).
-//go:generate protoc --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative master.proto
+//go:generate protoc -I . -I ../.. --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative master.proto

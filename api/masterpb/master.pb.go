@@ -10,6 +10,7 @@
 package masterpb
 
 import (
+	fsmpb "github.com/raisfs/raisfs/raftfsm/fsmpb"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -24,6 +25,230 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type TxnResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"` // the version the written records now have
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnResponse) Reset() {
+	*x = TxnResponse{}
+	mi := &file_master_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnResponse) ProtoMessage() {}
+
+func (x *TxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnResponse.ProtoReflect.Descriptor instead.
+func (*TxnResponse) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *TxnResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type RecordsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Prefix        []byte                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	After         []byte                 `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`  // start after this key (paging)
+	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"` // 0: 1000; at most 10000
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordsRequest) Reset() {
+	*x = RecordsRequest{}
+	mi := &file_master_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordsRequest) ProtoMessage() {}
+
+func (x *RecordsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordsRequest.ProtoReflect.Descriptor instead.
+func (*RecordsRequest) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RecordsRequest) GetPrefix() []byte {
+	if x != nil {
+		return x.Prefix
+	}
+	return nil
+}
+
+func (x *RecordsRequest) GetAfter() []byte {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *RecordsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type RecordEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Version       uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordEntry) Reset() {
+	*x = RecordEntry{}
+	mi := &file_master_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordEntry) ProtoMessage() {}
+
+func (x *RecordEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordEntry.ProtoReflect.Descriptor instead.
+func (*RecordEntry) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RecordEntry) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RecordEntry) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *RecordEntry) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type RecordsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*RecordEntry         `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	More          bool                   `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
+	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"` // newest revision written to any record
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordsResponse) Reset() {
+	*x = RecordsResponse{}
+	mi := &file_master_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordsResponse) ProtoMessage() {}
+
+func (x *RecordsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordsResponse.ProtoReflect.Descriptor instead.
+func (*RecordsResponse) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RecordsResponse) GetRecords() []*RecordEntry {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *RecordsResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+func (x *RecordsResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type Replica struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -34,7 +259,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_master_proto_msgTypes[0]
+	mi := &file_master_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +271,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[0]
+	mi := &file_master_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +284,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{0}
+	return file_master_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Replica) GetId() string {
@@ -88,7 +313,7 @@ type BeginPutRequest struct {
 
 func (x *BeginPutRequest) Reset() {
 	*x = BeginPutRequest{}
-	mi := &file_master_proto_msgTypes[1]
+	mi := &file_master_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -100,7 +325,7 @@ func (x *BeginPutRequest) String() string {
 func (*BeginPutRequest) ProtoMessage() {}
 
 func (x *BeginPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[1]
+	mi := &file_master_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -113,7 +338,7 @@ func (x *BeginPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginPutRequest.ProtoReflect.Descriptor instead.
 func (*BeginPutRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{1}
+	return file_master_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BeginPutRequest) GetKey() []byte {
@@ -161,7 +386,7 @@ type BeginPutResponse struct {
 
 func (x *BeginPutResponse) Reset() {
 	*x = BeginPutResponse{}
-	mi := &file_master_proto_msgTypes[2]
+	mi := &file_master_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -173,7 +398,7 @@ func (x *BeginPutResponse) String() string {
 func (*BeginPutResponse) ProtoMessage() {}
 
 func (x *BeginPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[2]
+	mi := &file_master_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -186,7 +411,7 @@ func (x *BeginPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginPutResponse.ProtoReflect.Descriptor instead.
 func (*BeginPutResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{2}
+	return file_master_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BeginPutResponse) GetStored() bool {
@@ -246,7 +471,7 @@ type CommitPutRequest struct {
 
 func (x *CommitPutRequest) Reset() {
 	*x = CommitPutRequest{}
-	mi := &file_master_proto_msgTypes[3]
+	mi := &file_master_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -258,7 +483,7 @@ func (x *CommitPutRequest) String() string {
 func (*CommitPutRequest) ProtoMessage() {}
 
 func (x *CommitPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[3]
+	mi := &file_master_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -271,7 +496,7 @@ func (x *CommitPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitPutRequest.ProtoReflect.Descriptor instead.
 func (*CommitPutRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{3}
+	return file_master_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CommitPutRequest) GetKey() []byte {
@@ -332,7 +557,7 @@ type CommitPutResponse struct {
 
 func (x *CommitPutResponse) Reset() {
 	*x = CommitPutResponse{}
-	mi := &file_master_proto_msgTypes[4]
+	mi := &file_master_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -344,7 +569,7 @@ func (x *CommitPutResponse) String() string {
 func (*CommitPutResponse) ProtoMessage() {}
 
 func (x *CommitPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[4]
+	mi := &file_master_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -357,7 +582,7 @@ func (x *CommitPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitPutResponse.ProtoReflect.Descriptor instead.
 func (*CommitPutResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{4}
+	return file_master_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CommitPutResponse) GetCreated() bool {
@@ -379,7 +604,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_master_proto_msgTypes[5]
+	mi := &file_master_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +616,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[5]
+	mi := &file_master_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +629,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{5}
+	return file_master_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LookupRequest) GetKey() []byte {
@@ -435,7 +660,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_master_proto_msgTypes[6]
+	mi := &file_master_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +672,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[6]
+	mi := &file_master_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +685,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{6}
+	return file_master_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LookupResponse) GetHash() []byte {
@@ -514,7 +739,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_master_proto_msgTypes[7]
+	mi := &file_master_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -526,7 +751,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[7]
+	mi := &file_master_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -539,7 +764,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{7}
+	return file_master_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteRequest) GetKey() []byte {
@@ -557,7 +782,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_master_proto_msgTypes[8]
+	mi := &file_master_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +794,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[8]
+	mi := &file_master_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +807,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{8}
+	return file_master_proto_rawDescGZIP(), []int{12}
 }
 
 type ListRequest struct {
@@ -596,7 +821,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_master_proto_msgTypes[9]
+	mi := &file_master_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +833,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[9]
+	mi := &file_master_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +846,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{9}
+	return file_master_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListRequest) GetPrefix() []byte {
@@ -657,7 +882,7 @@ type ListEntry struct {
 
 func (x *ListEntry) Reset() {
 	*x = ListEntry{}
-	mi := &file_master_proto_msgTypes[10]
+	mi := &file_master_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +894,7 @@ func (x *ListEntry) String() string {
 func (*ListEntry) ProtoMessage() {}
 
 func (x *ListEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[10]
+	mi := &file_master_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +907,7 @@ func (x *ListEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntry.ProtoReflect.Descriptor instead.
 func (*ListEntry) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{10}
+	return file_master_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListEntry) GetKey() []byte {
@@ -723,7 +948,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_master_proto_msgTypes[11]
+	mi := &file_master_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +960,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[11]
+	mi := &file_master_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +973,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{11}
+	return file_master_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListResponse) GetEntries() []*ListEntry {
@@ -781,7 +1006,7 @@ type VolumeReport struct {
 
 func (x *VolumeReport) Reset() {
 	*x = VolumeReport{}
-	mi := &file_master_proto_msgTypes[12]
+	mi := &file_master_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +1018,7 @@ func (x *VolumeReport) String() string {
 func (*VolumeReport) ProtoMessage() {}
 
 func (x *VolumeReport) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[12]
+	mi := &file_master_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +1031,7 @@ func (x *VolumeReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeReport.ProtoReflect.Descriptor instead.
 func (*VolumeReport) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{12}
+	return file_master_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *VolumeReport) GetId() uint64 {
@@ -874,7 +1099,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_master_proto_msgTypes[13]
+	mi := &file_master_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +1111,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[13]
+	mi := &file_master_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1124,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{13}
+	return file_master_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HeartbeatRequest) GetId() string {
@@ -969,7 +1194,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_master_proto_msgTypes[14]
+	mi := &file_master_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1206,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[14]
+	mi := &file_master_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1219,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{14}
+	return file_master_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HeartbeatResponse) GetLeaseKey() []byte {
@@ -1019,7 +1244,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_master_proto_msgTypes[15]
+	mi := &file_master_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1256,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[15]
+	mi := &file_master_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1269,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{15}
+	return file_master_proto_rawDescGZIP(), []int{19}
 }
 
 type MasterStatus struct {
@@ -1060,7 +1285,7 @@ type MasterStatus struct {
 
 func (x *MasterStatus) Reset() {
 	*x = MasterStatus{}
-	mi := &file_master_proto_msgTypes[16]
+	mi := &file_master_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1297,7 @@ func (x *MasterStatus) String() string {
 func (*MasterStatus) ProtoMessage() {}
 
 func (x *MasterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[16]
+	mi := &file_master_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1310,7 @@ func (x *MasterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterStatus.ProtoReflect.Descriptor instead.
 func (*MasterStatus) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{16}
+	return file_master_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MasterStatus) GetId() string {
@@ -1139,7 +1364,7 @@ type ChunkServerStatus struct {
 
 func (x *ChunkServerStatus) Reset() {
 	*x = ChunkServerStatus{}
-	mi := &file_master_proto_msgTypes[17]
+	mi := &file_master_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1376,7 @@ func (x *ChunkServerStatus) String() string {
 func (*ChunkServerStatus) ProtoMessage() {}
 
 func (x *ChunkServerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[17]
+	mi := &file_master_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1389,7 @@ func (x *ChunkServerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkServerStatus.ProtoReflect.Descriptor instead.
 func (*ChunkServerStatus) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{17}
+	return file_master_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ChunkServerStatus) GetId() string {
@@ -1247,7 +1472,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_master_proto_msgTypes[18]
+	mi := &file_master_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1484,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[18]
+	mi := &file_master_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1497,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{18}
+	return file_master_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatusResponse) GetMasters() []*MasterStatus {
@@ -1363,7 +1588,7 @@ type AddMasterRequest struct {
 
 func (x *AddMasterRequest) Reset() {
 	*x = AddMasterRequest{}
-	mi := &file_master_proto_msgTypes[19]
+	mi := &file_master_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1600,7 @@ func (x *AddMasterRequest) String() string {
 func (*AddMasterRequest) ProtoMessage() {}
 
 func (x *AddMasterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[19]
+	mi := &file_master_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1613,7 @@ func (x *AddMasterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMasterRequest.ProtoReflect.Descriptor instead.
 func (*AddMasterRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{19}
+	return file_master_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddMasterRequest) GetId() string {
@@ -1420,7 +1645,7 @@ type AddMasterResponse struct {
 
 func (x *AddMasterResponse) Reset() {
 	*x = AddMasterResponse{}
-	mi := &file_master_proto_msgTypes[20]
+	mi := &file_master_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1657,7 @@ func (x *AddMasterResponse) String() string {
 func (*AddMasterResponse) ProtoMessage() {}
 
 func (x *AddMasterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[20]
+	mi := &file_master_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1670,7 @@ func (x *AddMasterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMasterResponse.ProtoReflect.Descriptor instead.
 func (*AddMasterResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{20}
+	return file_master_proto_rawDescGZIP(), []int{24}
 }
 
 type RemoveMasterRequest struct {
@@ -1457,7 +1682,7 @@ type RemoveMasterRequest struct {
 
 func (x *RemoveMasterRequest) Reset() {
 	*x = RemoveMasterRequest{}
-	mi := &file_master_proto_msgTypes[21]
+	mi := &file_master_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1694,7 @@ func (x *RemoveMasterRequest) String() string {
 func (*RemoveMasterRequest) ProtoMessage() {}
 
 func (x *RemoveMasterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[21]
+	mi := &file_master_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1707,7 @@ func (x *RemoveMasterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMasterRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMasterRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{21}
+	return file_master_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RemoveMasterRequest) GetId() string {
@@ -1500,7 +1725,7 @@ type RemoveMasterResponse struct {
 
 func (x *RemoveMasterResponse) Reset() {
 	*x = RemoveMasterResponse{}
-	mi := &file_master_proto_msgTypes[22]
+	mi := &file_master_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +1737,7 @@ func (x *RemoveMasterResponse) String() string {
 func (*RemoveMasterResponse) ProtoMessage() {}
 
 func (x *RemoveMasterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[22]
+	mi := &file_master_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +1750,7 @@ func (x *RemoveMasterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMasterResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMasterResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{22}
+	return file_master_proto_rawDescGZIP(), []int{26}
 }
 
 type ReportBadReplicaRequest struct {
@@ -1544,7 +1769,7 @@ type ReportBadReplicaRequest struct {
 
 func (x *ReportBadReplicaRequest) Reset() {
 	*x = ReportBadReplicaRequest{}
-	mi := &file_master_proto_msgTypes[23]
+	mi := &file_master_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1556,7 +1781,7 @@ func (x *ReportBadReplicaRequest) String() string {
 func (*ReportBadReplicaRequest) ProtoMessage() {}
 
 func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[23]
+	mi := &file_master_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1569,7 +1794,7 @@ func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{23}
+	return file_master_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReportBadReplicaRequest) GetVolume() uint64 {
@@ -1615,7 +1840,7 @@ type ReportBadReplicaResponse struct {
 
 func (x *ReportBadReplicaResponse) Reset() {
 	*x = ReportBadReplicaResponse{}
-	mi := &file_master_proto_msgTypes[24]
+	mi := &file_master_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1852,7 @@ func (x *ReportBadReplicaResponse) String() string {
 func (*ReportBadReplicaResponse) ProtoMessage() {}
 
 func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[24]
+	mi := &file_master_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1865,7 @@ func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{24}
+	return file_master_proto_rawDescGZIP(), []int{28}
 }
 
 type DrainRequest struct {
@@ -1653,7 +1878,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_master_proto_msgTypes[25]
+	mi := &file_master_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1890,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[25]
+	mi := &file_master_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1903,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{25}
+	return file_master_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DrainRequest) GetId() string {
@@ -1707,7 +1932,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_master_proto_msgTypes[26]
+	mi := &file_master_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1944,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[26]
+	mi := &file_master_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1957,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{26}
+	return file_master_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DrainResponse) GetState() string {
@@ -1760,7 +1985,7 @@ type FsckRequest struct {
 
 func (x *FsckRequest) Reset() {
 	*x = FsckRequest{}
-	mi := &file_master_proto_msgTypes[27]
+	mi := &file_master_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1997,7 @@ func (x *FsckRequest) String() string {
 func (*FsckRequest) ProtoMessage() {}
 
 func (x *FsckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[27]
+	mi := &file_master_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +2010,7 @@ func (x *FsckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckRequest.ProtoReflect.Descriptor instead.
 func (*FsckRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{27}
+	return file_master_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *FsckRequest) GetRepair() bool {
@@ -1822,7 +2047,7 @@ type FsckResponse struct {
 
 func (x *FsckResponse) Reset() {
 	*x = FsckResponse{}
-	mi := &file_master_proto_msgTypes[28]
+	mi := &file_master_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +2059,7 @@ func (x *FsckResponse) String() string {
 func (*FsckResponse) ProtoMessage() {}
 
 func (x *FsckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[28]
+	mi := &file_master_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +2072,7 @@ func (x *FsckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckResponse.ProtoReflect.Descriptor instead.
 func (*FsckResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{28}
+	return file_master_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *FsckResponse) GetVolumes() uint32 {
@@ -1946,7 +2171,7 @@ type RebalanceRequest struct {
 
 func (x *RebalanceRequest) Reset() {
 	*x = RebalanceRequest{}
-	mi := &file_master_proto_msgTypes[29]
+	mi := &file_master_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +2183,7 @@ func (x *RebalanceRequest) String() string {
 func (*RebalanceRequest) ProtoMessage() {}
 
 func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[29]
+	mi := &file_master_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +2196,7 @@ func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{29}
+	return file_master_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RebalanceRequest) GetDryRun() bool {
@@ -2000,7 +2225,7 @@ type VolumeMove struct {
 
 func (x *VolumeMove) Reset() {
 	*x = VolumeMove{}
-	mi := &file_master_proto_msgTypes[30]
+	mi := &file_master_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2012,7 +2237,7 @@ func (x *VolumeMove) String() string {
 func (*VolumeMove) ProtoMessage() {}
 
 func (x *VolumeMove) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[30]
+	mi := &file_master_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2025,7 +2250,7 @@ func (x *VolumeMove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeMove.ProtoReflect.Descriptor instead.
 func (*VolumeMove) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{30}
+	return file_master_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *VolumeMove) GetVolume() uint64 {
@@ -2068,7 +2293,7 @@ type RebalanceResponse struct {
 
 func (x *RebalanceResponse) Reset() {
 	*x = RebalanceResponse{}
-	mi := &file_master_proto_msgTypes[31]
+	mi := &file_master_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2080,7 +2305,7 @@ func (x *RebalanceResponse) String() string {
 func (*RebalanceResponse) ProtoMessage() {}
 
 func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[31]
+	mi := &file_master_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2093,7 +2318,7 @@ func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceResponse.ProtoReflect.Descriptor instead.
 func (*RebalanceResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{31}
+	return file_master_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RebalanceResponse) GetMoves() []*VolumeMove {
@@ -2132,7 +2357,7 @@ type SetClassRequest struct {
 
 func (x *SetClassRequest) Reset() {
 	*x = SetClassRequest{}
-	mi := &file_master_proto_msgTypes[32]
+	mi := &file_master_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2369,7 @@ func (x *SetClassRequest) String() string {
 func (*SetClassRequest) ProtoMessage() {}
 
 func (x *SetClassRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[32]
+	mi := &file_master_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2382,7 @@ func (x *SetClassRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClassRequest.ProtoReflect.Descriptor instead.
 func (*SetClassRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{32}
+	return file_master_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SetClassRequest) GetName() string {
@@ -2196,7 +2421,7 @@ type SetClassResponse struct {
 
 func (x *SetClassResponse) Reset() {
 	*x = SetClassResponse{}
-	mi := &file_master_proto_msgTypes[33]
+	mi := &file_master_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2433,7 @@ func (x *SetClassResponse) String() string {
 func (*SetClassResponse) ProtoMessage() {}
 
 func (x *SetClassResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[33]
+	mi := &file_master_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,14 +2446,28 @@ func (x *SetClassResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClassResponse.ProtoReflect.Descriptor instead.
 func (*SetClassResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{33}
+	return file_master_proto_rawDescGZIP(), []int{37}
 }
 
 var File_master_proto protoreflect.FileDescriptor
 
 const file_master_proto_rawDesc = "" +
 	"\n" +
-	"\fmaster.proto\x12\x10raisfs.master.v1\"3\n" +
+	"\fmaster.proto\x12\x10raisfs.master.v1\x1a\x17raftfsm/fsmpb/fsm.proto\")\n" +
+	"\vTxnResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"T\n" +
+	"\x0eRecordsRequest\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\fR\x06prefix\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\fR\x05after\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"O\n" +
+	"\vRecordEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\"z\n" +
+	"\x0fRecordsResponse\x127\n" +
+	"\arecords\x18\x01 \x03(\v2\x1d.raisfs.master.v1.RecordEntryR\arecords\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"3\n" +
 	"\aReplica\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"a\n" +
@@ -2393,7 +2632,8 @@ const file_master_proto_rawDesc = "" +
 	"\x06copies\x18\x02 \x01(\rR\x06copies\x12!\n" +
 	"\fwrite_quorum\x18\x03 \x01(\rR\vwriteQuorum\x12\x17\n" +
 	"\amin_dcs\x18\x04 \x01(\rR\x06minDcs\"\x12\n" +
-	"\x10SetClassResponse2\xea\t\n" +
+	"\x10SetClassResponse2\xf4\n" +
+	"\n" +
 	"\x06Master\x12Q\n" +
 	"\bBeginPut\x12!.raisfs.master.v1.BeginPutRequest\x1a\".raisfs.master.v1.BeginPutResponse\x12T\n" +
 	"\tCommitPut\x12\".raisfs.master.v1.CommitPutRequest\x1a#.raisfs.master.v1.CommitPutResponse\x12K\n" +
@@ -2409,7 +2649,9 @@ const file_master_proto_rawDesc = "" +
 	"\tAddMaster\x12\".raisfs.master.v1.AddMasterRequest\x1a#.raisfs.master.v1.AddMasterResponse\x12]\n" +
 	"\fRemoveMaster\x12%.raisfs.master.v1.RemoveMasterRequest\x1a&.raisfs.master.v1.RemoveMasterResponse\x12i\n" +
 	"\x10ReportBadReplica\x12).raisfs.master.v1.ReportBadReplicaRequest\x1a*.raisfs.master.v1.ReportBadReplicaResponse\x12Y\n" +
-	"\x0eAnnounceMaster\x12\".raisfs.master.v1.AddMasterRequest\x1a#.raisfs.master.v1.AddMasterResponseB'Z%github.com/raisfs/raisfs/api/masterpbb\x06proto3"
+	"\x0eAnnounceMaster\x12\".raisfs.master.v1.AddMasterRequest\x1a#.raisfs.master.v1.AddMasterResponse\x128\n" +
+	"\x03Txn\x12\x12.raisfs.fsm.v1.Txn\x1a\x1d.raisfs.master.v1.TxnResponse\x12N\n" +
+	"\aRecords\x12 .raisfs.master.v1.RecordsRequest\x1a!.raisfs.master.v1.RecordsResponseB'Z%github.com/raisfs/raisfs/api/masterpbb\x06proto3"
 
 var (
 	file_master_proto_rawDescOnce sync.Once
@@ -2423,86 +2665,96 @@ func file_master_proto_rawDescGZIP() []byte {
 	return file_master_proto_rawDescData
 }
 
-var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_master_proto_goTypes = []any{
-	(*Replica)(nil),                  // 0: raisfs.master.v1.Replica
-	(*BeginPutRequest)(nil),          // 1: raisfs.master.v1.BeginPutRequest
-	(*BeginPutResponse)(nil),         // 2: raisfs.master.v1.BeginPutResponse
-	(*CommitPutRequest)(nil),         // 3: raisfs.master.v1.CommitPutRequest
-	(*CommitPutResponse)(nil),        // 4: raisfs.master.v1.CommitPutResponse
-	(*LookupRequest)(nil),            // 5: raisfs.master.v1.LookupRequest
-	(*LookupResponse)(nil),           // 6: raisfs.master.v1.LookupResponse
-	(*DeleteRequest)(nil),            // 7: raisfs.master.v1.DeleteRequest
-	(*DeleteResponse)(nil),           // 8: raisfs.master.v1.DeleteResponse
-	(*ListRequest)(nil),              // 9: raisfs.master.v1.ListRequest
-	(*ListEntry)(nil),                // 10: raisfs.master.v1.ListEntry
-	(*ListResponse)(nil),             // 11: raisfs.master.v1.ListResponse
-	(*VolumeReport)(nil),             // 12: raisfs.master.v1.VolumeReport
-	(*HeartbeatRequest)(nil),         // 13: raisfs.master.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 14: raisfs.master.v1.HeartbeatResponse
-	(*StatusRequest)(nil),            // 15: raisfs.master.v1.StatusRequest
-	(*MasterStatus)(nil),             // 16: raisfs.master.v1.MasterStatus
-	(*ChunkServerStatus)(nil),        // 17: raisfs.master.v1.ChunkServerStatus
-	(*StatusResponse)(nil),           // 18: raisfs.master.v1.StatusResponse
-	(*AddMasterRequest)(nil),         // 19: raisfs.master.v1.AddMasterRequest
-	(*AddMasterResponse)(nil),        // 20: raisfs.master.v1.AddMasterResponse
-	(*RemoveMasterRequest)(nil),      // 21: raisfs.master.v1.RemoveMasterRequest
-	(*RemoveMasterResponse)(nil),     // 22: raisfs.master.v1.RemoveMasterResponse
-	(*ReportBadReplicaRequest)(nil),  // 23: raisfs.master.v1.ReportBadReplicaRequest
-	(*ReportBadReplicaResponse)(nil), // 24: raisfs.master.v1.ReportBadReplicaResponse
-	(*DrainRequest)(nil),             // 25: raisfs.master.v1.DrainRequest
-	(*DrainResponse)(nil),            // 26: raisfs.master.v1.DrainResponse
-	(*FsckRequest)(nil),              // 27: raisfs.master.v1.FsckRequest
-	(*FsckResponse)(nil),             // 28: raisfs.master.v1.FsckResponse
-	(*RebalanceRequest)(nil),         // 29: raisfs.master.v1.RebalanceRequest
-	(*VolumeMove)(nil),               // 30: raisfs.master.v1.VolumeMove
-	(*RebalanceResponse)(nil),        // 31: raisfs.master.v1.RebalanceResponse
-	(*SetClassRequest)(nil),          // 32: raisfs.master.v1.SetClassRequest
-	(*SetClassResponse)(nil),         // 33: raisfs.master.v1.SetClassResponse
+	(*TxnResponse)(nil),              // 0: raisfs.master.v1.TxnResponse
+	(*RecordsRequest)(nil),           // 1: raisfs.master.v1.RecordsRequest
+	(*RecordEntry)(nil),              // 2: raisfs.master.v1.RecordEntry
+	(*RecordsResponse)(nil),          // 3: raisfs.master.v1.RecordsResponse
+	(*Replica)(nil),                  // 4: raisfs.master.v1.Replica
+	(*BeginPutRequest)(nil),          // 5: raisfs.master.v1.BeginPutRequest
+	(*BeginPutResponse)(nil),         // 6: raisfs.master.v1.BeginPutResponse
+	(*CommitPutRequest)(nil),         // 7: raisfs.master.v1.CommitPutRequest
+	(*CommitPutResponse)(nil),        // 8: raisfs.master.v1.CommitPutResponse
+	(*LookupRequest)(nil),            // 9: raisfs.master.v1.LookupRequest
+	(*LookupResponse)(nil),           // 10: raisfs.master.v1.LookupResponse
+	(*DeleteRequest)(nil),            // 11: raisfs.master.v1.DeleteRequest
+	(*DeleteResponse)(nil),           // 12: raisfs.master.v1.DeleteResponse
+	(*ListRequest)(nil),              // 13: raisfs.master.v1.ListRequest
+	(*ListEntry)(nil),                // 14: raisfs.master.v1.ListEntry
+	(*ListResponse)(nil),             // 15: raisfs.master.v1.ListResponse
+	(*VolumeReport)(nil),             // 16: raisfs.master.v1.VolumeReport
+	(*HeartbeatRequest)(nil),         // 17: raisfs.master.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 18: raisfs.master.v1.HeartbeatResponse
+	(*StatusRequest)(nil),            // 19: raisfs.master.v1.StatusRequest
+	(*MasterStatus)(nil),             // 20: raisfs.master.v1.MasterStatus
+	(*ChunkServerStatus)(nil),        // 21: raisfs.master.v1.ChunkServerStatus
+	(*StatusResponse)(nil),           // 22: raisfs.master.v1.StatusResponse
+	(*AddMasterRequest)(nil),         // 23: raisfs.master.v1.AddMasterRequest
+	(*AddMasterResponse)(nil),        // 24: raisfs.master.v1.AddMasterResponse
+	(*RemoveMasterRequest)(nil),      // 25: raisfs.master.v1.RemoveMasterRequest
+	(*RemoveMasterResponse)(nil),     // 26: raisfs.master.v1.RemoveMasterResponse
+	(*ReportBadReplicaRequest)(nil),  // 27: raisfs.master.v1.ReportBadReplicaRequest
+	(*ReportBadReplicaResponse)(nil), // 28: raisfs.master.v1.ReportBadReplicaResponse
+	(*DrainRequest)(nil),             // 29: raisfs.master.v1.DrainRequest
+	(*DrainResponse)(nil),            // 30: raisfs.master.v1.DrainResponse
+	(*FsckRequest)(nil),              // 31: raisfs.master.v1.FsckRequest
+	(*FsckResponse)(nil),             // 32: raisfs.master.v1.FsckResponse
+	(*RebalanceRequest)(nil),         // 33: raisfs.master.v1.RebalanceRequest
+	(*VolumeMove)(nil),               // 34: raisfs.master.v1.VolumeMove
+	(*RebalanceResponse)(nil),        // 35: raisfs.master.v1.RebalanceResponse
+	(*SetClassRequest)(nil),          // 36: raisfs.master.v1.SetClassRequest
+	(*SetClassResponse)(nil),         // 37: raisfs.master.v1.SetClassResponse
+	(*fsmpb.Txn)(nil),                // 38: raisfs.fsm.v1.Txn
 }
 var file_master_proto_depIdxs = []int32{
-	0,  // 0: raisfs.master.v1.BeginPutResponse.replicas:type_name -> raisfs.master.v1.Replica
-	0,  // 1: raisfs.master.v1.LookupResponse.replicas:type_name -> raisfs.master.v1.Replica
-	10, // 2: raisfs.master.v1.ListResponse.entries:type_name -> raisfs.master.v1.ListEntry
-	12, // 3: raisfs.master.v1.HeartbeatRequest.volumes:type_name -> raisfs.master.v1.VolumeReport
-	16, // 4: raisfs.master.v1.StatusResponse.masters:type_name -> raisfs.master.v1.MasterStatus
-	17, // 5: raisfs.master.v1.StatusResponse.chunkservers:type_name -> raisfs.master.v1.ChunkServerStatus
-	30, // 6: raisfs.master.v1.RebalanceResponse.moves:type_name -> raisfs.master.v1.VolumeMove
-	1,  // 7: raisfs.master.v1.Master.BeginPut:input_type -> raisfs.master.v1.BeginPutRequest
-	3,  // 8: raisfs.master.v1.Master.CommitPut:input_type -> raisfs.master.v1.CommitPutRequest
-	5,  // 9: raisfs.master.v1.Master.Lookup:input_type -> raisfs.master.v1.LookupRequest
-	7,  // 10: raisfs.master.v1.Master.Delete:input_type -> raisfs.master.v1.DeleteRequest
-	9,  // 11: raisfs.master.v1.Master.List:input_type -> raisfs.master.v1.ListRequest
-	25, // 12: raisfs.master.v1.Master.Drain:input_type -> raisfs.master.v1.DrainRequest
-	27, // 13: raisfs.master.v1.Master.Fsck:input_type -> raisfs.master.v1.FsckRequest
-	29, // 14: raisfs.master.v1.Master.Rebalance:input_type -> raisfs.master.v1.RebalanceRequest
-	32, // 15: raisfs.master.v1.Master.SetClass:input_type -> raisfs.master.v1.SetClassRequest
-	13, // 16: raisfs.master.v1.Master.Heartbeat:input_type -> raisfs.master.v1.HeartbeatRequest
-	15, // 17: raisfs.master.v1.Master.Status:input_type -> raisfs.master.v1.StatusRequest
-	19, // 18: raisfs.master.v1.Master.AddMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	21, // 19: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
-	23, // 20: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
-	19, // 21: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	2,  // 22: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
-	4,  // 23: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
-	6,  // 24: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
-	8,  // 25: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
-	11, // 26: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
-	26, // 27: raisfs.master.v1.Master.Drain:output_type -> raisfs.master.v1.DrainResponse
-	28, // 28: raisfs.master.v1.Master.Fsck:output_type -> raisfs.master.v1.FsckResponse
-	31, // 29: raisfs.master.v1.Master.Rebalance:output_type -> raisfs.master.v1.RebalanceResponse
-	33, // 30: raisfs.master.v1.Master.SetClass:output_type -> raisfs.master.v1.SetClassResponse
-	14, // 31: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
-	18, // 32: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
-	20, // 33: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	22, // 34: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
-	24, // 35: raisfs.master.v1.Master.ReportBadReplica:output_type -> raisfs.master.v1.ReportBadReplicaResponse
-	20, // 36: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	22, // [22:37] is the sub-list for method output_type
-	7,  // [7:22] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	2,  // 0: raisfs.master.v1.RecordsResponse.records:type_name -> raisfs.master.v1.RecordEntry
+	4,  // 1: raisfs.master.v1.BeginPutResponse.replicas:type_name -> raisfs.master.v1.Replica
+	4,  // 2: raisfs.master.v1.LookupResponse.replicas:type_name -> raisfs.master.v1.Replica
+	14, // 3: raisfs.master.v1.ListResponse.entries:type_name -> raisfs.master.v1.ListEntry
+	16, // 4: raisfs.master.v1.HeartbeatRequest.volumes:type_name -> raisfs.master.v1.VolumeReport
+	20, // 5: raisfs.master.v1.StatusResponse.masters:type_name -> raisfs.master.v1.MasterStatus
+	21, // 6: raisfs.master.v1.StatusResponse.chunkservers:type_name -> raisfs.master.v1.ChunkServerStatus
+	34, // 7: raisfs.master.v1.RebalanceResponse.moves:type_name -> raisfs.master.v1.VolumeMove
+	5,  // 8: raisfs.master.v1.Master.BeginPut:input_type -> raisfs.master.v1.BeginPutRequest
+	7,  // 9: raisfs.master.v1.Master.CommitPut:input_type -> raisfs.master.v1.CommitPutRequest
+	9,  // 10: raisfs.master.v1.Master.Lookup:input_type -> raisfs.master.v1.LookupRequest
+	11, // 11: raisfs.master.v1.Master.Delete:input_type -> raisfs.master.v1.DeleteRequest
+	13, // 12: raisfs.master.v1.Master.List:input_type -> raisfs.master.v1.ListRequest
+	29, // 13: raisfs.master.v1.Master.Drain:input_type -> raisfs.master.v1.DrainRequest
+	31, // 14: raisfs.master.v1.Master.Fsck:input_type -> raisfs.master.v1.FsckRequest
+	33, // 15: raisfs.master.v1.Master.Rebalance:input_type -> raisfs.master.v1.RebalanceRequest
+	36, // 16: raisfs.master.v1.Master.SetClass:input_type -> raisfs.master.v1.SetClassRequest
+	17, // 17: raisfs.master.v1.Master.Heartbeat:input_type -> raisfs.master.v1.HeartbeatRequest
+	19, // 18: raisfs.master.v1.Master.Status:input_type -> raisfs.master.v1.StatusRequest
+	23, // 19: raisfs.master.v1.Master.AddMaster:input_type -> raisfs.master.v1.AddMasterRequest
+	25, // 20: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
+	27, // 21: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
+	23, // 22: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
+	38, // 23: raisfs.master.v1.Master.Txn:input_type -> raisfs.fsm.v1.Txn
+	1,  // 24: raisfs.master.v1.Master.Records:input_type -> raisfs.master.v1.RecordsRequest
+	6,  // 25: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
+	8,  // 26: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
+	10, // 27: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
+	12, // 28: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
+	15, // 29: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
+	30, // 30: raisfs.master.v1.Master.Drain:output_type -> raisfs.master.v1.DrainResponse
+	32, // 31: raisfs.master.v1.Master.Fsck:output_type -> raisfs.master.v1.FsckResponse
+	35, // 32: raisfs.master.v1.Master.Rebalance:output_type -> raisfs.master.v1.RebalanceResponse
+	37, // 33: raisfs.master.v1.Master.SetClass:output_type -> raisfs.master.v1.SetClassResponse
+	18, // 34: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
+	22, // 35: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
+	24, // 36: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	26, // 37: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
+	28, // 38: raisfs.master.v1.Master.ReportBadReplica:output_type -> raisfs.master.v1.ReportBadReplicaResponse
+	24, // 39: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	0,  // 40: raisfs.master.v1.Master.Txn:output_type -> raisfs.master.v1.TxnResponse
+	3,  // 41: raisfs.master.v1.Master.Records:output_type -> raisfs.master.v1.RecordsResponse
+	25, // [25:42] is the sub-list for method output_type
+	8,  // [8:25] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_master_proto_init() }
@@ -2516,7 +2768,7 @@ func file_master_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_master_proto_rawDesc), len(file_master_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

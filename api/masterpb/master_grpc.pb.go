@@ -11,6 +11,7 @@ package masterpb
 
 import (
 	context "context"
+	fsmpb "github.com/raisfs/raisfs/raftfsm/fsmpb"
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -37,6 +38,8 @@ const (
 	Master_RemoveMaster_FullMethodName     = "/raisfs.master.v1.Master/RemoveMaster"
 	Master_ReportBadReplica_FullMethodName = "/raisfs.master.v1.Master/ReportBadReplica"
 	Master_AnnounceMaster_FullMethodName   = "/raisfs.master.v1.Master/AnnounceMaster"
+	Master_Txn_FullMethodName              = "/raisfs.master.v1.Master/Txn"
+	Master_Records_FullMethodName          = "/raisfs.master.v1.Master/Records"
 )
 
 // MasterClient is the client API for Master service.
@@ -81,6 +84,11 @@ type MasterClient interface {
 	// AnnounceMaster records a master's API address (masters call it on the
 	// leader at start; it does not change Raft membership).
 	AnnounceMaster(ctx context.Context, in *AddMasterRequest, opts ...grpc.CallOption) (*AddMasterResponse, error)
+	// Txn applies a transaction on the records namespace (and object links
+	// and deletes) atomically, if its compares hold (COMPARE_FAILED if not).
+	Txn(ctx context.Context, in *fsmpb.Txn, opts ...grpc.CallOption) (*TxnResponse, error)
+	// Records reads records by prefix (paged), linearizably.
+	Records(ctx context.Context, in *RecordsRequest, opts ...grpc.CallOption) (*RecordsResponse, error)
 }
 
 type masterClient struct {
@@ -241,6 +249,26 @@ func (c *masterClient) AnnounceMaster(ctx context.Context, in *AddMasterRequest,
 	return out, nil
 }
 
+func (c *masterClient) Txn(ctx context.Context, in *fsmpb.Txn, opts ...grpc.CallOption) (*TxnResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnResponse)
+	err := c.cc.Invoke(ctx, Master_Txn_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *masterClient) Records(ctx context.Context, in *RecordsRequest, opts ...grpc.CallOption) (*RecordsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordsResponse)
+	err := c.cc.Invoke(ctx, Master_Records_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MasterServer is the server API for Master service.
 // All implementations must embed UnimplementedMasterServer
 // for forward compatibility.
@@ -283,6 +311,11 @@ type MasterServer interface {
 	// AnnounceMaster records a master's API address (masters call it on the
 	// leader at start; it does not change Raft membership).
 	AnnounceMaster(context.Context, *AddMasterRequest) (*AddMasterResponse, error)
+	// Txn applies a transaction on the records namespace (and object links
+	// and deletes) atomically, if its compares hold (COMPARE_FAILED if not).
+	Txn(context.Context, *fsmpb.Txn) (*TxnResponse, error)
+	// Records reads records by prefix (paged), linearizably.
+	Records(context.Context, *RecordsRequest) (*RecordsResponse, error)
 	mustEmbedUnimplementedMasterServer()
 }
 
@@ -337,6 +370,12 @@ func (UnimplementedMasterServer) ReportBadReplica(context.Context, *ReportBadRep
 }
 func (UnimplementedMasterServer) AnnounceMaster(context.Context, *AddMasterRequest) (*AddMasterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AnnounceMaster not implemented")
+}
+func (UnimplementedMasterServer) Txn(context.Context, *fsmpb.Txn) (*TxnResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Txn not implemented")
+}
+func (UnimplementedMasterServer) Records(context.Context, *RecordsRequest) (*RecordsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Records not implemented")
 }
 func (UnimplementedMasterServer) mustEmbedUnimplementedMasterServer() {}
 func (UnimplementedMasterServer) testEmbeddedByValue()                {}
@@ -629,6 +668,42 @@ func _Master_AnnounceMaster_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Master_Txn_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(fsmpb.Txn)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MasterServer).Txn(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Master_Txn_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MasterServer).Txn(ctx, req.(*fsmpb.Txn))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Master_Records_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MasterServer).Records(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Master_Records_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MasterServer).Records(ctx, req.(*RecordsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Master_ServiceDesc is the grpc.ServiceDesc for Master service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -695,6 +770,14 @@ var Master_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AnnounceMaster",
 			Handler:    _Master_AnnounceMaster_Handler,
+		},
+		{
+			MethodName: "Txn",
+			Handler:    _Master_Txn_Handler,
+		},
+		{
+			MethodName: "Records",
+			Handler:    _Master_Records_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -23,7 +23,7 @@ var table = []struct {
 	{raisfs.ErrNotFound, codes.NotFound, masterpb.ReasonNotFound},
 	{raisfs.ErrInvalidArgument, codes.InvalidArgument, masterpb.ReasonInvalidArgument},
 	{raisfs.ErrConflict, codes.AlreadyExists, masterpb.ReasonConflict},
-	{raisfs.ErrCompareFailed, codes.Aborted, masterpb.ReasonCompareFailed},
+	{raisfs.ErrCompareFailed, codes.FailedPrecondition, masterpb.ReasonCompareFailed},
 	{raisfs.ErrNoPlacement, codes.ResourceExhausted, masterpb.ReasonNoPlacement},
 	{raisfs.ErrNoSpace, codes.ResourceExhausted, masterpb.ReasonNoSpace},
 	{raisfs.ErrLeaseExpired, codes.FailedPrecondition, masterpb.ReasonLeaseExpired},

@@ -1,0 +1,97 @@
+package client_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/raisfs/raisfs/client"
+	"github.com/raisfs/raisfs/internal/testcluster"
+)
+
+func TestClient_RecordsAndTxn(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	c := mustClient(t, cl.MasterAddrs(), nil)
+	ctx := ctxT(t)
+	body := []byte("Subject: x\r\n\r\nbody\r\n")
+	if _, err := c.Put(ctx, "mail/b/1", bytes.NewReader(body), nil); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := c.Commit(ctx, new(client.Txn).IfVersion("idx/mbox", 0).Put("idx/mbox", []byte("uidnext=2")).
+		Put("idx/m/1", []byte("b/1")).LinkObject("mail/b/1-copy", "mail/b/1"))
+	if err != nil || rev == 0 {
+		t.Fatalf("Commit = %d, %v", rev, err)
+	}
+	r, ok, err := c.Record(ctx, "idx/mbox")
+	if err != nil || !ok || string(r.Value) != "uidnext=2" || r.Version != rev {
+		t.Fatalf("Record = %+v %v %v", r, ok, err)
+	}
+	if _, ok, _ := c.Record(ctx, "idx/m"); ok {
+		t.Fatal("Record of a prefix of a key found a record")
+	}
+	if got := mustGet(t, c, "mail/b/1-copy"); !bytes.Equal(got, body) {
+		t.Fatal("linked object reads other bytes")
+	}
+	// A stale compare fails and writes nothing.
+	if _, err := c.Commit(ctx, new(client.Txn).IfVersion("idx/mbox", 0).Put("idx/other", nil)); !errors.Is(err, client.ErrCompareFailed) {
+		t.Fatalf("stale Commit = %v, want ErrCompareFailed", err)
+	}
+	if _, ok, _ := c.Record(ctx, "idx/other"); ok {
+		t.Fatal("a failed txn wrote")
+	}
+	if _, err := c.Commit(ctx, new(client.Txn).Put("", nil)); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("empty key = %v", err)
+	}
+	// Deleting the index entry and its object together.
+	if _, err := c.Commit(ctx, new(client.Txn).Delete("idx/m/1").DeleteObject("mail/b/1-copy")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stat(ctx, "mail/b/1-copy"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("Stat of the deleted object = %v", err)
+	}
+	p, err := c.Records(ctx, "idx/", "", 0)
+	if err != nil || len(p.Records) != 1 || p.Next != "" || p.Revision < rev {
+		t.Fatalf("Records = %+v, %v", p, err)
+	}
+}
+
+// Two clients (through different masters) increment one counter with
+// compare-and-set: no increment is lost or applied twice.
+func TestClient_TxnCounterIsLinearizable(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	addrs := cl.MasterAddrs()
+	ctx := ctxT(t)
+	const perClient = 25
+	var wg sync.WaitGroup
+	for i := range 2 {
+		c := mustClient(t, []string{addrs[i], addrs[(i+1)%len(addrs)]}, nil)
+		wg.Go(func() {
+			for n := 0; n < perClient; {
+				r, _, err := c.Record(ctx, "counter")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				v, _ := strconv.Atoi(string(r.Value))
+				_, err = c.Commit(ctx, new(client.Txn).IfVersion("counter", r.Version).Put("counter", []byte(strconv.Itoa(v+1))))
+				switch {
+				case err == nil:
+					n++
+				case errors.Is(err, client.ErrCompareFailed):
+				default:
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	c := mustClient(t, addrs, nil)
+	r, _, err := c.Record(ctx, "counter")
+	if err != nil || string(r.Value) != fmt.Sprint(2*perClient) {
+		t.Fatalf("counter = %q, %v; want %d", r.Value, err, 2*perClient)
+	}
+}

@@ -1,0 +1,51 @@
+package master
+
+import (
+	"context"
+
+	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/raftfsm"
+	"github.com/raisfs/raisfs/raftfsm/fsmpb"
+)
+
+// Txn implements masterpb.MasterServer: one Raft entry, applied only if
+// its compares hold. A Txn is not idempotent in general (a retried one
+// whose first attempt committed fails its compares), so an ambiguous
+// outcome is reported as such and the caller re-reads.
+func (s *Server) Txn(ctx context.Context, req *fsmpb.Txn) (*masterpb.TxnResponse, error) {
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.Txn); ok || err != nil {
+		return resp, err
+	}
+	if err := raftfsm.ValidateTxn(req); err != nil {
+		return nil, err
+	}
+	r, err := s.apply(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &masterpb.TxnResponse{Revision: r.Revision}, nil
+}
+
+// Records implements masterpb.MasterServer: a linearizable read on the
+// leader (it sees every Txn acknowledged before the call began).
+func (s *Server) Records(ctx context.Context, req *masterpb.RecordsRequest) (*masterpb.RecordsResponse, error) {
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.Records); ok || err != nil {
+		return resp, err
+	}
+	if err := s.readBarrier(ctx); err != nil {
+		return nil, err
+	}
+	limit := int(req.Limit)
+	if limit <= 0 || limit > 10000 {
+		limit = 1000
+	}
+	recs, more, rev, err := s.fsm.Records(req.Prefix, req.After, limit)
+	if err != nil {
+		return nil, err
+	}
+	resp := &masterpb.RecordsResponse{More: more, Revision: rev}
+	for _, r := range recs {
+		resp.Records = append(resp.Records, &masterpb.RecordEntry{Key: r.Key, Value: r.Value, Version: r.Version})
+	}
+	return resp, nil
+}
