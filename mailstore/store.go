@@ -1,0 +1,996 @@
+// Package mailstore keeps mailboxes on a RAIS-FS cluster: per user the
+// mailboxes (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, counts, subscription)
+// and per message its UID, flags, internal date, size, MODSEQ, cached
+// header and the object that holds its bytes. It reaches the cluster only
+// through the client SDK: the index lives in the masters' records
+// namespace, the bytes in objects, and every change is one transaction
+// that compares the mailbox record's version, so two front ends never hand
+// out the same UID and a change made through one is seen by the next read
+// through any other. Front ends (IMAP, LMTP) hold no state of their own.
+//
+// Layout (records, under "mail/u/USER/"):
+//
+//	user               userRec: next mailbox id, last UIDVALIDITY
+//	mb/NAME            mboxRec: id, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, counts
+//	msg/ID/UID         msgRec: object key, flags, date, size, MODSEQ
+//	hdr/ID/UID         the message's header block (for ENVELOPE, HEADER
+//	                   fetches and header searches without reading bodies)
+//
+// Objects: "mail/u/USER/b/RANDOM", one per message record. A message
+// delivered to many users is uploaded once; the other recipients' objects
+// are links to the same blob (one more reference, no copy), and the bytes
+// go when the last reference is expunged.
+package mailstore
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/raisfs/raisfs/client"
+)
+
+// Errors.
+var (
+	ErrNoMailbox     = errors.New("no such mailbox")
+	ErrMailboxExists = errors.New("mailbox exists")
+	ErrBadName       = errors.New("invalid mailbox or user name")
+	ErrTooLarge      = errors.New("message too large")
+	// ErrBusy: too many concurrent changes to one mailbox; try again.
+	ErrBusy = errors.New("mailbox busy")
+)
+
+// Inbox is the one mailbox every user has.
+const Inbox = "INBOX"
+
+// Delim is the hierarchy delimiter of mailbox names.
+const Delim = '/'
+
+// maxHeaderCache is the largest header block kept in the index; a longer
+// one is read from the message when needed.
+const maxHeaderCache = 64 << 10
+
+// Store is safe for concurrent use.
+type Store struct {
+	c   *client.Client
+	log *slog.Logger
+	// MaxMessageSize bounds appended and delivered messages.
+	maxSize int64
+}
+
+// New returns a store on the cluster c. maxSize bounds messages (0: 64 MiB).
+func New(c *client.Client, maxSize int64, log *slog.Logger) *Store {
+	if maxSize <= 0 {
+		maxSize = 64 << 20
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Store{c: c, log: log, maxSize: maxSize}
+}
+
+// MaxMessageSize is the largest message Append and Deliver take.
+func (s *Store) MaxMessageSize() int64 { return s.maxSize }
+
+// ValidUser reports whether name can be a user: 1-128 bytes, printable,
+// no '/', no spaces.
+func ValidUser(name string) bool {
+	if len(name) == 0 || len(name) > 128 {
+		return false
+	}
+	for _, r := range name {
+		if r <= ' ' || r == '/' || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidMailbox reports whether name can be a mailbox name.
+func ValidMailbox(name string) bool {
+	if len(name) == 0 || len(name) > 512 || strings.HasPrefix(name, "/") || strings.HasSuffix(name, "/") || strings.Contains(name, "//") {
+		return false
+	}
+	for _, r := range name {
+		if r < ' ' || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// CanonicalMailbox folds INBOX's case (it is case-insensitive; nothing
+// else is).
+func CanonicalMailbox(name string) string {
+	if strings.EqualFold(name, Inbox) {
+		return Inbox
+	}
+	if len(name) > 6 && strings.EqualFold(name[:6], Inbox+"/") {
+		return Inbox + name[5:]
+	}
+	return name
+}
+
+type userRec struct {
+	NextID          uint64 `json:"next_id"`
+	LastUIDValidity uint32 `json:"last_uidvalidity"`
+}
+
+type mboxRec struct {
+	ID            uint64 `json:"id"`
+	UIDValidity   uint32 `json:"uidvalidity"`
+	UIDNext       uint32 `json:"uidnext"`
+	HighestModSeq uint64 `json:"highestmodseq"`
+	Subscribed    bool   `json:"subscribed,omitempty"`
+	Messages      uint32 `json:"messages"`
+	Unseen        uint32 `json:"unseen"`
+	Deleted       uint32 `json:"deleted"`
+	Size          int64  `json:"size"`
+}
+
+type msgRec struct {
+	Obj    string   `json:"o"`
+	Flags  []string `json:"f,omitempty"`
+	Date   int64    `json:"d"`
+	Size   int64    `json:"s"`
+	ModSeq uint64   `json:"m"`
+	// HeaderLen is the length of the header block (through the blank
+	// line); HeaderCached says whether hdr/ID/UID holds it.
+	HeaderLen    int64 `json:"h"`
+	HeaderCached bool  `json:"hc,omitempty"`
+}
+
+// Mailbox is a mailbox as read.
+type Mailbox struct {
+	Name          string
+	ID            uint64
+	UIDValidity   uint32
+	UIDNext       uint32
+	HighestModSeq uint64
+	Subscribed    bool
+	Messages      uint32
+	Unseen        uint32
+	Deleted       uint32
+	Size          int64
+	// Version changes with every change to the mailbox or its messages.
+	Version uint64
+}
+
+// Message is one message's index entry.
+type Message struct {
+	UID       uint32
+	Flags     []string // canonical case, sorted
+	Date      time.Time
+	Size      int64
+	ModSeq    uint64
+	HeaderLen int64
+
+	obj          string
+	headerCached bool
+}
+
+func userPrefix(user string) string           { return "mail/u/" + user + "/" }
+func userKey(user string) string              { return userPrefix(user) + "user" }
+func mboxKey(user, name string) string        { return userPrefix(user) + "mb/" + name }
+func msgPrefix(user string, id uint64) string { return fmt.Sprintf("%smsg/%016x/", userPrefix(user), id) }
+func msgKey(user string, id uint64, uid uint32) string {
+	return fmt.Sprintf("%s%08x", msgPrefix(user, id), uid)
+}
+func hdrKey(user string, id uint64, uid uint32) string {
+	return fmt.Sprintf("%shdr/%016x/%08x", userPrefix(user), id, uid)
+}
+func newObjKey(user string) string {
+	var b [16]byte
+	crand.Read(b[:])
+	return userPrefix(user) + "b/" + hex.EncodeToString(b[:])
+}
+
+func (r mboxRec) mailbox(name string, version uint64) Mailbox {
+	return Mailbox{Name: name, ID: r.ID, UIDValidity: r.UIDValidity, UIDNext: r.UIDNext, HighestModSeq: r.HighestModSeq,
+		Subscribed: r.Subscribed, Messages: r.Messages, Unseen: r.Unseen, Deleted: r.Deleted, Size: r.Size, Version: version}
+}
+
+func (m Mailbox) rec() mboxRec {
+	return mboxRec{ID: m.ID, UIDValidity: m.UIDValidity, UIDNext: m.UIDNext, HighestModSeq: m.HighestModSeq,
+		Subscribed: m.Subscribed, Messages: m.Messages, Unseen: m.Unseen, Deleted: m.Deleted, Size: m.Size}
+}
+
+func (r msgRec) message(uid uint32) Message {
+	return Message{UID: uid, Flags: r.Flags, Date: time.Unix(0, r.Date), Size: r.Size, ModSeq: r.ModSeq, HeaderLen: r.HeaderLen, obj: r.Obj, headerCached: r.HeaderCached}
+}
+
+func (m Message) rec() msgRec {
+	return msgRec{Obj: m.obj, Flags: m.Flags, Date: m.Date.UnixNano(), Size: m.Size, ModSeq: m.ModSeq, HeaderLen: m.HeaderLen, HeaderCached: m.headerCached}
+}
+
+// Has reports whether m carries flag (compared case-insensitively).
+func (m Message) Has(flag string) bool {
+	return slices.ContainsFunc(m.Flags, func(f string) bool { return strings.EqualFold(f, flag) })
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // plain structs: cannot fail
+	}
+	return b
+}
+
+var systemFlags = []string{`\Seen`, `\Answered`, `\Flagged`, `\Deleted`, `\Draft`}
+
+// CanonicalFlag returns the canonical case of a system flag (clients
+// that sync ignore `\seen`); keywords keep the case they were first given.
+func CanonicalFlag(f string) string {
+	for _, s := range systemFlags {
+		if strings.EqualFold(f, s) {
+			return s
+		}
+	}
+	return f
+}
+
+// validFlag: an atom, optionally with a leading backslash; \Recent cannot
+// be set.
+func validFlag(f string) bool {
+	if f == "" || len(f) > 128 || strings.EqualFold(f, `\Recent`) {
+		return false
+	}
+	for i, r := range f {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune(`(){%*"]`, r) || (r == '\\' && i > 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// normFlags canonicalises, dedups (case-insensitively) and sorts flags.
+func normFlags(in []string) ([]string, error) {
+	var out []string
+	for _, f := range in {
+		if !validFlag(f) {
+			return nil, fmt.Errorf("flag %q: %w", f, client.ErrInvalidArgument)
+		}
+		f = CanonicalFlag(f)
+		if !slices.ContainsFunc(out, func(o string) bool { return strings.EqualFold(o, f) }) {
+			out = append(out, f)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// retry runs fn until it does not fail with a compare conflict, with
+// jittered backoff: contention on one mailbox between front ends.
+func retry(ctx context.Context, fn func() error) error {
+	backoff := time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := fn()
+		if !errors.Is(err, client.ErrCompareFailed) {
+			return err
+		}
+		if attempt == 50 {
+			return fmt.Errorf("%w: %w", ErrBusy, err)
+		}
+		t := time.NewTimer(backoff + rand.N(backoff))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
+	}
+}
+
+// readMailbox reads mailbox name of user.
+func (s *Store) readMailbox(ctx context.Context, user, name string) (Mailbox, error) {
+	if !ValidUser(user) {
+		return Mailbox{}, fmt.Errorf("user %q: %w", user, ErrBadName)
+	}
+	name = CanonicalMailbox(name)
+	if !ValidMailbox(name) {
+		return Mailbox{}, fmt.Errorf("mailbox %q: %w", name, ErrBadName)
+	}
+	r, ok, err := s.c.Record(ctx, mboxKey(user, name))
+	if err != nil {
+		return Mailbox{}, fmt.Errorf("read mailbox %q: %w", name, err)
+	}
+	if !ok {
+		if name == Inbox {
+			// Every user has an INBOX; create it on first use.
+			if err := s.CreateMailbox(ctx, user, Inbox); err != nil && !errors.Is(err, ErrMailboxExists) {
+				return Mailbox{}, err
+			}
+			return s.readMailbox(ctx, user, name)
+		}
+		return Mailbox{}, fmt.Errorf("%q: %w", name, ErrNoMailbox)
+	}
+	var rec mboxRec
+	if err := json.Unmarshal(r.Value, &rec); err != nil {
+		return Mailbox{}, fmt.Errorf("decode mailbox %q: %w", name, err)
+	}
+	return rec.mailbox(name, r.Version), nil
+}
+
+// Mailbox returns mailbox name of user (INBOX is created on first use).
+func (s *Store) Mailbox(ctx context.Context, user, name string) (Mailbox, error) {
+	return s.readMailbox(ctx, user, name)
+}
+
+// Mailboxes lists user's mailboxes, INBOX first.
+func (s *Store) Mailboxes(ctx context.Context, user string) ([]Mailbox, error) {
+	if _, err := s.readMailbox(ctx, user, Inbox); err != nil {
+		return nil, err
+	}
+	prefix := userPrefix(user) + "mb/"
+	var out []Mailbox
+	after := ""
+	for {
+		p, err := s.c.Records(ctx, prefix, after, 1000)
+		if err != nil {
+			return nil, fmt.Errorf("list mailboxes: %w", err)
+		}
+		for _, r := range p.Records {
+			var rec mboxRec
+			if err := json.Unmarshal(r.Value, &rec); err != nil {
+				return nil, fmt.Errorf("decode mailbox %q: %w", r.Key, err)
+			}
+			out = append(out, rec.mailbox(strings.TrimPrefix(r.Key, prefix), r.Version))
+		}
+		if p.Next == "" {
+			break
+		}
+		after = p.Next
+	}
+	slices.SortStableFunc(out, func(a, b Mailbox) int {
+		if (a.Name == Inbox) != (b.Name == Inbox) {
+			if a.Name == Inbox {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out, nil
+}
+
+// CreateMailbox creates mailbox name (ErrMailboxExists if it does).
+func (s *Store) CreateMailbox(ctx context.Context, user, name string) error {
+	name = CanonicalMailbox(name)
+	if !ValidUser(user) || !ValidMailbox(name) {
+		return fmt.Errorf("create %q for %q: %w", name, user, ErrBadName)
+	}
+	return retry(ctx, func() error {
+		ur, _, err := s.c.Record(ctx, userKey(user))
+		if err != nil {
+			return err
+		}
+		var u userRec
+		if ur.Version != 0 {
+			if err := json.Unmarshal(ur.Value, &u); err != nil {
+				return fmt.Errorf("decode user %q: %w", user, err)
+			}
+		}
+		if _, ok, err := s.c.Record(ctx, mboxKey(user, name)); err != nil {
+			return err
+		} else if ok {
+			return fmt.Errorf("%q: %w", name, ErrMailboxExists)
+		}
+		u.NextID++
+		// UIDVALIDITY: the time, kept increasing, so a mailbox deleted and
+		// created again never reuses one (clients would keep stale caches).
+		u.LastUIDValidity = max(u.LastUIDValidity+1, uint32(time.Now().Unix()))
+		rec := mboxRec{ID: u.NextID, UIDValidity: u.LastUIDValidity, UIDNext: 1, HighestModSeq: 1, Subscribed: true}
+		_, err = s.c.Commit(ctx, new(client.Txn).
+			IfVersion(userKey(user), ur.Version).IfVersion(mboxKey(user, name), 0).
+			Put(userKey(user), mustJSON(u)).Put(mboxKey(user, name), mustJSON(rec)))
+		if errors.Is(err, client.ErrOutcomeUnknown) {
+			if _, ok, rerr := s.c.Record(ctx, mboxKey(user, name)); rerr == nil && ok {
+				return nil // it exists: ours or someone's; either way created
+			}
+		}
+		return err
+	})
+}
+
+// Subscribe sets name's subscription.
+func (s *Store) Subscribe(ctx context.Context, user, name string, on bool) error {
+	return s.updateMailbox(ctx, user, name, func(m *Mailbox, t *client.Txn) error {
+		m.Subscribed = on
+		return nil
+	})
+}
+
+// updateMailbox reads name, lets fn change it (and add ops to the
+// transaction), and commits it if nothing changed meanwhile; retried on
+// conflicts. fn must be safe to run more than once.
+func (s *Store) updateMailbox(ctx context.Context, user, name string, fn func(m *Mailbox, t *client.Txn) error) error {
+	return retry(ctx, func() error {
+		m, err := s.readMailbox(ctx, user, name)
+		if err != nil {
+			return err
+		}
+		t := new(client.Txn).IfVersion(mboxKey(user, m.Name), m.Version)
+		if err := fn(&m, t); err != nil {
+			return err
+		}
+		t.Put(mboxKey(user, m.Name), mustJSON(m.rec()))
+		_, err = s.c.Commit(ctx, t)
+		return err
+	})
+}
+
+// RenameMailbox renames old (and the mailboxes below it) to new. Messages
+// stay where they are: their records are keyed by the mailbox's id, not
+// its name. Renaming INBOX moves its messages to new and leaves an empty
+// INBOX (RFC 3501).
+func (s *Store) RenameMailbox(ctx context.Context, user, oldName, newName string) error {
+	oldName, newName = CanonicalMailbox(oldName), CanonicalMailbox(newName)
+	if !ValidUser(user) || !ValidMailbox(oldName) || !ValidMailbox(newName) || newName == Inbox {
+		return fmt.Errorf("rename %q to %q: %w", oldName, newName, ErrBadName)
+	}
+	return retry(ctx, func() error {
+		all, err := s.Mailboxes(ctx, user)
+		if err != nil {
+			return err
+		}
+		t := new(client.Txn)
+		found := false
+		for _, m := range all {
+			if m.Name == newName {
+				return fmt.Errorf("%q: %w", newName, ErrMailboxExists)
+			}
+		}
+		for _, m := range all {
+			var to string
+			switch {
+			case m.Name == oldName:
+				to = newName
+				found = true
+			case oldName != Inbox && strings.HasPrefix(m.Name, oldName+"/"):
+				to = newName + m.Name[len(oldName):]
+			default:
+				continue
+			}
+			t.IfVersion(mboxKey(user, m.Name), m.Version).IfVersion(mboxKey(user, to), 0).
+				Delete(mboxKey(user, m.Name)).Put(mboxKey(user, to), mustJSON(m.rec()))
+		}
+		if !found {
+			return fmt.Errorf("%q: %w", oldName, ErrNoMailbox)
+		}
+		if oldName == Inbox {
+			// The old INBOX record moved away: a new, empty INBOX with a new
+			// id takes its place.
+			ur, _, err := s.c.Record(ctx, userKey(user))
+			if err != nil {
+				return err
+			}
+			var u userRec
+			if err := json.Unmarshal(ur.Value, &u); err != nil {
+				return fmt.Errorf("decode user %q: %w", user, err)
+			}
+			u.NextID++
+			u.LastUIDValidity = max(u.LastUIDValidity+1, uint32(time.Now().Unix()))
+			rec := mboxRec{ID: u.NextID, UIDValidity: u.LastUIDValidity, UIDNext: 1, HighestModSeq: 1, Subscribed: true}
+			// Replace the Delete of INBOX by a Put of the new one.
+			t2 := new(client.Txn).IfVersion(userKey(user), ur.Version).Put(userKey(user), mustJSON(u))
+			for _, m := range all {
+				if m.Name == Inbox {
+					t2.IfVersion(mboxKey(user, Inbox), m.Version).IfVersion(mboxKey(user, newName), 0).
+						Put(mboxKey(user, Inbox), mustJSON(rec)).Put(mboxKey(user, newName), mustJSON(m.rec()))
+				}
+			}
+			t = t2
+		}
+		_, err = s.c.Commit(ctx, t)
+		return err
+	})
+}
+
+// DeleteMailbox deletes name and every message in it. INBOX cannot be
+// deleted. The mailbox disappears in one step; its messages are removed
+// after, in batches.
+func (s *Store) DeleteMailbox(ctx context.Context, user, name string) error {
+	name = CanonicalMailbox(name)
+	if name == Inbox {
+		return fmt.Errorf("INBOX cannot be deleted: %w", ErrBadName)
+	}
+	var gone Mailbox
+	err := retry(ctx, func() error {
+		m, err := s.readMailbox(ctx, user, name)
+		if err != nil {
+			return err
+		}
+		gone = m
+		_, err = s.c.Commit(ctx, new(client.Txn).IfVersion(mboxKey(user, name), m.Version).Delete(mboxKey(user, name)))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return s.purge(ctx, user, gone.ID)
+}
+
+// purge removes every message record (and object) of mailbox id, which
+// no mailbox record names any more.
+func (s *Store) purge(ctx context.Context, user string, id uint64) error {
+	for {
+		p, err := s.c.Records(ctx, msgPrefix(user, id), "", 500)
+		if err != nil {
+			return fmt.Errorf("purge mailbox %d: %w", id, err)
+		}
+		if len(p.Records) == 0 {
+			return nil
+		}
+		t := new(client.Txn)
+		for _, r := range p.Records {
+			var rec msgRec
+			if err := json.Unmarshal(r.Value, &rec); err != nil {
+				return fmt.Errorf("decode %q: %w", r.Key, err)
+			}
+			uid := uidOfKey(r.Key)
+			t.Delete(r.Key).DeleteObject(rec.Obj)
+			if rec.HeaderCached {
+				t.Delete(hdrKey(user, id, uid))
+			}
+		}
+		if _, err := s.c.Commit(ctx, t); err != nil {
+			return fmt.Errorf("purge mailbox %d: %w", id, err)
+		}
+	}
+}
+
+func uidOfKey(k string) uint32 {
+	var uid uint32
+	fmt.Sscanf(k[strings.LastIndexByte(k, '/')+1:], "%08x", &uid)
+	return uid
+}
+
+// Messages returns every message of m, by UID.
+func (s *Store) Messages(ctx context.Context, user string, m Mailbox) ([]Message, error) {
+	var out []Message
+	after := ""
+	for {
+		p, err := s.c.Records(ctx, msgPrefix(user, m.ID), after, 10000)
+		if err != nil {
+			return nil, fmt.Errorf("read messages of %q: %w", m.Name, err)
+		}
+		for _, r := range p.Records {
+			var rec msgRec
+			if err := json.Unmarshal(r.Value, &rec); err != nil {
+				return nil, fmt.Errorf("decode %q: %w", r.Key, err)
+			}
+			out = append(out, rec.message(uidOfKey(r.Key)))
+		}
+		if p.Next == "" {
+			return out, nil
+		}
+		after = p.Next
+	}
+}
+
+// headerBlock returns the length of body's header block (through the
+// blank line that ends it; the whole message if there is none).
+func headerBlock(body []byte) int {
+	for i := 0; i < len(body); {
+		j := bytes.IndexByte(body[i:], '\n')
+		if j < 0 {
+			return len(body)
+		}
+		line := body[i : i+j]
+		i += j + 1
+		if len(line) == 0 || (len(line) == 1 && line[0] == '\r') {
+			return i
+		}
+	}
+	return len(body)
+}
+
+// NewMessage describes a message to append.
+type NewMessage struct {
+	Body  []byte
+	Flags []string
+	Date  time.Time // zero: now
+}
+
+// Append adds msg to mailbox name and returns its UIDVALIDITY and UID,
+// once the bytes are durable on their replicas and the index entry is
+// committed.
+func (s *Store) Append(ctx context.Context, user, name string, msg NewMessage) (uidValidity, uid uint32, err error) {
+	if int64(len(msg.Body)) > s.maxSize {
+		return 0, 0, fmt.Errorf("%d bytes, limit %d: %w", len(msg.Body), s.maxSize, ErrTooLarge)
+	}
+	flags, err := normFlags(msg.Flags)
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := s.readMailbox(ctx, user, name); err != nil {
+		return 0, 0, err
+	}
+	obj := newObjKey(user)
+	if _, err := s.c.Put(ctx, obj, bytes.NewReader(msg.Body), nil); err != nil {
+		return 0, 0, fmt.Errorf("store message: %w", err)
+	}
+	uv, uid, err := s.index(ctx, user, name, obj, "", msg.Body, flags, msg.Date)
+	if err != nil {
+		// The object is not indexed: take it back (best effort; a sweep
+		// finds what a crash leaves).
+		if derr := s.c.Delete(context.WithoutCancel(ctx), obj); derr != nil {
+			s.log.Warn("unindexed message object left behind", "obj", obj, "err", derr)
+		}
+	}
+	return uv, uid, err
+}
+
+// index adds the index entry for a message whose bytes are object obj
+// (or, with from set, a new object obj linked to from's bytes).
+func (s *Store) index(ctx context.Context, user, name, obj, from string, body []byte, flags []string, date time.Time) (uidValidity, uid uint32, err error) {
+	if date.IsZero() {
+		date = time.Now()
+	}
+	hlen := headerBlock(body)
+	err = retry(ctx, func() error {
+		m, err := s.readMailbox(ctx, user, name)
+		if err != nil {
+			return err
+		}
+		uid = m.UIDNext
+		m.UIDNext++
+		m.HighestModSeq++
+		msg := Message{UID: uid, Flags: flags, Date: date, Size: int64(len(body)), ModSeq: m.HighestModSeq, HeaderLen: int64(hlen), obj: obj, headerCached: hlen <= maxHeaderCache}
+		m.add(msg, 1)
+		t := new(client.Txn).IfVersion(mboxKey(user, m.Name), m.Version).Put(mboxKey(user, m.Name), mustJSON(m.rec())).
+			Put(msgKey(user, m.ID, uid), mustJSON(msg.rec()))
+		if msg.headerCached {
+			t.Put(hdrKey(user, m.ID, uid), body[:hlen])
+		}
+		if from != "" {
+			t.LinkObject(obj, from)
+		}
+		uidValidity = m.UIDValidity
+		_, err = s.c.Commit(ctx, t)
+		if errors.Is(err, client.ErrOutcomeUnknown) {
+			// Did it apply? The entry at uid names our (unique) object if so.
+			r, ok, rerr := s.c.Record(ctx, msgKey(user, m.ID, uid))
+			if rerr != nil {
+				return err
+			}
+			var rec msgRec
+			if ok && json.Unmarshal(r.Value, &rec) == nil && rec.Obj == obj {
+				return nil
+			}
+			return client.ErrCompareFailed // not applied (or the UID went to another): go again
+		}
+		return err
+	})
+	return uidValidity, uid, err
+}
+
+// add counts msg into (n=1) or out of (n=-1) m's totals.
+func (m *Mailbox) add(msg Message, n int) {
+	d := uint32(n)
+	m.Messages += d
+	m.Size += int64(n) * msg.Size
+	if !msg.Has(`\Seen`) {
+		m.Unseen += d
+	}
+	if msg.Has(`\Deleted`) {
+		m.Deleted += d
+	}
+}
+
+// Recipient is one user a delivery goes to.
+type Recipient struct {
+	User    string
+	Mailbox string // "" for INBOX
+}
+
+// Deliver stores body once and indexes it in each recipient's mailbox;
+// errs[i] is recipient i's outcome (nil: delivered and durable). The
+// bytes are uploaded once; the other recipients' objects are links.
+func (s *Store) Deliver(ctx context.Context, rcpts []Recipient, body []byte, date time.Time) []error {
+	errs := make([]error, len(rcpts))
+	if int64(len(body)) > s.maxSize {
+		for i := range errs {
+			errs[i] = fmt.Errorf("%d bytes, limit %d: %w", len(body), s.maxSize, ErrTooLarge)
+		}
+		return errs
+	}
+	first := "" // the object the bytes were uploaded under
+	for i, r := range rcpts {
+		name := r.Mailbox
+		if name == "" {
+			name = Inbox
+		}
+		if _, err := s.readMailbox(ctx, r.User, name); err != nil {
+			errs[i] = err
+			continue
+		}
+		obj := newObjKey(r.User)
+		from := first
+		if first == "" {
+			if _, err := s.c.Put(ctx, obj, bytes.NewReader(body), nil); err != nil {
+				errs[i] = fmt.Errorf("store message: %w", err)
+				continue
+			}
+		}
+		_, _, err := s.index(ctx, r.User, name, obj, from, body, nil, date)
+		switch {
+		case err != nil && first == "":
+			if derr := s.c.Delete(context.WithoutCancel(ctx), obj); derr != nil {
+				s.log.Warn("unindexed message object left behind", "obj", obj, "err", derr)
+			}
+		case err == nil && first == "":
+			first = obj
+		}
+		errs[i] = err
+	}
+	return errs
+}
+
+// FlagOp is how StoreFlags changes flags.
+type FlagOp int
+
+const (
+	FlagsAdd FlagOp = iota
+	FlagsRemove
+	FlagsSet
+)
+
+// StoreFlags changes the flags of the messages of mailbox m whose UIDs
+// match (and that still exist), and returns them as they are after.
+// Messages whose flags do not change keep their MODSEQ.
+func (s *Store) StoreFlags(ctx context.Context, user, name string, match func(uid uint32) bool, op FlagOp, flags []string) ([]Message, error) {
+	flags, err := normFlags(flags)
+	if err != nil {
+		return nil, err
+	}
+	var out []Message
+	err = retry(ctx, func() error {
+		out = out[:0]
+		m, err := s.readMailbox(ctx, user, name)
+		if err != nil {
+			return err
+		}
+		msgs, err := s.Messages(ctx, user, m)
+		if err != nil {
+			return err
+		}
+		m.HighestModSeq++
+		t := new(client.Txn).IfVersion(mboxKey(user, m.Name), m.Version)
+		changed := 0
+		for _, msg := range msgs {
+			if !match(msg.UID) {
+				continue
+			}
+			nf := applyFlags(msg.Flags, op, flags)
+			if !slices.Equal(nf, msg.Flags) {
+				m.add(msg, -1)
+				msg.Flags = nf
+				msg.ModSeq = m.HighestModSeq
+				m.add(msg, 1)
+				t.Put(msgKey(user, m.ID, msg.UID), mustJSON(msg.rec()))
+				changed++
+			}
+			out = append(out, msg)
+			if t.Len() >= 2000 {
+				return fmt.Errorf("STORE on more than 2000 messages at once: %w", client.ErrInvalidArgument)
+			}
+		}
+		if changed == 0 {
+			return nil
+		}
+		t.Put(mboxKey(user, m.Name), mustJSON(m.rec()))
+		_, err = s.c.Commit(ctx, t)
+		return err
+	})
+	return out, err
+}
+
+func applyFlags(cur []string, op FlagOp, flags []string) []string {
+	var out []string
+	switch op {
+	case FlagsSet:
+		out = slices.Clone(flags)
+	case FlagsAdd:
+		out = slices.Clone(cur)
+		for _, f := range flags {
+			if !slices.ContainsFunc(out, func(o string) bool { return strings.EqualFold(o, f) }) {
+				out = append(out, f)
+			}
+		}
+	case FlagsRemove:
+		for _, f := range cur {
+			if !slices.ContainsFunc(flags, func(o string) bool { return strings.EqualFold(o, f) }) {
+				out = append(out, f)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Expunge removes the messages of mailbox name that carry \Deleted and
+// whose UIDs match, and returns their UIDs.
+func (s *Store) Expunge(ctx context.Context, user, name string, match func(uid uint32) bool) ([]uint32, error) {
+	var gone []uint32
+	for {
+		var batch []uint32
+		more := false
+		err := retry(ctx, func() error {
+			batch = batch[:0]
+			more = false
+			m, err := s.readMailbox(ctx, user, name)
+			if err != nil {
+				return err
+			}
+			msgs, err := s.Messages(ctx, user, m)
+			if err != nil {
+				return err
+			}
+			m.HighestModSeq++
+			t := new(client.Txn).IfVersion(mboxKey(user, m.Name), m.Version)
+			for _, msg := range msgs {
+				if !msg.Has(`\Deleted`) || !match(msg.UID) {
+					continue
+				}
+				if len(batch) == 1000 {
+					more = true
+					break
+				}
+				m.add(msg, -1)
+				t.Delete(msgKey(user, m.ID, msg.UID)).DeleteObject(msg.obj)
+				if msg.headerCached {
+					t.Delete(hdrKey(user, m.ID, msg.UID))
+				}
+				batch = append(batch, msg.UID)
+			}
+			if len(batch) == 0 {
+				return nil
+			}
+			t.Put(mboxKey(user, m.Name), mustJSON(m.rec()))
+			_, err = s.c.Commit(ctx, t)
+			return err
+		})
+		if err != nil {
+			return gone, err
+		}
+		gone = append(gone, batch...)
+		if !more {
+			return gone, nil
+		}
+	}
+}
+
+// Copy copies the messages of src whose UIDs match to dst (no bytes move:
+// each copy's object is a link), and with move removes them from src in
+// the same step. It returns the source UIDs and the UIDs they got in dst,
+// pairwise, and dst's UIDVALIDITY.
+func (s *Store) Copy(ctx context.Context, user, src, dst string, match func(uid uint32) bool, move bool) (srcUIDs, dstUIDs []uint32, uidValidity uint32, err error) {
+	src, dst = CanonicalMailbox(src), CanonicalMailbox(dst)
+	if src == dst {
+		return nil, nil, 0, fmt.Errorf("source and destination are the same mailbox: %w", ErrBadName)
+	}
+	err = retry(ctx, func() error {
+		srcUIDs, dstUIDs = srcUIDs[:0], dstUIDs[:0]
+		sm, err := s.readMailbox(ctx, user, src)
+		if err != nil {
+			return err
+		}
+		dm, err := s.readMailbox(ctx, user, dst)
+		if err != nil {
+			return err
+		}
+		msgs, err := s.Messages(ctx, user, sm)
+		if err != nil {
+			return err
+		}
+		t := new(client.Txn).IfVersion(mboxKey(user, sm.Name), sm.Version).IfVersion(mboxKey(user, dm.Name), dm.Version)
+		dm.HighestModSeq++
+		sm.HighestModSeq++
+		size := 0
+		for _, msg := range msgs {
+			if !match(msg.UID) {
+				continue
+			}
+			if t.Len() > 3000 || size > 2<<20 {
+				return fmt.Errorf("COPY of more than %d messages at once: %w", len(srcUIDs), client.ErrInvalidArgument)
+			}
+			c := msg
+			c.UID = dm.UIDNext
+			dm.UIDNext++
+			c.ModSeq = dm.HighestModSeq
+			if !move {
+				// A copy is a new object linked to the same bytes; a moved
+				// message keeps its object (keys are per user, not per
+				// mailbox).
+				c.obj = newObjKey(user)
+				t.LinkObject(c.obj, msg.obj)
+			}
+			dm.add(c, 1)
+			t.Put(msgKey(user, dm.ID, c.UID), mustJSON(c.rec()))
+			if msg.headerCached {
+				h, ok, err := s.c.Record(ctx, hdrKey(user, sm.ID, msg.UID))
+				if err != nil {
+					return err
+				}
+				if ok {
+					t.Put(hdrKey(user, dm.ID, c.UID), h.Value)
+					size += len(h.Value)
+				} else {
+					c.headerCached = false
+				}
+			}
+			if move {
+				sm.add(msg, -1)
+				t.Delete(msgKey(user, sm.ID, msg.UID))
+				if msg.headerCached {
+					t.Delete(hdrKey(user, sm.ID, msg.UID))
+				}
+			}
+			srcUIDs = append(srcUIDs, msg.UID)
+			dstUIDs = append(dstUIDs, c.UID)
+		}
+		uidValidity = dm.UIDValidity
+		if len(srcUIDs) == 0 {
+			return nil
+		}
+		t.Put(mboxKey(user, dm.Name), mustJSON(dm.rec()))
+		if move {
+			t.Put(mboxKey(user, sm.Name), mustJSON(sm.rec()))
+		}
+		_, err = s.c.Commit(ctx, t)
+		return err
+	})
+	return srcUIDs, dstUIDs, uidValidity, err
+}
+
+// Header returns msg's header block (from the index when cached).
+func (s *Store) Header(ctx context.Context, user string, m Mailbox, msg Message) ([]byte, error) {
+	if msg.headerCached {
+		r, ok, err := s.c.Record(ctx, hdrKey(user, m.ID, msg.UID))
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return r.Value, nil
+		}
+	}
+	return s.Range(ctx, msg, 0, msg.HeaderLen)
+}
+
+// Body returns msg's bytes, verified.
+func (s *Store) Body(ctx context.Context, msg Message) ([]byte, error) {
+	r, err := s.c.Get(ctx, msg.obj)
+	if err != nil {
+		return nil, fmt.Errorf("read message %d: %w", msg.UID, err)
+	}
+	defer r.Close()
+	b := make([]byte, 0, msg.Size)
+	buf := bytes.NewBuffer(b)
+	if _, err := buf.ReadFrom(r); err != nil {
+		return nil, fmt.Errorf("read message %d: %w", msg.UID, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Range returns length bytes of msg from off (a partial fetch).
+func (s *Store) Range(ctx context.Context, msg Message, off, length int64) ([]byte, error) {
+	if length == 0 || off >= msg.Size {
+		return nil, nil
+	}
+	b, err := s.c.GetRange(ctx, msg.obj, off, length)
+	if err != nil {
+		return nil, fmt.Errorf("read message %d: %w", msg.UID, err)
+	}
+	return b, nil
+}

@@ -1,0 +1,222 @@
+package mailstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/raisfs/raisfs/client"
+	"github.com/raisfs/raisfs/internal/testcluster"
+)
+
+func newStore(t *testing.T, addrs []string) *Store {
+	t.Helper()
+	c, err := client.New(context.Background(), client.Config{Masters: addrs, Logger: testcluster.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return New(c, 1<<20, testcluster.Logger(t))
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func msg(i int) NewMessage {
+	return NewMessage{Body: fmt.Appendf(nil, "From: a@example.com\r\nSubject: %d\r\n\r\nbody %d\r\n", i, i)}
+}
+
+func all(uint32) bool { return true }
+
+func objects(t *testing.T, s *Store, user string) []client.Object {
+	p, err := s.c.List(ctxT(t), userPrefix(user)+"b/", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Objects
+}
+
+// Two front ends append to one mailbox at once: every UID is handed out
+// once, UIDNEXT and the counts add up.
+func TestStore_ConcurrentAppendsGetDistinctUIDs(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	addrs := cl.MasterAddrs()
+	stores := []*Store{newStore(t, addrs[:1]), newStore(t, addrs[1:])}
+	ctx := ctxT(t)
+	var mu sync.Mutex
+	seen := map[uint32]bool{}
+	var wg sync.WaitGroup
+	const per = 15
+	for w := range 4 {
+		s := stores[w%2]
+		wg.Go(func() {
+			for i := range per {
+				_, uid, err := s.Append(ctx, "alice", "INBOX", msg(w*100+i))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if seen[uid] {
+					t.Errorf("UID %d handed out twice", uid)
+				}
+				seen[uid] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	m, err := stores[0].Mailbox(ctx, "alice", "inbox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Messages != 4*per || m.UIDNext != 4*per+1 || m.Unseen != 4*per {
+		t.Fatalf("mailbox after %d appends: %+v", 4*per, m)
+	}
+	msgs, _ := stores[1].Messages(ctx, "alice", m)
+	if len(msgs) != 4*per || len(objects(t, stores[0], "alice")) != 4*per {
+		t.Fatalf("%d messages, %d objects", len(msgs), len(objects(t, stores[0], "alice")))
+	}
+}
+
+func TestStore_FlagsExpungeCopyMove(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	s := newStore(t, cl.MasterAddrs())
+	ctx := ctxT(t)
+	for i := range 4 {
+		if _, _, err := s.Append(ctx, "bob", "INBOX", msg(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, _ := s.Mailbox(ctx, "bob", "INBOX")
+	got, err := s.StoreFlags(ctx, "bob", "INBOX", func(uid uint32) bool { return uid <= 2 }, FlagsAdd, []string{`\seen`, "$Label1", `\DELETED`})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("StoreFlags = %v, %v", got, err)
+	}
+	if !slices.Equal(got[0].Flags, []string{"$Label1", `\Deleted`, `\Seen`}) {
+		t.Fatalf("flags = %q, want canonical case", got[0].Flags)
+	}
+	after, _ := s.Mailbox(ctx, "bob", "INBOX")
+	if after.HighestModSeq <= before.HighestModSeq || got[0].ModSeq != after.HighestModSeq || after.Unseen != 2 || after.Deleted != 2 {
+		t.Fatalf("mailbox after STORE: %+v (before %+v), message modseq %d", after, before, got[0].ModSeq)
+	}
+	if _, err := s.StoreFlags(ctx, "bob", "INBOX", all, FlagsAdd, []string{`\Recent`}); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("setting \\Recent = %v", err)
+	}
+	// Copy message 1 to Archive: a link, not a second upload.
+	if err := s.CreateMailbox(ctx, "bob", "Archive"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateMailbox(ctx, "bob", "Archive"); !errors.Is(err, ErrMailboxExists) {
+		t.Fatalf("second create = %v", err)
+	}
+	src, dst, uv, err := s.Copy(ctx, "bob", "INBOX", "Archive", func(uid uint32) bool { return uid == 1 }, false)
+	if err != nil || !slices.Equal(src, []uint32{1}) || !slices.Equal(dst, []uint32{1}) || uv == 0 {
+		t.Fatalf("Copy = %v %v %d %v", src, dst, uv, err)
+	}
+	objs := objects(t, s, "bob")
+	if len(objs) != 5 {
+		t.Fatalf("%d objects after a copy, want 5", len(objs))
+	}
+	// Expunge: only \Deleted messages go; the copy keeps the bytes alive.
+	gone, err := s.Expunge(ctx, "bob", "INBOX", all)
+	if err != nil || !slices.Equal(gone, []uint32{1, 2}) {
+		t.Fatalf("Expunge = %v, %v", gone, err)
+	}
+	am, _ := s.Mailbox(ctx, "bob", "Archive")
+	amsgs, _ := s.Messages(ctx, "bob", am)
+	body, err := s.Body(ctx, amsgs[0])
+	if err != nil || string(body) != string(msg(0).Body) {
+		t.Fatalf("copied message after the original's expunge = %q, %v", body, err)
+	}
+	hdr, err := s.Header(ctx, "bob", am, amsgs[0])
+	if err != nil || string(hdr) != "From: a@example.com\r\nSubject: 0\r\n\r\n" {
+		t.Fatalf("Header = %q, %v", hdr, err)
+	}
+	// Move the rest: gone from INBOX, in Archive, same number of objects.
+	src, dst, _, err = s.Copy(ctx, "bob", "INBOX", "Archive", all, true)
+	if err != nil || !slices.Equal(src, []uint32{3, 4}) || !slices.Equal(dst, []uint32{2, 3}) {
+		t.Fatalf("Move = %v %v %v", src, dst, err)
+	}
+	in, _ := s.Mailbox(ctx, "bob", "INBOX")
+	am, _ = s.Mailbox(ctx, "bob", "Archive")
+	if in.Messages != 0 || am.Messages != 3 || len(objects(t, s, "bob")) != 3 {
+		t.Fatalf("after move: INBOX %+v, Archive %+v, %d objects", in, am, len(objects(t, s, "bob")))
+	}
+	// Rename INBOX: its messages move, an empty INBOX with a new
+	// UIDVALIDITY takes its place.
+	if _, _, err := s.Append(ctx, "bob", "INBOX", msg(9)); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := s.Mailbox(ctx, "bob", "INBOX")
+	if err := s.RenameMailbox(ctx, "bob", "INBOX", "Old"); err != nil {
+		t.Fatal(err)
+	}
+	in, _ = s.Mailbox(ctx, "bob", "INBOX")
+	om, err := s.Mailbox(ctx, "bob", "Old")
+	if err != nil || om.Messages != 1 || om.UIDValidity != old.UIDValidity || in.Messages != 0 || in.UIDValidity == old.UIDValidity {
+		t.Fatalf("after RENAME INBOX: Old %+v %v, INBOX %+v", om, err, in)
+	}
+	// Rename a hierarchy, then delete: the messages and objects go.
+	if err := s.CreateMailbox(ctx, "bob", "Archive/2026"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RenameMailbox(ctx, "bob", "Archive", "Attic"); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	mbs, _ := s.Mailboxes(ctx, "bob")
+	for _, m := range mbs {
+		names = append(names, m.Name)
+	}
+	if !slices.Equal(names, []string{"INBOX", "Attic", "Attic/2026", "Old"}) {
+		t.Fatalf("mailboxes = %q", names)
+	}
+	if err := s.DeleteMailbox(ctx, "bob", "Attic"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Mailbox(ctx, "bob", "Attic"); !errors.Is(err, ErrNoMailbox) {
+		t.Fatalf("deleted mailbox = %v", err)
+	}
+	if n := len(objects(t, s, "bob")); n != 1 {
+		t.Fatalf("%d objects after deleting Attic, want 1 (Old's)", n)
+	}
+	if err := s.DeleteMailbox(ctx, "bob", "inbox"); !errors.Is(err, ErrBadName) {
+		t.Fatalf("delete INBOX = %v", err)
+	}
+}
+
+func TestStore_DeliverStoresOnceAndRefusesBadInput(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	s := newStore(t, cl.MasterAddrs())
+	ctx := ctxT(t)
+	body := msg(1).Body
+	errs := s.Deliver(ctx, []Recipient{{User: "a"}, {User: "b/../c"}, {User: "b"}, {User: "c", Mailbox: "Nope"}}, body, time.Time{})
+	if errs[0] != nil || !errors.Is(errs[1], ErrBadName) || errs[2] != nil || !errors.Is(errs[3], ErrNoMailbox) {
+		t.Fatalf("Deliver = %v", errs)
+	}
+	oa, ob := objects(t, s, "a"), objects(t, s, "b")
+	if len(oa) != 1 || len(ob) != 1 || oa[0].Hash != ob[0].Hash {
+		t.Fatalf("objects: a %v, b %v", oa, ob)
+	}
+	big := make([]byte, s.MaxMessageSize()+1)
+	if errs := s.Deliver(ctx, []Recipient{{User: "a"}}, big, time.Time{}); !errors.Is(errs[0], ErrTooLarge) {
+		t.Fatalf("oversize Deliver = %v", errs)
+	}
+	if _, _, err := s.Append(ctx, "a", "INBOX", NewMessage{Body: big}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversize Append = %v", err)
+	}
+	if m, _ := s.Mailbox(ctx, "a", "INBOX"); m.Messages != 1 {
+		t.Fatalf("refused messages counted: %+v", m)
+	}
+	if err := s.CreateMailbox(ctx, "a", "bad//name"); !errors.Is(err, ErrBadName) {
+		t.Fatalf("bad name = %v", err)
+	}
+}
