@@ -178,10 +178,12 @@ type Message struct {
 	headerCached bool
 }
 
-func userPrefix(user string) string           { return "mail/u/" + user + "/" }
-func userKey(user string) string              { return userPrefix(user) + "user" }
-func mboxKey(user, name string) string        { return userPrefix(user) + "mb/" + name }
-func msgPrefix(user string, id uint64) string { return fmt.Sprintf("%smsg/%016x/", userPrefix(user), id) }
+func userPrefix(user string) string    { return "mail/u/" + user + "/" }
+func userKey(user string) string       { return userPrefix(user) + "user" }
+func mboxKey(user, name string) string { return userPrefix(user) + "mb/" + name }
+func msgPrefix(user string, id uint64) string {
+	return fmt.Sprintf("%smsg/%016x/", userPrefix(user), id)
+}
 func msgKey(user string, id uint64, uid uint32) string {
 	return fmt.Sprintf("%s%08x", msgPrefix(user, id), uid)
 }
