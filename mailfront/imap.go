@@ -1,0 +1,1043 @@
+package mailfront
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/raisfs/raisfs/client"
+	"github.com/raisfs/raisfs/mailstore"
+)
+
+// session is one IMAP connection. It holds no mailbox state beyond the
+// client's view of the selected mailbox (sequence numbers, what has been
+// reported): everything else is read from the cluster per command, so
+// any front end can serve any user and a front end's death loses nothing.
+type session struct {
+	s    *Server
+	conn *imapserver.Conn
+	user string
+	sel  *view
+}
+
+var (
+	_ imapserver.SessionIMAP4rev2    = (*session)(nil)
+	_ imapserver.SessionAppendLimit  = (*session)(nil)
+	_ imapserver.SessionUnauthenticate = (*session)(nil)
+)
+
+// view is the session's picture of the selected mailbox.
+type view struct {
+	name     string
+	mbox     mailstore.Mailbox // as of the last sync
+	readOnly bool
+	uids     []uint32                     // seq n is uids[n-1]
+	state    map[uint32]mailstore.Message // latest known, by UID
+	reported map[uint32]uint64            // MODSEQ whose flags the client has seen
+	gone     map[uint32]bool              // expunged elsewhere, not yet reported
+	fresh    []uint32                     // new UIDs, not yet reported
+	saved    imap.UIDSet                  // SEARCHRES
+}
+
+func (s *session) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), s.s.cfg.CommandTimeout)
+}
+
+// imapErr turns a store error into the IMAP response a client expects.
+func imapErr(err error) error {
+	var ie *imap.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ie):
+		return err
+	case errors.Is(err, mailstore.ErrNoMailbox):
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent, Text: "No such mailbox"}
+	case errors.Is(err, mailstore.ErrMailboxExists):
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists, Text: "Mailbox already exists"}
+	case errors.Is(err, mailstore.ErrBadName), errors.Is(err, client.ErrInvalidArgument):
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: err.Error()}
+	case errors.Is(err, mailstore.ErrTooLarge):
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTooBig, Text: err.Error()}
+	default:
+		// The cluster is unreachable or busy: NO [UNAVAILABLE]; the client
+		// retries, nothing was half done.
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Storage unavailable, try again"}
+	}
+}
+
+func (s *session) Close() error { return nil }
+
+// Login checks the password; plaintext passwords are refused on a
+// connection that is neither TLS nor loopback unless allowed.
+func (s *session) Login(username, password string) error {
+	if !s.s.cfg.AllowPlaintext && !secure(s.conn.NetConn()) {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodePrivacyRequired, Text: "Use TLS (STARTTLS) to log in"}
+	}
+	if !s.s.users.Check(username, password) {
+		return imapserver.ErrAuthFailed
+	}
+	s.user = username
+	return nil
+}
+
+func secure(c net.Conn) bool {
+	if _, ok := c.(*tls.Conn); ok {
+		return true
+	}
+	a, ok := c.RemoteAddr().(*net.TCPAddr)
+	return ok && a.IP.IsLoopback()
+}
+
+func (s *session) Unauthenticate() error {
+	s.user, s.sel = "", nil
+	return nil
+}
+
+func (s *session) AppendLimit() uint32 { return uint32(min(s.s.store.MaxMessageSize(), 1<<32-1)) }
+
+func (s *session) Namespace() (*imap.NamespaceData, error) {
+	return &imap.NamespaceData{Personal: []imap.NamespaceDescriptor{{Delim: mailstore.Delim}}}, nil
+}
+
+var permanentFlags = []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft, imap.FlagWildcard}
+
+func (s *session) Select(name string, options *imap.SelectOptions) (*imap.SelectData, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	s.sel = nil
+	m, err := s.s.store.Mailbox(ctx, s.user, name)
+	if err != nil {
+		return nil, imapErr(err)
+	}
+	msgs, err := s.s.store.Messages(ctx, s.user, m)
+	if err != nil {
+		return nil, imapErr(err)
+	}
+	v := &view{name: m.Name, mbox: m, readOnly: options.ReadOnly, state: map[uint32]mailstore.Message{}, reported: map[uint32]uint64{}, gone: map[uint32]bool{}}
+	var firstUnseen uint32
+	keywords := map[string]bool{}
+	for i, msg := range msgs {
+		v.uids = append(v.uids, msg.UID)
+		v.state[msg.UID] = msg
+		v.reported[msg.UID] = msg.ModSeq
+		if firstUnseen == 0 && !msg.Has(`\Seen`) {
+			firstUnseen = uint32(i + 1)
+		}
+		for _, f := range msg.Flags {
+			if !strings.HasPrefix(f, `\`) {
+				keywords[f] = true
+			}
+		}
+	}
+	s.sel = v
+	flags := []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
+	for _, k := range slices.Sorted(mapsKeys(keywords)) {
+		flags = append(flags, imap.Flag(k))
+	}
+	data := &imap.SelectData{
+		Flags: flags, NumMessages: uint32(len(v.uids)), FirstUnseenSeqNum: firstUnseen,
+		UIDNext: imap.UID(m.UIDNext), UIDValidity: m.UIDValidity, HighestModSeq: m.HighestModSeq,
+	}
+	if !options.ReadOnly {
+		data.PermanentFlags = permanentFlags
+	}
+	return data, nil
+}
+
+func mapsKeys(m map[string]bool) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func (s *session) Unselect() error {
+	s.sel = nil
+	return nil
+}
+
+func (s *session) Create(name string, options *imap.CreateOptions) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	return imapErr(s.s.store.CreateMailbox(ctx, s.user, strings.TrimRight(name, "/")))
+}
+
+func (s *session) Delete(name string) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	return imapErr(s.s.store.DeleteMailbox(ctx, s.user, name))
+}
+
+func (s *session) Rename(oldName, newName string, options *imap.RenameOptions) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	return imapErr(s.s.store.RenameMailbox(ctx, s.user, oldName, strings.TrimRight(newName, "/")))
+}
+
+func (s *session) Subscribe(name string) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	return imapErr(s.s.store.Subscribe(ctx, s.user, name, true))
+}
+
+func (s *session) Unsubscribe(name string) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	return imapErr(s.s.store.Subscribe(ctx, s.user, name, false))
+}
+
+func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
+	if len(patterns) == 0 {
+		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: mailstore.Delim})
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	all, err := s.s.store.Mailboxes(ctx, s.user)
+	if err != nil {
+		return imapErr(err)
+	}
+	for _, m := range all {
+		if !slices.ContainsFunc(patterns, func(p string) bool { return imapserver.MatchList(m.Name, mailstore.Delim, ref, p) }) {
+			continue
+		}
+		if options.SelectSubscribed && !m.Subscribed {
+			continue
+		}
+		data := &imap.ListData{Mailbox: m.Name, Delim: mailstore.Delim}
+		if m.Subscribed && (options.ReturnSubscribed || options.SelectSubscribed) {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
+		}
+		children := slices.ContainsFunc(all, func(o mailstore.Mailbox) bool { return strings.HasPrefix(o.Name, m.Name+"/") })
+		if children {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrHasChildren)
+		} else {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrHasNoChildren)
+		}
+		if options.ReturnStatus != nil {
+			data.Status = statusData(m, options.ReturnStatus)
+		}
+		if err := w.WriteList(data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func statusData(m mailstore.Mailbox, o *imap.StatusOptions) *imap.StatusData {
+	d := &imap.StatusData{Mailbox: m.Name}
+	if o.NumMessages {
+		d.NumMessages = &m.Messages
+	}
+	if o.NumRecent {
+		var zero uint32
+		d.NumRecent = &zero
+	}
+	if o.UIDNext {
+		d.UIDNext = imap.UID(m.UIDNext)
+	}
+	if o.UIDValidity {
+		d.UIDValidity = m.UIDValidity
+	}
+	if o.NumUnseen {
+		d.NumUnseen = &m.Unseen
+	}
+	if o.NumDeleted {
+		d.NumDeleted = &m.Deleted
+	}
+	if o.Size {
+		d.Size = &m.Size
+	}
+	if o.HighestModSeq {
+		d.HighestModSeq = m.HighestModSeq
+	}
+	return d
+}
+
+func (s *session) Status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	m, err := s.s.store.Mailbox(ctx, s.user, name)
+	if err != nil {
+		return nil, imapErr(err)
+	}
+	return statusData(m, options), nil
+}
+
+func (s *session) Append(name string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
+	body, err := io.ReadAll(io.LimitReader(r, s.s.store.MaxMessageSize()+1))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	var flags []string
+	for _, f := range options.Flags {
+		flags = append(flags, string(f))
+	}
+	uv, uid, err := s.s.store.Append(ctx, s.user, name, mailstore.NewMessage{Body: body, Flags: flags, Date: options.Time})
+	if errors.Is(err, mailstore.ErrNoMailbox) {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate, Text: "No such mailbox"}
+	}
+	if err != nil {
+		return nil, imapErr(err)
+	}
+	return &imap.AppendData{UID: imap.UID(uid), UIDValidity: uv}, nil
+}
+
+// sync reads the selected mailbox's index if it changed, and notes what
+// the client has not been told yet (new, expunged, changed flags).
+func (s *session) sync(ctx context.Context) error {
+	v := s.sel
+	m, err := s.s.store.Mailbox(ctx, s.user, v.name)
+	if errors.Is(err, mailstore.ErrNoMailbox) || (err == nil && m.ID != v.mbox.ID) {
+		// Deleted (or renamed away) through another session: every
+		// message is gone.
+		for _, uid := range v.uids {
+			v.gone[uid] = true
+		}
+		v.fresh = nil
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if m.Version == v.mbox.Version {
+		return nil
+	}
+	msgs, err := s.s.store.Messages(ctx, s.user, m)
+	if err != nil {
+		return err
+	}
+	v.mbox = m
+	now := make(map[uint32]mailstore.Message, len(msgs))
+	for _, msg := range msgs {
+		now[msg.UID] = msg
+	}
+	last := uint32(0)
+	if len(v.uids) > 0 {
+		last = v.uids[len(v.uids)-1]
+	}
+	if len(v.fresh) > 0 {
+		last = max(last, v.fresh[len(v.fresh)-1])
+	}
+	for _, uid := range v.uids {
+		if _, ok := now[uid]; !ok {
+			v.gone[uid] = true
+		}
+	}
+	kept := v.fresh[:0]
+	for _, uid := range v.fresh {
+		if _, ok := now[uid]; ok {
+			kept = append(kept, uid)
+		}
+	}
+	v.fresh = kept
+	for _, msg := range msgs {
+		if msg.UID > last {
+			v.fresh = append(v.fresh, msg.UID)
+			v.reported[msg.UID] = msg.ModSeq
+		}
+		v.state[msg.UID] = msg
+	}
+	return nil
+}
+
+// expungeReported drops uid from the view; the caller writes EXPUNGE seq.
+func (v *view) drop(uid uint32) (seq uint32) {
+	i := slices.Index(v.uids, uid)
+	if i < 0 {
+		return 0
+	}
+	v.uids = slices.Delete(v.uids, i, i+1)
+	delete(v.state, uid)
+	delete(v.reported, uid)
+	delete(v.gone, uid)
+	return uint32(i + 1)
+}
+
+func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	if s.sel == nil {
+		return nil
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.sync(ctx); err != nil {
+		return nil // nothing to report now; the next command tries again
+	}
+	return s.report(w, allowExpunge)
+}
+
+func (s *session) report(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	v := s.sel
+	if allowExpunge && len(v.gone) > 0 {
+		// Highest sequence numbers first: each EXPUNGE shifts the ones
+		// after it, never the ones before.
+		for i := len(v.uids) - 1; i >= 0; i-- {
+			if uid := v.uids[i]; v.gone[uid] {
+				if err := w.WriteExpunge(v.drop(uid)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if len(v.fresh) > 0 {
+		v.uids = append(v.uids, v.fresh...)
+		v.fresh = nil
+		if err := w.WriteNumMessages(uint32(len(v.uids))); err != nil {
+			return err
+		}
+	}
+	for i, uid := range v.uids {
+		msg, ok := v.state[uid]
+		if !ok || v.gone[uid] || v.reported[uid] == msg.ModSeq {
+			continue
+		}
+		v.reported[uid] = msg.ModSeq
+		if err := w.WriteMessageFlags(uint32(i+1), imap.UID(uid), imapFlags(msg.Flags)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Idle reports changes made through any front end: it polls the
+// mailbox's record (one linearizable read) every IdleInterval.
+func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	t := time.NewTicker(s.s.cfg.IdleInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return nil
+		case <-s.s.done:
+			return nil
+		case <-t.C:
+			if err := s.Poll(w, true); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func imapFlags(fs []string) []imap.Flag {
+	out := make([]imap.Flag, len(fs))
+	for i, f := range fs {
+		out[i] = imap.Flag(f)
+	}
+	return out
+}
+
+// resolve turns a sequence or UID set into the view's (seq, uid) pairs,
+// in sequence order, skipping messages expunged elsewhere.
+func (v *view) resolve(numSet imap.NumSet) (seqs, uids []uint32) {
+	if imap.IsSearchRes(numSet) {
+		numSet = v.saved
+	}
+	switch set := numSet.(type) {
+	case imap.SeqSet:
+		n := uint32(len(v.uids))
+		for _, r := range set {
+			start, stop := r.Start, r.Stop
+			staticRange(&start, &stop, n)
+			for q := start; q <= stop && q <= n; q++ {
+				if q == 0 {
+					continue
+				}
+				if uid := v.uids[q-1]; !v.gone[uid] {
+					seqs, uids = append(seqs, q), append(uids, uid)
+				}
+			}
+		}
+	case imap.UIDSet:
+		var maxUID uint32
+		if len(v.uids) > 0 {
+			maxUID = v.uids[len(v.uids)-1]
+		}
+		for _, r := range set {
+			start, stop := uint32(r.Start), uint32(r.Stop)
+			staticRange(&start, &stop, maxUID)
+			lo, _ := slices.BinarySearch(v.uids, start)
+			for i := lo; i < len(v.uids) && v.uids[i] <= stop; i++ {
+				if uid := v.uids[i]; !v.gone[uid] {
+					seqs, uids = append(seqs, uint32(i+1)), append(uids, uid)
+				}
+			}
+		}
+	}
+	// Overlapping ranges: each message once, in sequence order.
+	type pair struct{ seq, uid uint32 }
+	ps := make([]pair, len(seqs))
+	for i := range seqs {
+		ps[i] = pair{seqs[i], uids[i]}
+	}
+	slices.SortFunc(ps, func(a, b pair) int { return int(a.seq) - int(b.seq) })
+	ps = slices.CompactFunc(ps, func(a, b pair) bool { return a.seq == b.seq })
+	seqs, uids = seqs[:0], uids[:0]
+	for _, p := range ps {
+		seqs, uids = append(seqs, p.seq), append(uids, p.uid)
+	}
+	return seqs, uids
+}
+
+// staticRange resolves '*' (0) to max.
+func staticRange(start, stop *uint32, max uint32) {
+	if *start == 0 {
+		*start = max
+	}
+	if *stop == 0 {
+		*stop = max
+	}
+	if *start > *stop {
+		*start, *stop = *stop, *start
+	}
+}
+
+func inSet(uids []uint32) func(uint32) bool {
+	return func(u uint32) bool { _, ok := slices.BinarySearch(uids, u); return ok }
+}
+
+func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.sync(ctx); err != nil {
+		return imapErr(err)
+	}
+	v := s.sel
+	seqs, uids := v.resolve(numSet)
+	markSeen := !v.readOnly && slices.ContainsFunc(options.BodySection, func(b *imap.FetchItemBodySection) bool { return !b.Peek })
+	if markSeen {
+		var unseen []uint32
+		for _, uid := range uids {
+			if !v.state[uid].Has(`\Seen`) {
+				unseen = append(unseen, uid)
+			}
+		}
+		if len(unseen) > 0 {
+			slices.Sort(unseen)
+			msgs, err := s.s.store.StoreFlags(ctx, s.user, v.name, inSet(unseen), mailstore.FlagsAdd, []string{`\Seen`})
+			if err != nil {
+				return imapErr(err)
+			}
+			for _, m := range msgs {
+				v.state[m.UID] = m
+			}
+			options.Flags = true // a changed flag is reported with the fetch
+		}
+	}
+	for i, uid := range uids {
+		msg := v.state[uid]
+		if err := s.fetchOne(ctx, w.CreateMessage(seqs[i]), msg, options); err != nil {
+			return err
+		}
+		if options.Flags {
+			v.reported[uid] = msg.ModSeq
+		}
+	}
+	return nil
+}
+
+func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWriter, msg mailstore.Message, o *imap.FetchOptions) error {
+	w.WriteUID(imap.UID(msg.UID))
+	if o.Flags {
+		w.WriteFlags(imapFlags(msg.Flags))
+	}
+	if o.InternalDate {
+		w.WriteInternalDate(msg.Date)
+	}
+	if o.RFC822Size {
+		w.WriteRFC822Size(msg.Size)
+	}
+	var header, body []byte
+	getHeader := func() ([]byte, error) {
+		if header == nil {
+			h, err := s.s.store.Header(ctx, s.user, s.sel.mbox, msg)
+			if err != nil {
+				return nil, err
+			}
+			header = h
+		}
+		return header, nil
+	}
+	getBody := func() ([]byte, error) {
+		if body == nil {
+			b, err := s.s.store.Body(ctx, msg)
+			if err != nil {
+				return nil, err
+			}
+			body = b
+		}
+		return body, nil
+	}
+	if o.Envelope {
+		h, err := getHeader()
+		if err != nil {
+			return imapErr(err)
+		}
+		hdr, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(h)))
+		w.WriteEnvelope(imapserver.ExtractEnvelope(hdr))
+	}
+	if o.BodyStructure != nil {
+		b, err := getBody()
+		if err != nil {
+			return imapErr(err)
+		}
+		w.WriteBodyStructure(imapserver.ExtractBodyStructure(bytes.NewReader(b)))
+	}
+	for _, bs := range o.BodySection {
+		var out []byte
+		switch {
+		case len(bs.Part) == 0 && bs.Specifier == imap.PartSpecifierNone && bs.Partial != nil:
+			// BODY[]<off.len>: a range read of the blob, not the whole message.
+			b, err := s.s.store.Range(ctx, msg, bs.Partial.Offset, bs.Partial.Size)
+			if err != nil {
+				return imapErr(err)
+			}
+			out = b
+		case len(bs.Part) == 0 && bs.Specifier == imap.PartSpecifierNone && len(bs.HeaderFields) == 0 && len(bs.HeaderFieldsNot) == 0:
+			// BODY[]: the stored bytes exactly, never re-parsed.
+			b, err := getBody()
+			if err != nil {
+				return imapErr(err)
+			}
+			out = b
+		case len(bs.Part) == 0 && bs.Specifier == imap.PartSpecifierHeader:
+			h, err := getHeader()
+			if err != nil {
+				return imapErr(err)
+			}
+			out = imapserver.ExtractBodySection(bytes.NewReader(h), bs)
+		default:
+			b, err := getBody()
+			if err != nil {
+				return imapErr(err)
+			}
+			out = imapserver.ExtractBodySection(bytes.NewReader(b), bs)
+		}
+		wc := w.WriteBodySection(bs, int64(len(out)))
+		if _, err := wc.Write(out); err != nil {
+			return err
+		}
+		if err := wc.Close(); err != nil {
+			return err
+		}
+	}
+	for _, bs := range o.BinarySection {
+		b, err := getBody()
+		if err != nil {
+			return imapErr(err)
+		}
+		out := imapserver.ExtractBinarySection(bytes.NewReader(b), bs)
+		wc := w.WriteBinarySection(bs, int64(len(out)))
+		if _, err := wc.Write(out); err != nil {
+			return err
+		}
+		if err := wc.Close(); err != nil {
+			return err
+		}
+	}
+	for _, bs := range o.BinarySectionSize {
+		b, err := getBody()
+		if err != nil {
+			return imapErr(err)
+		}
+		w.WriteBinarySectionSize(bs, imapserver.ExtractBinarySectionSize(bytes.NewReader(b), bs))
+	}
+	return w.Close()
+}
+
+func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
+	v := s.sel
+	if v.readOnly {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Mailbox is read-only (EXAMINE)"}
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.sync(ctx); err != nil {
+		return imapErr(err)
+	}
+	seqs, uids := v.resolve(numSet)
+	if len(uids) == 0 {
+		return nil
+	}
+	sorted := slices.Sorted(slices.Values(uids))
+	var fs []string
+	for _, f := range flags.Flags {
+		fs = append(fs, string(f))
+	}
+	op := map[imap.StoreFlagsOp]mailstore.FlagOp{imap.StoreFlagsAdd: mailstore.FlagsAdd, imap.StoreFlagsDel: mailstore.FlagsRemove, imap.StoreFlagsSet: mailstore.FlagsSet}[flags.Op]
+	msgs, err := s.s.store.StoreFlags(ctx, s.user, v.name, inSet(sorted), op, fs)
+	if err != nil {
+		return imapErr(err)
+	}
+	for _, m := range msgs {
+		v.state[m.UID] = m
+		v.reported[m.UID] = m.ModSeq
+	}
+	if flags.Silent {
+		return nil
+	}
+	for i, uid := range uids {
+		m, ok := v.state[uid]
+		if !ok {
+			continue
+		}
+		rw := w.CreateMessage(seqs[i])
+		rw.WriteUID(imap.UID(uid))
+		rw.WriteFlags(imapFlags(m.Flags))
+		if err := rw.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *session) Expunge(w *imapserver.ExpungeWriter, uidSet *imap.UIDSet) error {
+	v := s.sel
+	if v.readOnly {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Mailbox is read-only (EXAMINE)"}
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.sync(ctx); err != nil {
+		return imapErr(err)
+	}
+	match := func(uint32) bool { return true }
+	if uidSet != nil {
+		_, uids := v.resolve(*uidSet)
+		slices.Sort(uids)
+		match = inSet(uids)
+	}
+	// Only messages this session knows of: one delivered meanwhile and not
+	// yet announced must not vanish unseen.
+	known := slices.Clone(v.uids)
+	slices.Sort(known)
+	isKnown := inSet(known)
+	gone, err := s.s.store.Expunge(ctx, s.user, v.name, func(u uint32) bool { return isKnown(u) && match(u) })
+	if err != nil {
+		return imapErr(err)
+	}
+	for _, uid := range gone {
+		v.gone[uid] = true
+	}
+	for i := len(v.uids) - 1; i >= 0; i-- {
+		if uid := v.uids[i]; v.gone[uid] {
+			if err := w.WriteExpunge(v.drop(uid)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.sync(ctx); err != nil {
+		return nil, imapErr(err)
+	}
+	_, uids := s.sel.resolve(numSet)
+	slices.Sort(uids)
+	src, dst, uv, err := s.s.store.Copy(ctx, s.user, s.sel.name, dest, inSet(uids), false)
+	if err != nil {
+		return nil, copyErr(err)
+	}
+	return &imap.CopyData{UIDValidity: uv, SourceUIDs: uidSet(src), DestUIDs: uidSet(dst)}, nil
+}
+
+func copyErr(err error) error {
+	if errors.Is(err, mailstore.ErrNoMailbox) {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate, Text: "No such mailbox"}
+	}
+	return imapErr(err)
+}
+
+func uidSet(uids []uint32) imap.UIDSet {
+	var s imap.UIDSet
+	for _, u := range uids {
+		s.AddNum(imap.UID(u))
+	}
+	return s
+}
+
+func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
+	v := s.sel
+	if v.readOnly {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Mailbox is read-only (EXAMINE)"}
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.sync(ctx); err != nil {
+		return imapErr(err)
+	}
+	_, uids := v.resolve(numSet)
+	slices.Sort(uids)
+	src, dst, uv, err := s.s.store.Copy(ctx, s.user, v.name, dest, inSet(uids), true)
+	if err != nil {
+		return copyErr(err)
+	}
+	if err := w.WriteCopyData(&imap.CopyData{UIDValidity: uv, SourceUIDs: uidSet(src), DestUIDs: uidSet(dst)}); err != nil {
+		return err
+	}
+	for _, uid := range src {
+		v.gone[uid] = true
+	}
+	for i := len(v.uids) - 1; i >= 0; i-- {
+		if uid := v.uids[i]; v.gone[uid] && slices.Contains(src, uid) {
+			if err := w.WriteExpunge(v.drop(uid)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.sync(ctx); err != nil {
+		return nil, imapErr(err)
+	}
+	v := s.sel
+	var data imap.SearchData
+	var seqSet imap.SeqSet
+	var uidSet imap.UIDSet
+	for i, uid := range v.uids {
+		if v.gone[uid] {
+			continue
+		}
+		seq := uint32(i + 1)
+		m := &matcher{s: s, ctx: ctx, msg: v.state[uid], seq: seq}
+		ok, err := m.match(criteria)
+		if err != nil {
+			return nil, imapErr(err)
+		}
+		if !ok {
+			continue
+		}
+		uidSet.AddNum(imap.UID(uid))
+		num := seq
+		if kind == imapserver.NumKindUID {
+			num = uid
+		} else {
+			seqSet.AddNum(seq)
+		}
+		if data.Min == 0 || num < data.Min {
+			data.Min = num
+		}
+		data.Max = max(data.Max, num)
+		data.Count++
+	}
+	if kind == imapserver.NumKindUID {
+		data.All = uidSet
+	} else {
+		data.All = seqSet
+	}
+	if options.ReturnSave {
+		v.saved = uidSet
+	}
+	return &data, nil
+}
+
+// matcher evaluates search criteria on one message, reading its header
+// (from the index) or body (from the blob) only when a criterion needs it.
+type matcher struct {
+	s      *session
+	ctx    context.Context
+	msg    mailstore.Message
+	seq    uint32
+	header *mail.Header
+	body   []byte
+}
+
+func (m *matcher) hdr() (*mail.Header, error) {
+	if m.header == nil {
+		h, err := m.s.s.store.Header(m.ctx, m.s.user, m.s.sel.mbox, m.msg)
+		if err != nil {
+			return nil, err
+		}
+		th, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(h)))
+		m.header = &mail.Header{Header: gomessage.Header{Header: th}}
+	}
+	return m.header, nil
+}
+
+func (m *matcher) entity() (*gomessage.Entity, error) {
+	if m.body == nil {
+		b, err := m.s.s.store.Body(m.ctx, m.msg)
+		if err != nil {
+			return nil, err
+		}
+		m.body = b
+	}
+	e, err := gomessage.Read(bytes.NewReader(m.body))
+	if e == nil {
+		e, _ = gomessage.New(gomessage.Header{}, bytes.NewReader(m.body))
+	}
+	_ = err // unknown charsets and the like: search what could be read
+	return e, nil
+}
+
+func (m *matcher) match(c *imap.SearchCriteria) (bool, error) {
+	v := m.s.sel
+	for _, set := range c.SeqNum {
+		seqs, _ := v.resolve(set)
+		if !slices.Contains(seqs, m.seq) {
+			return false, nil
+		}
+	}
+	for _, set := range c.UID {
+		_, uids := v.resolve(set)
+		if !slices.Contains(uids, m.msg.UID) {
+			return false, nil
+		}
+	}
+	if !matchDate(m.msg.Date, c.Since, c.Before) {
+		return false, nil
+	}
+	for _, f := range c.Flag {
+		if !m.msg.Has(string(f)) {
+			return false, nil
+		}
+	}
+	for _, f := range c.NotFlag {
+		if m.msg.Has(string(f)) {
+			return false, nil
+		}
+	}
+	if c.Larger != 0 && m.msg.Size <= c.Larger {
+		return false, nil
+	}
+	if c.Smaller != 0 && m.msg.Size >= c.Smaller {
+		return false, nil
+	}
+	if len(c.Header) > 0 || !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
+		h, err := m.hdr()
+		if err != nil {
+			return false, err
+		}
+		for _, f := range c.Header {
+			if !matchFields(h.FieldsByKey(f.Key), f.Value) {
+				return false, nil
+			}
+		}
+		if !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
+			t, err := h.Date()
+			if err != nil || !matchDate(t, c.SentSince, c.SentBefore) {
+				return false, nil
+			}
+		}
+	}
+	for _, text := range c.Text {
+		e, err := m.entity()
+		if err != nil {
+			return false, err
+		}
+		if !matchEntity(e, text, true) {
+			return false, nil
+		}
+	}
+	for _, text := range c.Body {
+		e, err := m.entity()
+		if err != nil {
+			return false, err
+		}
+		if !matchEntity(e, text, false) {
+			return false, nil
+		}
+	}
+	for i := range c.Not {
+		ok, err := m.match(&c.Not[i])
+		if err != nil || ok {
+			return false, err
+		}
+	}
+	for i := range c.Or {
+		a, err := m.match(&c.Or[i][0])
+		if err != nil {
+			return false, err
+		}
+		if a {
+			continue
+		}
+		b, err := m.match(&c.Or[i][1])
+		if err != nil || !b {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// matchDate compares dates only, ignoring time and zone (RFC 3501).
+func matchDate(t, since, before time.Time) bool {
+	t = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+	if !since.IsZero() && t.Before(since) {
+		return false
+	}
+	if !before.IsZero() && !t.Before(before) {
+		return false
+	}
+	return true
+}
+
+func matchFields(fields gomessage.HeaderFields, pattern string) bool {
+	if pattern == "" {
+		return fields.Len() > 0
+	}
+	pattern = strings.ToLower(pattern)
+	for fields.Next() {
+		v, err := fields.Text()
+		if err != nil {
+			v = fields.Value()
+		}
+		if strings.Contains(strings.ToLower(v), pattern) {
+			return true
+		}
+	}
+	return false
+}
+
+func matchEntity(e *gomessage.Entity, pattern string, includeHeader bool) bool {
+	if pattern == "" {
+		return true
+	}
+	if includeHeader && matchFields(e.Header.Fields(), pattern) {
+		return true
+	}
+	if mr := e.MultipartReader(); mr != nil {
+		for {
+			part, err := mr.NextPart()
+			if err != nil {
+				return false
+			}
+			if matchEntity(part, pattern, includeHeader) {
+				return true
+			}
+		}
+	}
+	t, _, _ := e.Header.ContentType()
+	if t != "" && !strings.HasPrefix(t, "text/") && !strings.HasPrefix(t, "message/") {
+		return false
+	}
+	b, err := io.ReadAll(e.Body)
+	if err != nil && len(b) == 0 {
+		return false
+	}
+	return bytes.Contains(bytes.ToLower(b), bytes.ToLower([]byte(pattern)))
+}

@@ -1,0 +1,407 @@
+package mailfront_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-smtp"
+
+	"github.com/raisfs/raisfs/client"
+	"github.com/raisfs/raisfs/internal/testcluster"
+	"github.com/raisfs/raisfs/mailfront"
+	"github.com/raisfs/raisfs/mailstore"
+)
+
+type front struct {
+	imap, lmtp string
+	srv        *mailfront.Server
+}
+
+func startFront(t *testing.T, masters []string, maxSize int64) *front {
+	t.Helper()
+	c, err := client.New(context.Background(), client.Config{Masters: masters, Logger: testcluster.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	users, err := mailfront.StaticUsers(map[string]string{"alice": "pw-a", "bob": "pw-b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := mailfront.New(mailfront.Config{
+		Store: mailstore.New(c, maxSize, testcluster.Logger(t)), Users: users,
+		IdleInterval: 50 * time.Millisecond, Logger: testcluster.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	il, _ := net.Listen("tcp", "127.0.0.1:0")
+	ll, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv.ServeIMAP(il)
+	srv.ServeLMTP(ll)
+	t.Cleanup(func() { srv.Close() })
+	return &front{imap: il.Addr().String(), lmtp: ll.Addr().String(), srv: srv}
+}
+
+func login(t *testing.T, addr, user, pw string, h *imapclient.UnilateralDataHandler) *imapclient.Client {
+	t.Helper()
+	c, err := imapclient.DialInsecure(addr, &imapclient.Options{UnilateralDataHandler: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Login(user, pw).Wait(); err != nil {
+		t.Fatalf("login %s: %v", user, err)
+	}
+	return c
+}
+
+func appendMsg(t *testing.T, c *imapclient.Client, mbox string, body []byte, flags ...imap.Flag) *imap.AppendData {
+	t.Helper()
+	cmd := c.Append(mbox, int64(len(body)), &imap.AppendOptions{Flags: flags})
+	cmd.Write(body)
+	cmd.Close()
+	d, err := cmd.Wait()
+	if err != nil {
+		t.Fatalf("APPEND: %v", err)
+	}
+	return d
+}
+
+func fetchAll(t *testing.T, c *imapclient.Client, set imap.NumSet, o *imap.FetchOptions) []*imapclient.FetchMessageBuffer {
+	t.Helper()
+	msgs, err := c.Fetch(set, o).Collect()
+	if err != nil {
+		t.Fatalf("FETCH: %v", err)
+	}
+	return msgs
+}
+
+func deliver(t *testing.T, addr string, body []byte, rcpts ...string) (map[string]*smtp.DataResponse, error) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := smtp.NewClientLMTP(conn)
+	defer c.Close()
+	if err := c.Hello("test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("sender@example.com", nil); err != nil {
+		return nil, err
+	}
+	var ok []string
+	for _, r := range rcpts {
+		if err := c.Rcpt(r, nil); err == nil {
+			ok = append(ok, r)
+		}
+	}
+	if len(ok) == 0 {
+		return nil, errors.New("no recipient accepted")
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(body)
+	return w.CloseWithLMTPResponse()
+}
+
+const simple = "From: Carol <carol@example.com>\r\nTo: alice@example.com\r\nSubject: lunch?\r\nDate: Mon, 02 Nov 2026 12:00:00 +0000\r\nMessage-ID: <1@example.com>\r\n\r\nTomorrow at noon.\r\n"
+
+// Two front ends on one cluster: APPEND, STORE and EXPUNGE through one are
+// seen by FETCH, SEARCH and IDLE through the other.
+func TestIMAP_TwoFrontEnds(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f1, f2 := startFront(t, cl.MasterAddrs(), 1<<20), startFront(t, cl.MasterAddrs(), 1<<20)
+	c1 := login(t, f1.imap, "alice", "pw-a", nil)
+	var mu sync.Mutex
+	var exists []uint32
+	var flagUpdates []*imapclient.FetchMessageData
+	var expunged []uint32
+	c2 := login(t, f2.imap, "alice", "pw-a", &imapclient.UnilateralDataHandler{
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				mu.Lock()
+				exists = append(exists, *d.NumMessages)
+				mu.Unlock()
+			}
+		},
+		Fetch:   func(m *imapclient.FetchMessageData) { mu.Lock(); flagUpdates = append(flagUpdates, m); mu.Unlock() },
+		Expunge: func(seq uint32) { mu.Lock(); expunged = append(expunged, seq); mu.Unlock() },
+	})
+	bad, err := imapclient.DialInsecure(f1.imap, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.Login("alice", "wrong").Wait(); err == nil {
+		t.Fatal("login with a wrong password succeeded")
+	}
+	bad.Close()
+
+	a := appendMsg(t, c1, "INBOX", []byte(simple))
+	if a.UID != 1 || a.UIDValidity == 0 {
+		t.Fatalf("APPEND = %+v", a)
+	}
+	sel, err := c2.Select("INBOX", nil).Wait()
+	if err != nil || sel.NumMessages != 1 || sel.UIDValidity != a.UIDValidity || sel.UIDNext != 2 {
+		t.Fatalf("SELECT on the other front end = %+v, %v", sel, err)
+	}
+	msgs := fetchAll(t, c2, imap.SeqSetNum(1), &imap.FetchOptions{Envelope: true, Flags: true, RFC822Size: true, UID: true,
+		BodySection: []*imap.FetchItemBodySection{{Peek: true}, {Peek: true, Partial: &imap.SectionPartial{Offset: 6, Size: 5}}, {Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Subject"}, Peek: true}}})
+	m := msgs[0]
+	if m.Envelope.Subject != "lunch?" || m.RFC822Size != int64(len(simple)) || string(m.BodySection[0].Bytes) != simple ||
+		string(m.BodySection[1].Bytes) != "Carol" || string(m.BodySection[2].Bytes) != "Subject: lunch?\r\n\r\n" || len(m.Flags) != 0 {
+		t.Fatalf("FETCH = %+v, sections %q", m, [][]byte{m.BodySection[0].Bytes, m.BodySection[1].Bytes, m.BodySection[2].Bytes})
+	}
+
+	// IDLE on front end 2 sees an APPEND made through front end 1.
+	idle, err := c2.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendMsg(t, c1, "INBOX", []byte("Subject: second\r\n\r\nmore\r\n"), imap.FlagSeen)
+	waitFor(t, "EXISTS 2 during IDLE", func() bool { mu.Lock(); defer mu.Unlock(); return slices.Contains(exists, 2) })
+	if err := idle.Close(); err != nil {
+		t.Fatal(err)
+	}
+	idle.Wait()
+
+	// STORE through 1, seen by the next FETCH through 2, in canonical case.
+	if _, err := c1.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c1.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{`\flagged`, `\deleted`}, Silent: true}, nil).Collect(); err != nil {
+		t.Fatal(err)
+	}
+	msgs = fetchAll(t, c2, imap.SeqSetNum(1), &imap.FetchOptions{Flags: true})
+	if !slices.Equal(msgs[0].Flags, []imap.Flag{`\Deleted`, `\Flagged`}) {
+		t.Fatalf("flags seen by the other front end = %q", msgs[0].Flags)
+	}
+	// SEARCH through 2.
+	sd, err := c2.UIDSearch(&imap.SearchCriteria{Flag: []imap.Flag{imap.FlagSeen}}, nil).Wait()
+	if err != nil || !slices.Equal(sd.AllUIDs(), []imap.UID{2}) {
+		t.Fatalf("UID SEARCH SEEN = %v, %v", sd, err)
+	}
+	sd, err = c2.Search(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: "LUNCH"}}}, nil).Wait()
+	if err != nil || !slices.Equal(sd.AllSeqNums(), []uint32{1}) {
+		t.Fatalf("SEARCH SUBJECT = %v, %v", sd, err)
+	}
+	sd, err = c2.Search(&imap.SearchCriteria{Body: []string{"noon"}}, nil).Wait()
+	if err != nil || !slices.Equal(sd.AllSeqNums(), []uint32{1}) {
+		t.Fatalf("SEARCH BODY = %v, %v", sd, err)
+	}
+	// EXPUNGE through 1; 2 hears of it at its next NOOP.
+	if err := c1.Expunge().Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	gotExpunge := slices.Equal(expunged, []uint32{1})
+	mu.Unlock()
+	if !gotExpunge {
+		t.Fatalf("expunges seen by the other front end: %v", expunged)
+	}
+	st, err := c2.Status("INBOX", &imap.StatusOptions{NumMessages: true, UIDNext: true, NumUnseen: true}).Wait()
+	if err != nil || *st.NumMessages != 1 || st.UIDNext != 3 || *st.NumUnseen != 0 {
+		t.Fatalf("STATUS = %+v, %v", st, err)
+	}
+}
+
+func TestIMAP_MailboxesCopyMove(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f := startFront(t, cl.MasterAddrs(), 1<<20)
+	c := login(t, f.imap, "bob", "pw-b", nil)
+	for _, name := range []string{"Archive", "Archive/2026", "Work"} {
+		if err := c.Create(name, nil).Wait(); err != nil {
+			t.Fatalf("CREATE %s: %v", name, err)
+		}
+	}
+	if err := c.Create("Work", nil).Wait(); err == nil {
+		t.Fatal("second CREATE succeeded")
+	}
+	list, err := c.List("", "*", nil).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range list {
+		names = append(names, l.Mailbox)
+	}
+	if !slices.Equal(names, []string{"INBOX", "Archive", "Archive/2026", "Work"}) {
+		t.Fatalf("LIST = %q", names)
+	}
+	for i := range 3 {
+		appendMsg(t, c, "INBOX", fmt.Appendf(nil, "Subject: %d\r\n\r\nx\r\n", i))
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	cd, err := c.Copy(imap.SeqSetNum(1, 2), "Archive").Wait()
+	if err != nil || cd.DestUIDs.String() != "1:2" || cd.SourceUIDs.String() != "1:2" {
+		t.Fatalf("COPY = %+v, %v", cd, err)
+	}
+	if _, err := c.Copy(imap.SeqSetNum(1), "Nope").Wait(); err == nil || !strings.Contains(err.Error(), "TRYCREATE") {
+		t.Fatalf("COPY to a missing mailbox = %v, want TRYCREATE", err)
+	}
+	md, err := c.Move(imap.SeqSetNum(3), "Work").Wait()
+	if err != nil || md.DestUIDs.String() != "1" {
+		t.Fatalf("MOVE = %+v, %v", md, err)
+	}
+	if err := c.Rename("Archive", "Old", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Status("Old/2026", &imap.StatusOptions{NumMessages: true}).Wait()
+	if err != nil || *st.NumMessages != 0 {
+		t.Fatalf("STATUS of the renamed child = %+v, %v", st, err)
+	}
+	st, err = c.Status("Old", &imap.StatusOptions{NumMessages: true}).Wait()
+	if err != nil || *st.NumMessages != 2 {
+		t.Fatalf("STATUS Old = %+v, %v", st, err)
+	}
+	if err := c.Unsubscribe("Work").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	subs, err := c.List("", "*", &imap.ListOptions{SelectSubscribed: true}).Collect()
+	if err != nil || slices.ContainsFunc(subs, func(l *imap.ListData) bool { return l.Mailbox == "Work" }) {
+		t.Fatalf("LIST (SUBSCRIBED) = %v, %v", subs, err)
+	}
+	if err := c.Delete("Old/2026").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Status("Old/2026", &imap.StatusOptions{NumMessages: true}).Wait(); err == nil {
+		t.Fatal("STATUS of a deleted mailbox succeeded")
+	}
+}
+
+// LMTP: one status per recipient; an unknown recipient does not fail the
+// others; the message arrives byte for byte, however odd its bytes.
+func TestLMTP_DeliveryAndOddMessages(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f := startFront(t, cl.MasterAddrs(), 64<<10)
+	odd := map[string][]byte{
+		"no headers": []byte("just a body line\r\n"),
+		"bare LF":    []byte("Subject: lf\n\nline one\nline two\n"),
+		"8-bit":      []byte("Subject: caf\xc3\xa9 \xff\r\n\r\nna\xefve \x80\x81\r\n"),
+		"long header": append(append([]byte("Subject: "), bytes.Repeat([]byte("x"), 20000)...),
+			"\r\n\r\nbody\r\n"...),
+		"deep MIME": deepMIME(40),
+	}
+	c := login(t, f.imap, "alice", "pw-a", nil)
+	for name, body := range odd {
+		resp, err := deliver(t, f.lmtp, body, "alice@example.com", "nobody@example.com", "bob@localhost")
+		if err != nil {
+			t.Fatalf("%s: LMTP = %v", name, err)
+		}
+		if len(resp) != 2 || resp["alice@example.com"] == nil || resp["bob@localhost"] == nil {
+			t.Fatalf("%s: per-recipient responses %v", name, resp)
+		}
+	}
+	// The same messages through APPEND, whose literal carries bytes exactly
+	// (over LMTP the sender's DATA encoding turns bare LF into CRLF).
+	for _, body := range odd {
+		appendMsg(t, c, "INBOX", body)
+	}
+	sel, err := c.Select("INBOX", nil).Wait()
+	if err != nil || sel.NumMessages != uint32(2*len(odd)) {
+		t.Fatalf("SELECT = %+v, %v", sel, err)
+	}
+	msgs := fetchAll(t, c, imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}, RFC822Size: true, BodyStructure: &imap.FetchItemBodyStructure{}, Envelope: true})
+	var got [][]byte
+	for _, m := range msgs {
+		got = append(got, m.BodySection[0].Bytes)
+		if m.RFC822Size != int64(len(m.BodySection[0].Bytes)) {
+			t.Fatalf("RFC822.SIZE %d for %d bytes", m.RFC822Size, len(m.BodySection[0].Bytes))
+		}
+	}
+	for name, body := range odd {
+		delivered := body
+		if name == "bare LF" {
+			delivered = bytes.ReplaceAll(body, []byte("\n"), []byte("\r\n"))
+		}
+		for _, want := range [][]byte{body, delivered} {
+			if n := len(slices.DeleteFunc(slices.Clone(got), func(g []byte) bool { return !bytes.Equal(g, want) })); n < 1 {
+				t.Fatalf("%s: not served back byte for byte", name)
+			}
+		}
+	}
+	// Oversize: refused, nothing stored.
+	if _, err := deliver(t, f.lmtp, bytes.Repeat([]byte("a"), 65<<10), "alice@localhost"); err == nil || !strings.Contains(err.Error(), "552") {
+		t.Fatalf("oversize delivery = %v, want 552", err)
+	}
+	// An oversize APPEND is refused before the literal is sent, and the
+	// connection goes on.
+	raw, err := net.Dial("tcp", f.imap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	rd := bufio.NewReader(raw)
+	rd.ReadString('\n') // greeting
+	fmt.Fprintf(raw, "a LOGIN alice pw-a\r\nb APPEND INBOX {%d}\r\n", 65<<10)
+	var lines []string
+	for !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, "b ") }) {
+		l, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after an oversize APPEND: %v (read %q)", err, lines)
+		}
+		lines = append(lines, l)
+	}
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "b NO [TOOBIG]") {
+		t.Fatalf("oversize APPEND answered %q", last)
+	}
+	fmt.Fprintf(raw, "c NOOP\r\n")
+	for {
+		l, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatalf("connection after a refused APPEND: %v", err)
+		}
+		if strings.HasPrefix(l, "c ") {
+			if !strings.HasPrefix(l, "c OK") {
+				t.Fatalf("NOOP after a refused APPEND = %q", l)
+			}
+			break
+		}
+	}
+	if st, err := c.Status("INBOX", &imap.StatusOptions{NumMessages: true}).Wait(); err != nil || *st.NumMessages != uint32(2*len(odd)) {
+		t.Fatalf("messages after refused ones: %+v, %v", st, err)
+	}
+}
+
+func deepMIME(depth int) []byte {
+	var b bytes.Buffer
+	b.WriteString("Subject: deep\r\nMIME-Version: 1.0\r\n")
+	for i := range depth {
+		fmt.Fprintf(&b, "Content-Type: multipart/mixed; boundary=\"b%d\"\r\n\r\n--b%d\r\n", i, i)
+	}
+	b.WriteString("Content-Type: text/plain\r\n\r\ninnermost\r\n")
+	for i := depth - 1; i >= 0; i-- {
+		fmt.Fprintf(&b, "--b%d--\r\n", i)
+	}
+	return b.Bytes()
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
