@@ -34,8 +34,8 @@ type session struct {
 }
 
 var (
-	_ imapserver.SessionIMAP4rev2    = (*session)(nil)
-	_ imapserver.SessionAppendLimit  = (*session)(nil)
+	_ imapserver.SessionIMAP4rev2      = (*session)(nil)
+	_ imapserver.SessionAppendLimit    = (*session)(nil)
 	_ imapserver.SessionUnauthenticate = (*session)(nil)
 )
 
