@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/raisfs/raisfs/mailfront"
 )
 
 // devLayout is what `rais dev` keeps in DIR/dev.json: the ports chosen at
@@ -23,6 +25,8 @@ import (
 type devLayout struct {
 	Masters      []devNode `json:"masters"`
 	ChunkServers []devNode `json:"chunkservers"`
+	// Mail is the IMAP/LMTP front end: API is IMAP, HTTPAddr is LMTP.
+	Mail *devNode `json:"mail,omitempty"`
 }
 
 type devNode struct {
@@ -94,6 +98,10 @@ func loadOrCreateLayout(dir string, chunkservers int) (*devLayout, devPorts, err
 		cs := &l.ChunkServers[i]
 		cs.API = port(cs.API)
 	}
+	if l.Mail == nil {
+		l.Mail = &devNode{ID: "imap1"}
+	}
+	l.Mail.API, l.Mail.HTTPAddr = port(l.Mail.API), port(l.Mail.HTTPAddr)
 	if portErr != nil {
 		ports.closeAll()
 		return nil, nil, portErr
@@ -254,7 +262,21 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
-	fmt.Fprintf(stdout, "RAIS_MASTERS=%s\n", strings.Join(masters, ","))
+	usersFile := filepath.Join(*dir, "users")
+	if _, err := os.Stat(usersFile); errors.Is(err, os.ErrNotExist) {
+		// Dev mode only: a demo user with a known password.
+		if err := mailfront.AddUser(usersFile, "demo", "demo"); err != nil {
+			stopAll()
+			return err
+		}
+	}
+	mail := layout.Mail
+	if err := start(mail.ID, []string{"imap", "lmtp"}, []string{mail.API, mail.HTTPAddr}, "imap",
+		"--masters", strings.Join(masters, ","), "--users", usersFile, "--imap-addr", mail.API, "--lmtp-addr", mail.HTTPAddr); err != nil {
+		stopAll()
+		return err
+	}
+	fmt.Fprintf(stdout, "RAIS_MASTERS=%s\nRAIS_IMAP=%s\nRAIS_LMTP=%s\n", strings.Join(masters, ","), mail.API, mail.HTTPAddr)
 	mu.Lock()
 	for _, c := range children {
 		fmt.Fprintf(stdout, "  %-5s %-22s pid %d   log %s\n", c.name, c.addr, c.cmd.Process.Pid, filepath.Join(*dir, "logs", c.name+".log"))
@@ -267,8 +289,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		"Kill a master or a chunk server (kill PID) and watch the cluster carry on: %s after a chunk server\n"+
 		"dies, its volumes are copied to the others (raisadm status shows under-replicated and repairing).\n"+
 		"  go run ./cmd/raisadm drain cs1     moves everything off cs1, then retires it\n"+
+		"Mail: point a mail client at IMAP %s (no TLS, user demo, password demo); deliver with LMTP\n"+
+		"to %s, recipient demo@localhost (e.g. swaks --protocol LMTP --server %s --to demo@localhost).\n"+
 		"Ctrl-C stops everything.\n",
-		strings.Join(masters, ","), *repairAfter)
+		strings.Join(masters, ","), *repairAfter, mail.API, mail.HTTPAddr, mail.HTTPAddr)
 
 	// Report children that die; do not restart them.
 	dead := make(chan *child)

@@ -3,6 +3,7 @@
 //	rais dev [--dir DIR] [--chunkservers N]
 //	rais master --id ID --dir DIR --raft-addr H:P --api-addr H:P --peers ID=H:P,...
 //	rais chunkserver --id ID --dir DIR[,DIR2...] --addr HOST:PORT [--masters H:P,...]
+//	rais imap --masters H:P,... --users FILE [--imap-addr H:P] [--lmtp-addr H:P]
 //	rais hash [FILE]
 package main
 
@@ -25,6 +26,7 @@ commands:
   dev           run a whole local cluster: 3 masters and 4 chunk servers (rais dev --help)
   master        run a master of the metadata Raft group (rais master --help)
   chunkserver   run a chunk server (rais chunkserver --help for flags)
+  imap          run the IMAP and LMTP mail front end over a cluster (rais imap --help)
   chaos         run a cluster under faults and check nothing acknowledged is lost (rais chaos --help)
   hash          print the BLAKE3-256 content hash of a file or stdin, as blobs are named
 
@@ -49,6 +51,8 @@ func main() {
 		err = runMaster(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "dev":
 		err = runDev(ctx, os.Args[2:], os.Stdout, os.Stderr)
+	case "imap":
+		err = runIMAP(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "chaos":
 		err = runChaos(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "hash":

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/raisfs/raisfs/client"
+	"github.com/raisfs/raisfs/mailfront"
+	"github.com/raisfs/raisfs/mailstore"
+)
+
+// runIMAP runs the mail front end: IMAP and LMTP over the cluster.
+func runIMAP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "adduser" {
+		return runAddUser(args[1:], os.Stdin, stdout, stderr)
+	}
+	fl := flag.NewFlagSet("rais imap", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	masters := fl.String("masters", os.Getenv("RAIS_MASTERS"), "masters' API addresses, comma separated (default $RAIS_MASTERS)")
+	imapAddr := fl.String("imap-addr", "127.0.0.1:1143", "HOST:PORT for IMAP (STARTTLS when --tls-cert is set); port 0 picks a free port")
+	lmtpAddr := fl.String("lmtp-addr", "127.0.0.1:2424", "HOST:PORT for LMTP delivery from the mail transfer agent")
+	usersFile := fl.String("users", "", "users file: NAME:BCRYPT-HASH lines, written by `rais imap adduser` (required)")
+	tlsCert := fl.String("tls-cert", "", "PEM certificate for STARTTLS")
+	tlsKey := fl.String("tls-key", "", "PEM private key for STARTTLS")
+	allowPlain := fl.Bool("allow-plaintext", false, "allow LOGIN without TLS from any address (without it: loopback only)")
+	maxSize := fl.Int64("max-message-size", 64<<20, "largest message accepted by APPEND and LMTP, in bytes")
+	hostname := fl.String("hostname", "localhost", "name announced in the LMTP greeting")
+	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
+	fl.Usage = func() {
+		fmt.Fprintf(stderr, "usage: rais imap --masters H:P,... --users FILE [--imap-addr H:P] [--lmtp-addr H:P] [--tls-cert F --tls-key F]\n"+
+			"       rais imap adduser --users FILE NAME   (reads the password from stdin)\n\n"+
+			"Serves IMAP and LMTP with every mailbox, flag and message stored in the cluster: front ends\n"+
+			"keep no state, so run several behind any load balancer and lose any of them.\n\nflags:\n")
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if fl.NArg() > 0 || *masters == "" || *usersFile == "" || (*tlsCert == "") != (*tlsKey == "") {
+		fmt.Fprintln(stderr, "rais imap: want --masters, --users, and --tls-cert with --tls-key or neither")
+		return errUsage
+	}
+	logger, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	users, err := mailfront.LoadUsers(*usersFile)
+	if err != nil {
+		return err
+	}
+	var tlsCfg *tls.Config
+	if *tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	c, err := client.New(cctx, client.Config{Masters: strings.Split(*masters, ","), Logger: logger})
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	srv, err := mailfront.New(mailfront.Config{
+		Store: mailstore.New(c, *maxSize, logger), Users: users, TLS: tlsCfg,
+		AllowPlaintext: *allowPlain, Hostname: *hostname, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	lns, err := inheritedListeners()
+	if err != nil {
+		return err
+	}
+	il, ll := lns["imap"], lns["lmtp"]
+	if il == nil {
+		if il, err = net.Listen("tcp", *imapAddr); err != nil {
+			return fmt.Errorf("listen imap %s: %w", *imapAddr, err)
+		}
+	}
+	if ll == nil {
+		if ll, err = net.Listen("tcp", *lmtpAddr); err != nil {
+			il.Close()
+			return fmt.Errorf("listen lmtp %s: %w", *lmtpAddr, err)
+		}
+	}
+	srv.ServeIMAP(il)
+	srv.ServeLMTP(ll)
+	fmt.Fprintf(stdout, "RAIS_IMAP=%s\nRAIS_LMTP=%s\n", il.Addr(), ll.Addr())
+	logger.Info("mail front end started", "imap", il.Addr().String(), "lmtp", ll.Addr().String())
+	<-ctx.Done()
+	return srv.Close()
+}
+
+func runAddUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("rais imap adduser", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	usersFile := fl.String("users", "", "users file to add the user to (created if missing; required)")
+	fl.Usage = func() {
+		fmt.Fprintf(stderr, "usage: rais imap adduser --users FILE NAME\n\nReads NAME's password from the first line of stdin, stores its bcrypt hash in FILE\n(replacing NAME's old one), and writes the file atomically.\n\nflags:\n")
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if fl.NArg() != 1 || *usersFile == "" {
+		fl.Usage()
+		return errUsage
+	}
+	pw, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	pw = strings.TrimRight(pw, "\r\n")
+	if err := mailfront.AddUser(*usersFile, fl.Arg(0), pw); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "user %s written to %s\n", fl.Arg(0), *usersFile)
+	return nil
+}
