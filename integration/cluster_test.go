@@ -68,6 +68,8 @@ type devCluster struct {
 	cmd     *exec.Cmd
 	out     *syncBuffer
 	masters string
+	imap    string // the mail front end's IMAP and LMTP addresses
+	lmtp    string
 	pids    map[string]int
 	done    chan error
 	raisadm string
@@ -119,7 +121,7 @@ func startDev(t *testing.T, dir string, extra ...string) *devCluster {
 		}
 		close(lines)
 	}()
-	for d.masters == "" || len(d.pids) < 3+chunkservers {
+	for d.masters == "" || d.imap == "" || len(d.pids) < 3+chunkservers+1 {
 		select {
 		case l, ok := <-lines:
 			if !ok {
@@ -127,6 +129,12 @@ func startDev(t *testing.T, dir string, extra ...string) *devCluster {
 			}
 			if m, ok := strings.CutPrefix(l, "RAIS_MASTERS="); ok {
 				d.masters = m
+			}
+			if a, ok := strings.CutPrefix(l, "RAIS_IMAP="); ok {
+				d.imap = a
+			}
+			if a, ok := strings.CutPrefix(l, "RAIS_LMTP="); ok {
+				d.lmtp = a
 			}
 			if f := strings.Fields(l); len(f) >= 4 && f[2] == "pid" {
 				d.pids[f[0]], _ = strconv.Atoi(f[3])
@@ -141,6 +149,19 @@ func startDev(t *testing.T, dir string, extra ...string) *devCluster {
 	}()
 	d.waitHealthy(chunkservers)
 	return d
+}
+
+// kill sends sig to rais dev's child name. It refuses an unknown name:
+// kill(0, ...) would signal the whole process group, tests included.
+func (d *devCluster) kill(name string, sig syscall.Signal) {
+	d.t.Helper()
+	pid := d.pids[name]
+	if pid <= 0 {
+		d.t.Fatalf("no pid for %s (have %v)", name, d.pids)
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		d.t.Fatalf("kill %s (pid %d): %v", name, pid, err)
+	}
 }
 
 func (d *devCluster) stop() {
@@ -188,6 +209,26 @@ func (d *devCluster) waitHealthy(chunkservers int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// leader returns the id of the master that leads now.
+func (d *devCluster) leader() string {
+	d.t.Helper()
+	out, _, _ := d.adm(nil, "status", "--json")
+	var st struct {
+		Masters []struct {
+			ID     string `json:"id"`
+			Leader bool   `json:"leader"`
+		} `json:"masters"`
+	}
+	json.Unmarshal([]byte(out), &st)
+	for _, m := range st.Masters {
+		if m.Leader {
+			return m.ID
+		}
+	}
+	d.t.Fatalf("no leader in status: %s", out)
+	return ""
 }
 
 func (d *devCluster) client() *client.Client {
@@ -329,29 +370,13 @@ func TestDev_KillsDuringPuts(t *testing.T) {
 	}
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
 	waitFor(t, 30*time.Second, "puts", func() bool { return count() >= 50 })
-	syscall.Kill(d.pids["cs4"], syscall.SIGKILL)
+	d.kill("cs4", syscall.SIGKILL)
 	n := count()
 	waitFor(t, 60*time.Second, "puts after killing a chunk server", func() bool { return count() >= n+50 })
 
-	out, _, _ := d.adm(nil, "status", "--json")
-	var st struct {
-		Masters []struct {
-			ID     string `json:"id"`
-			Leader bool   `json:"leader"`
-		} `json:"masters"`
-	}
-	json.Unmarshal([]byte(out), &st)
-	leader := ""
-	for _, m := range st.Masters {
-		if m.Leader {
-			leader = m.ID
-		}
-	}
-	if leader == "" {
-		t.Fatalf("no leader in status: %s", out)
-	}
+	leader := d.leader()
 	killed := time.Now()
-	syscall.Kill(d.pids[leader], syscall.SIGKILL)
+	d.kill(leader, syscall.SIGKILL)
 	n = count()
 	waitFor(t, 30*time.Second, "puts after killing the leader", func() bool { return count() > n })
 	mu.Lock()

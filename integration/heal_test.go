@@ -104,7 +104,7 @@ func TestDev_LostChunkServerIsHealed(t *testing.T) {
 		})
 	}
 	killed := time.Now()
-	syscall.Kill(d.pids[victim], syscall.SIGKILL)
+	d.kill(victim, syscall.SIGKILL)
 	sawBelow := false
 	waitFor(t, 90*time.Second, "full redundancy after losing "+victim, func() bool {
 		st, ok := d.status()
@@ -328,7 +328,7 @@ func TestDev_ShortOutageNeedsNoCopy(t *testing.T) {
 			victim, vols = cs.ID, cs.Volumes
 		}
 	}
-	syscall.Kill(d.pids[victim], syscall.SIGKILL)
+	d.kill(victim, syscall.SIGKILL)
 	waitFor(t, 30*time.Second, victim+" marked down", func() bool {
 		st, ok := d.status()
 		for _, cs := range st.ChunkServers {
@@ -416,7 +416,7 @@ func TestDev_LosingADataCenterLosesNothing(t *testing.T) {
 		}
 	}
 	for _, id := range []string{"cs1", "cs3", "cs5"} { // all of dc1
-		syscall.Kill(d.pids[id], syscall.SIGKILL)
+		d.kill(id, syscall.SIGKILL)
 	}
 	for k, v := range objs {
 		got, err := get(t, c, k)

@@ -176,7 +176,16 @@ func (s *session) Unselect() error {
 func (s *session) Create(name string, options *imap.CreateOptions) error {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	return imapErr(s.s.store.CreateMailbox(ctx, s.user, strings.TrimRight(name, "/")))
+	name = strings.TrimRight(name, "/")
+	// Superiors are created as needed (RFC 3501 6.3.3): CREATE a/b makes a.
+	for i, r := range name {
+		if r == mailstore.Delim && i > 0 {
+			if err := s.s.store.CreateMailbox(ctx, s.user, name[:i]); err != nil && !errors.Is(err, mailstore.ErrMailboxExists) {
+				return imapErr(err)
+			}
+		}
+	}
+	return imapErr(s.s.store.CreateMailbox(ctx, s.user, name))
 }
 
 func (s *session) Delete(name string) error {
