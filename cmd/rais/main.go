@@ -27,6 +27,7 @@ commands:
   master        run a master of the metadata Raft group (rais master --help)
   chunkserver   run a chunk server (rais chunkserver --help for flags)
   imap          run the IMAP and LMTP mail front end over a cluster (rais imap --help)
+  mailbench     measure an IMAP+LMTP server pair (RAIS-FS's or another) (rais mailbench --help)
   chaos         run a cluster under faults and check nothing acknowledged is lost (rais chaos --help)
   hash          print the BLAKE3-256 content hash of a file or stdin, as blobs are named
 
@@ -53,6 +54,8 @@ func main() {
 		err = runDev(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "imap":
 		err = runIMAP(ctx, os.Args[2:], os.Stdout, os.Stderr)
+	case "mailbench":
+		err = runMailBench(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "chaos":
 		err = runChaos(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "hash":
