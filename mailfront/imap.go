@@ -518,9 +518,6 @@ func staticRange(start, stop *uint32, max uint32) {
 	}
 }
 
-func inSet(uids []uint32) func(uint32) bool {
-	return func(u uint32) bool { _, ok := slices.BinarySearch(uids, u); return ok }
-}
 
 func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
 	ctx, cancel := s.ctx()
@@ -540,7 +537,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		}
 		if len(unseen) > 0 {
 			slices.Sort(unseen)
-			msgs, err := s.s.store.StoreFlags(ctx, s.user, v.name, inSet(unseen), mailstore.FlagsAdd, []string{`\Seen`})
+			msgs, err := s.s.store.StoreFlags(ctx, s.user, v.name, mailstore.UIDs(unseen...), mailstore.FlagsAdd, []string{`\Seen`})
 			if err != nil {
 				return imapErr(err)
 			}
@@ -685,13 +682,12 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	if len(uids) == 0 {
 		return nil
 	}
-	sorted := slices.Sorted(slices.Values(uids))
 	var fs []string
 	for _, f := range flags.Flags {
 		fs = append(fs, string(f))
 	}
 	op := map[imap.StoreFlagsOp]mailstore.FlagOp{imap.StoreFlagsAdd: mailstore.FlagsAdd, imap.StoreFlagsDel: mailstore.FlagsRemove, imap.StoreFlagsSet: mailstore.FlagsSet}[flags.Op]
-	msgs, err := s.s.store.StoreFlags(ctx, s.user, v.name, inSet(sorted), op, fs)
+	msgs, err := s.s.store.StoreFlags(ctx, s.user, v.name, mailstore.UIDs(uids...), op, fs)
 	if err != nil {
 		return imapErr(err)
 	}
@@ -727,18 +723,14 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uidSet *imap.UIDSet) erro
 	if err := s.sync(ctx); err != nil {
 		return imapErr(err)
 	}
-	match := func(uint32) bool { return true }
-	if uidSet != nil {
-		_, uids := v.resolve(*uidSet)
-		slices.Sort(uids)
-		match = inSet(uids)
-	}
 	// Only messages this session knows of: one delivered meanwhile and not
 	// yet announced must not vanish unseen.
 	known := slices.Clone(v.uids)
-	slices.Sort(known)
-	isKnown := inSet(known)
-	gone, err := s.s.store.Expunge(ctx, s.user, v.name, func(u uint32) bool { return isKnown(u) && match(u) })
+	if uidSet != nil {
+		_, in := v.resolve(*uidSet)
+		known = in
+	}
+	gone, err := s.s.store.Expunge(ctx, s.user, v.name, mailstore.UIDs(known...))
 	if err != nil {
 		return imapErr(err)
 	}
@@ -763,7 +755,7 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) 
 	}
 	_, uids := s.sel.resolve(numSet)
 	slices.Sort(uids)
-	src, dst, uv, err := s.s.store.Copy(ctx, s.user, s.sel.name, dest, inSet(uids), false)
+	src, dst, uv, err := s.s.store.Copy(ctx, s.user, s.sel.name, dest, mailstore.UIDs(uids...), false)
 	if err != nil {
 		return nil, copyErr(err)
 	}
@@ -797,7 +789,7 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 	}
 	_, uids := v.resolve(numSet)
 	slices.Sort(uids)
-	src, dst, uv, err := s.s.store.Copy(ctx, s.user, v.name, dest, inSet(uids), true)
+	src, dst, uv, err := s.s.store.Copy(ctx, s.user, v.name, dest, mailstore.UIDs(uids...), true)
 	if err != nil {
 		return copyErr(err)
 	}
@@ -827,12 +819,21 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	var data imap.SearchData
 	var seqSet imap.SeqSet
 	var uidSet imap.UIDSet
+	var headers map[uint32][]byte
+	if needsHeaders(criteria) {
+		// One ranged read of the header cache instead of one per message.
+		h, err := s.s.store.Headers(ctx, s.user, v.mbox)
+		if err != nil {
+			return nil, imapErr(err)
+		}
+		headers = h
+	}
 	for i, uid := range v.uids {
 		if v.gone[uid] {
 			continue
 		}
 		seq := uint32(i + 1)
-		m := &matcher{s: s, ctx: ctx, msg: v.state[uid], seq: seq}
+		m := &matcher{s: s, ctx: ctx, msg: v.state[uid], seq: seq, cached: headers[uid]}
 		ok, err := m.match(criteria)
 		if err != nil {
 			return nil, imapErr(err)
@@ -873,13 +874,34 @@ type matcher struct {
 	seq    uint32
 	header *mail.Header
 	body   []byte
+	cached []byte // the header block, if read ahead
+}
+
+func needsHeaders(c *imap.SearchCriteria) bool {
+	if len(c.Header) > 0 || !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
+		return true
+	}
+	for i := range c.Not {
+		if needsHeaders(&c.Not[i]) {
+			return true
+		}
+	}
+	for i := range c.Or {
+		if needsHeaders(&c.Or[i][0]) || needsHeaders(&c.Or[i][1]) {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *matcher) hdr() (*mail.Header, error) {
 	if m.header == nil {
-		h, err := m.s.s.store.Header(m.ctx, m.s.user, m.s.sel.mbox, m.msg)
-		if err != nil {
-			return nil, err
+		h := m.cached
+		if h == nil {
+			var err error
+			if h, err = m.s.s.store.Header(m.ctx, m.s.user, m.s.sel.mbox, m.msg); err != nil {
+				return nil, err
+			}
 		}
 		th, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(h)))
 		m.header = &mail.Header{Header: gomessage.Header{Header: th}}

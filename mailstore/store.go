@@ -580,6 +580,67 @@ func (s *Store) Messages(ctx context.Context, user string, m Mailbox) ([]Message
 	}
 }
 
+// Selection picks messages by UID: All, or UIDs(list).
+type Selection struct {
+	all  bool
+	uids []uint32 // sorted, deduplicated
+}
+
+// All selects every message.
+func All() Selection { return Selection{all: true} }
+
+// UIDs selects the messages with these UIDs (none if empty).
+func UIDs(uids ...uint32) Selection {
+	u := slices.Clone(uids)
+	slices.Sort(u)
+	return Selection{uids: slices.Compact(u)}
+}
+
+// messagesOf returns the messages of m that sel picks. A UID range that is
+// dense enough is one ranged read of the index, not a scan of the whole
+// mailbox.
+func (s *Store) messagesOf(ctx context.Context, user string, m Mailbox, sel Selection) ([]Message, error) {
+	if sel.all {
+		return s.Messages(ctx, user, m)
+	}
+	uids := sel.uids
+	if len(uids) == 0 {
+		return nil, nil
+	}
+	lo, hi := uids[0], uids[len(uids)-1]
+	in := func(u uint32) bool { _, ok := slices.BinarySearch(uids, u); return ok }
+	var msgs []Message
+	if span := int(hi-lo) + 1; span <= 4*len(uids)+256 && span <= 10000 {
+		after := msgKey(user, m.ID, lo-1)
+		for after != "" {
+			p, err := s.c.Records(ctx, msgPrefix(user, m.ID), after, span)
+			if err != nil {
+				return nil, fmt.Errorf("read messages of %q: %w", m.Name, err)
+			}
+			after = p.Next
+			for _, r := range p.Records {
+				uid := uidOfKey(r.Key)
+				if uid > hi {
+					after = ""
+					break
+				}
+				var rec msgRec
+				if err := json.Unmarshal(r.Value, &rec); err != nil {
+					return nil, fmt.Errorf("decode %q: %w", r.Key, err)
+				}
+				msgs = append(msgs, rec.message(uid))
+			}
+		}
+	} else {
+		all, err := s.Messages(ctx, user, m)
+		if err != nil {
+			return nil, err
+		}
+		msgs = all
+	}
+	return slices.DeleteFunc(msgs, func(msg Message) bool { return !in(msg.UID) }), nil
+}
+
 // headerBlock returns the length of body's header block (through the
 // blank line that ends it; the whole message if there is none).
 func headerBlock(body []byte) int {
@@ -615,9 +676,11 @@ func (s *Store) Append(ctx context.Context, user, name string, msg NewMessage) (
 	if err != nil {
 		return 0, 0, err
 	}
-	if _, err := s.readMailbox(ctx, user, name); err != nil {
-		return 0, 0, err
+	if !ValidUser(user) || !ValidMailbox(CanonicalMailbox(name)) {
+		return 0, 0, fmt.Errorf("append to %q for %q: %w", name, user, ErrBadName)
 	}
+	// No look-up first: index fails on a missing mailbox, and the object
+	// is taken back.
 	obj := newObjKey(user)
 	if _, err := s.c.Put(ctx, obj, bytes.NewReader(msg.Body), nil); err != nil {
 		return 0, 0, fmt.Errorf("store message: %w", err)
@@ -713,8 +776,8 @@ func (s *Store) Deliver(ctx context.Context, rcpts []Recipient, body []byte, dat
 		if name == "" {
 			name = Inbox
 		}
-		if _, err := s.readMailbox(ctx, r.User, name); err != nil {
-			errs[i] = err
+		if !ValidUser(r.User) || !ValidMailbox(CanonicalMailbox(name)) {
+			errs[i] = fmt.Errorf("deliver to %q of %q: %w", name, r.User, ErrBadName)
 			continue
 		}
 		obj := newObjKey(r.User)
@@ -751,7 +814,7 @@ const (
 // StoreFlags changes the flags of the messages of mailbox m whose UIDs
 // match (and that still exist), and returns them as they are after.
 // Messages whose flags do not change keep their MODSEQ.
-func (s *Store) StoreFlags(ctx context.Context, user, name string, match func(uid uint32) bool, op FlagOp, flags []string) ([]Message, error) {
+func (s *Store) StoreFlags(ctx context.Context, user, name string, sel Selection, op FlagOp, flags []string) ([]Message, error) {
 	flags, err := normFlags(flags)
 	if err != nil {
 		return nil, err
@@ -763,7 +826,7 @@ func (s *Store) StoreFlags(ctx context.Context, user, name string, match func(ui
 		if err != nil {
 			return err
 		}
-		msgs, err := s.Messages(ctx, user, m)
+		msgs, err := s.messagesOf(ctx, user, m, sel)
 		if err != nil {
 			return err
 		}
@@ -771,9 +834,6 @@ func (s *Store) StoreFlags(ctx context.Context, user, name string, match func(ui
 		t := new(client.Txn).IfVersion(mboxKey(user, m.Name), m.Version)
 		changed := 0
 		for _, msg := range msgs {
-			if !match(msg.UID) {
-				continue
-			}
 			nf := applyFlags(msg.Flags, op, flags)
 			if !slices.Equal(nf, msg.Flags) {
 				m.add(msg, -1)
@@ -823,7 +883,7 @@ func applyFlags(cur []string, op FlagOp, flags []string) []string {
 
 // Expunge removes the messages of mailbox name that carry \Deleted and
 // whose UIDs match, and returns their UIDs.
-func (s *Store) Expunge(ctx context.Context, user, name string, match func(uid uint32) bool) ([]uint32, error) {
+func (s *Store) Expunge(ctx context.Context, user, name string, sel Selection) ([]uint32, error) {
 	var gone []uint32
 	for {
 		var batch []uint32
@@ -835,14 +895,14 @@ func (s *Store) Expunge(ctx context.Context, user, name string, match func(uid u
 			if err != nil {
 				return err
 			}
-			msgs, err := s.Messages(ctx, user, m)
+			msgs, err := s.messagesOf(ctx, user, m, sel)
 			if err != nil {
 				return err
 			}
 			m.HighestModSeq++
 			t := new(client.Txn).IfVersion(mboxKey(user, m.Name), m.Version)
 			for _, msg := range msgs {
-				if !msg.Has(`\Deleted`) || !match(msg.UID) {
+				if !msg.Has(`\Deleted`) {
 					continue
 				}
 				if len(batch) == 1000 {
@@ -877,7 +937,7 @@ func (s *Store) Expunge(ctx context.Context, user, name string, match func(uid u
 // each copy's object is a link), and with move removes them from src in
 // the same step. It returns the source UIDs and the UIDs they got in dst,
 // pairwise, and dst's UIDVALIDITY.
-func (s *Store) Copy(ctx context.Context, user, src, dst string, match func(uid uint32) bool, move bool) (srcUIDs, dstUIDs []uint32, uidValidity uint32, err error) {
+func (s *Store) Copy(ctx context.Context, user, src, dst string, sel Selection, move bool) (srcUIDs, dstUIDs []uint32, uidValidity uint32, err error) {
 	src, dst = CanonicalMailbox(src), CanonicalMailbox(dst)
 	if src == dst {
 		return nil, nil, 0, fmt.Errorf("source and destination are the same mailbox: %w", ErrBadName)
@@ -892,7 +952,7 @@ func (s *Store) Copy(ctx context.Context, user, src, dst string, match func(uid 
 		if err != nil {
 			return err
 		}
-		msgs, err := s.Messages(ctx, user, sm)
+		msgs, err := s.messagesOf(ctx, user, sm, sel)
 		if err != nil {
 			return err
 		}
@@ -901,9 +961,6 @@ func (s *Store) Copy(ctx context.Context, user, src, dst string, match func(uid 
 		sm.HighestModSeq++
 		size := 0
 		for _, msg := range msgs {
-			if !match(msg.UID) {
-				continue
-			}
 			if t.Len() > 3000 || size > 2<<20 {
 				return fmt.Errorf("COPY of more than %d messages at once: %w", len(srcUIDs), client.ErrInvalidArgument)
 			}
@@ -968,6 +1025,28 @@ func (s *Store) Header(ctx context.Context, user string, m Mailbox, msg Message)
 		}
 	}
 	return s.Range(ctx, msg, 0, msg.HeaderLen)
+}
+
+// Headers returns the cached header blocks of m's messages, by UID, in a
+// few ranged reads of the index (for searches over a whole mailbox).
+// Messages whose header is not cached are missing from the map.
+func (s *Store) Headers(ctx context.Context, user string, m Mailbox) (map[uint32][]byte, error) {
+	out := map[uint32][]byte{}
+	prefix := fmt.Sprintf("%shdr/%016x/", userPrefix(user), m.ID)
+	after := ""
+	for {
+		p, err := s.c.Records(ctx, prefix, after, 10000)
+		if err != nil {
+			return nil, fmt.Errorf("read headers of %q: %w", m.Name, err)
+		}
+		for _, r := range p.Records {
+			out[uidOfKey(r.Key)] = r.Value
+		}
+		if p.Next == "" {
+			return out, nil
+		}
+		after = p.Next
+	}
 }
 
 // Body returns msg's bytes, verified.

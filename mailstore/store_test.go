@@ -33,8 +33,6 @@ func msg(i int) NewMessage {
 	return NewMessage{Body: fmt.Appendf(nil, "From: a@example.com\r\nSubject: %d\r\n\r\nbody %d\r\n", i, i)}
 }
 
-func all(uint32) bool { return true }
-
 func objects(t *testing.T, s *Store, user string) []client.Object {
 	p, err := s.c.List(ctxT(t), userPrefix(user)+"b/", "", 0)
 	if err != nil {
@@ -96,7 +94,7 @@ func TestStore_FlagsExpungeCopyMove(t *testing.T) {
 		}
 	}
 	before, _ := s.Mailbox(ctx, "bob", "INBOX")
-	got, err := s.StoreFlags(ctx, "bob", "INBOX", func(uid uint32) bool { return uid <= 2 }, FlagsAdd, []string{`\seen`, "$Label1", `\DELETED`})
+	got, err := s.StoreFlags(ctx, "bob", "INBOX", UIDs(1, 2), FlagsAdd, []string{`\seen`, "$Label1", `\DELETED`})
 	if err != nil || len(got) != 2 {
 		t.Fatalf("StoreFlags = %v, %v", got, err)
 	}
@@ -107,7 +105,7 @@ func TestStore_FlagsExpungeCopyMove(t *testing.T) {
 	if after.HighestModSeq <= before.HighestModSeq || got[0].ModSeq != after.HighestModSeq || after.Unseen != 2 || after.Deleted != 2 {
 		t.Fatalf("mailbox after STORE: %+v (before %+v), message modseq %d", after, before, got[0].ModSeq)
 	}
-	if _, err := s.StoreFlags(ctx, "bob", "INBOX", all, FlagsAdd, []string{`\Recent`}); !errors.Is(err, client.ErrInvalidArgument) {
+	if _, err := s.StoreFlags(ctx, "bob", "INBOX", All(), FlagsAdd, []string{`\Recent`}); !errors.Is(err, client.ErrInvalidArgument) {
 		t.Fatalf("setting \\Recent = %v", err)
 	}
 	// Copy message 1 to Archive: a link, not a second upload.
@@ -117,7 +115,7 @@ func TestStore_FlagsExpungeCopyMove(t *testing.T) {
 	if err := s.CreateMailbox(ctx, "bob", "Archive"); !errors.Is(err, ErrMailboxExists) {
 		t.Fatalf("second create = %v", err)
 	}
-	src, dst, uv, err := s.Copy(ctx, "bob", "INBOX", "Archive", func(uid uint32) bool { return uid == 1 }, false)
+	src, dst, uv, err := s.Copy(ctx, "bob", "INBOX", "Archive", UIDs(1), false)
 	if err != nil || !slices.Equal(src, []uint32{1}) || !slices.Equal(dst, []uint32{1}) || uv == 0 {
 		t.Fatalf("Copy = %v %v %d %v", src, dst, uv, err)
 	}
@@ -126,7 +124,7 @@ func TestStore_FlagsExpungeCopyMove(t *testing.T) {
 		t.Fatalf("%d objects after a copy, want 5", len(objs))
 	}
 	// Expunge: only \Deleted messages go; the copy keeps the bytes alive.
-	gone, err := s.Expunge(ctx, "bob", "INBOX", all)
+	gone, err := s.Expunge(ctx, "bob", "INBOX", All())
 	if err != nil || !slices.Equal(gone, []uint32{1, 2}) {
 		t.Fatalf("Expunge = %v, %v", gone, err)
 	}
@@ -141,7 +139,7 @@ func TestStore_FlagsExpungeCopyMove(t *testing.T) {
 		t.Fatalf("Header = %q, %v", hdr, err)
 	}
 	// Move the rest: gone from INBOX, in Archive, same number of objects.
-	src, dst, _, err = s.Copy(ctx, "bob", "INBOX", "Archive", all, true)
+	src, dst, _, err = s.Copy(ctx, "bob", "INBOX", "Archive", All(), true)
 	if err != nil || !slices.Equal(src, []uint32{3, 4}) || !slices.Equal(dst, []uint32{2, 3}) {
 		t.Fatalf("Move = %v %v %v", src, dst, err)
 	}

@@ -39,7 +39,8 @@ func (s *Server) Records(ctx context.Context, req *masterpb.RecordsRequest) (*ma
 	if limit <= 0 || limit > 10000 {
 		limit = 1000
 	}
-	recs, more, rev, err := s.fsm.Records(req.Prefix, req.After, limit)
+	// Pages stay well under gRPC's 4 MiB message limit.
+	recs, more, rev, err := s.fsm.Records(req.Prefix, req.After, limit, 2<<20)
 	if err != nil {
 		return nil, err
 	}

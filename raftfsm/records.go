@@ -219,12 +219,14 @@ func (f *FSM) Record(key []byte) (RecordKV, bool, error) {
 
 // Records returns up to limit records whose keys start with prefix and
 // sort after after (nil: from the first), in key order, and whether more
-// follow. The revision is the newest any Txn has written, for the caller
+// follow. A page also ends once it holds maxBytes of keys and values
+// (at least one record is returned). The revision is the newest any Txn has written, for the caller
 // to tell whether anything changed since an earlier read.
-func (f *FSM) Records(prefix, after []byte, limit int) (out []RecordKV, more bool, revision uint64, err error) {
+func (f *FSM) Records(prefix, after []byte, limit, maxBytes int) (out []RecordKV, more bool, revision uint64, err error) {
 	err = f.view(func(tx *bolt.Tx) error {
 		revision = getU64(tx.Bucket(bucketMeta).Get(keyRevision))
 		c := tx.Bucket(bucketRecords).Cursor()
+		size := 0
 		start := prefix
 		if bytes.Compare(after, prefix) >= 0 {
 			start = after
@@ -233,10 +235,11 @@ func (f *FSM) Records(prefix, after []byte, limit int) (out []RecordKV, more boo
 			if after != nil && bytes.Compare(k, after) <= 0 {
 				continue
 			}
-			if len(out) == limit {
+			if len(out) == limit || (len(out) > 0 && size+len(k)+len(v) > maxBytes) {
 				more = true
 				break
 			}
+			size += len(k) + len(v)
 			var r fsmpb.Record
 			if err := proto.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("decode record %q: %w", truncKey(k), err)

@@ -40,11 +40,14 @@ func TestTxn_ComparesAndVersions(t *testing.T) {
 	h.ok(&fsmpb.Txn{Ops: []*fsmpb.TxnOp{put("mb/a", "3")}})
 	h.rejected(&fsmpb.Txn{Compares: []*fsmpb.Compare{{Key: []byte("mb/a"), Version: v2}}, Ops: []*fsmpb.TxnOp{put("mb/c", "2")}}, raisfs.ErrCompareFailed)
 
-	recs, more, rev, err := h.f.Records([]byte("mb/"), nil, 1)
+	recs, more, rev, err := h.f.Records([]byte("mb/"), nil, 1, 1<<20)
 	if err != nil || len(recs) != 1 || !more || string(recs[0].Key) != "mb/a" || rev < v2 {
 		t.Fatalf("Records = %+v %v %d %v", recs, more, rev, err)
 	}
-	recs, more, _, _ = h.f.Records([]byte("mb/"), recs[0].Key, 10)
+	if recs, more, _, _ := h.f.Records([]byte("mb/"), nil, 10, 1); len(recs) != 1 || !more {
+		t.Fatalf("Records with a byte limit = %+v %v, want one record and more", recs, more)
+	}
+	recs, more, _, _ = h.f.Records([]byte("mb/"), recs[0].Key, 10, 1<<20)
 	if len(recs) != 1 || more || string(recs[0].Key) != "mb/b" {
 		t.Fatalf("Records after = %+v %v", recs, more)
 	}
