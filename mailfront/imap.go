@@ -518,7 +518,6 @@ func staticRange(start, stop *uint32, max uint32) {
 	}
 }
 
-
 func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
 	ctx, cancel := s.ctx()
 	defer cancel()
