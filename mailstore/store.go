@@ -34,6 +34,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/raisfs/raisfs/client"
@@ -63,8 +64,12 @@ const maxHeaderCache = 64 << 10
 type Store struct {
 	c   *client.Client
 	log *slog.Logger
-	// MaxMessageSize bounds appended and delivered messages.
-	maxSize int64
+	// maxSize bounds appended and delivered messages.
+	maxSize      int64
+	batchTimeout time.Duration
+
+	mu     sync.Mutex
+	queues map[string]*mboxQueue // by user NUL mailbox: messages waiting to be indexed
 }
 
 // New returns a store on the cluster c. maxSize bounds messages (0: 64 MiB).
@@ -75,7 +80,7 @@ func New(c *client.Client, maxSize int64, log *slog.Logger) *Store {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Store{c: c, log: log, maxSize: maxSize}
+	return &Store{c: c, log: log, maxSize: maxSize, batchTimeout: 30 * time.Second, queues: map[string]*mboxQueue{}}
 }
 
 // MaxMessageSize is the largest message Append and Deliver take.
@@ -686,7 +691,7 @@ func (s *Store) Append(ctx context.Context, user, name string, msg NewMessage) (
 		return 0, 0, fmt.Errorf("store message: %w", err)
 	}
 	uv, uid, err := s.index(ctx, user, name, obj, "", msg.Body, flags, msg.Date)
-	if err != nil {
+	if err != nil && certainlyNotIndexed(err) {
 		// The object is not indexed: take it back (best effort; a sweep
 		// finds what a crash leaves).
 		if derr := s.c.Delete(context.WithoutCancel(ctx), obj); derr != nil {
@@ -696,48 +701,153 @@ func (s *Store) Append(ctx context.Context, user, name string, msg NewMessage) (
 	return uv, uid, err
 }
 
+// indexReq is one message waiting to be indexed.
+type indexReq struct {
+	obj, from string // from: link obj to from's bytes
+	hdr       []byte // the header block, if it is cached
+	size      int64
+	hlen      int64
+	flags     []string
+	date      time.Time
+	// Filled in when done is closed.
+	uidValidity, uid uint32
+	err              error
+	done             chan struct{}
+}
+
+// mboxQueue gathers the messages waiting for one mailbox.
+type mboxQueue struct {
+	pending []*indexReq
+	running bool
+}
+
+// maxIndexBatch bounds the messages indexed in one transaction.
+const maxIndexBatch = 128
+
 // index adds the index entry for a message whose bytes are object obj
 // (or, with from set, a new object obj linked to from's bytes).
+//
+// Group commit: messages for the same mailbox that arrive while a
+// transaction for it is in flight wait and go together in the next one
+// (one Raft commit, consecutive UIDs), instead of each competing for the
+// mailbox record's version and retrying.
 func (s *Store) index(ctx context.Context, user, name, obj, from string, body []byte, flags []string, date time.Time) (uidValidity, uid uint32, err error) {
 	if date.IsZero() {
 		date = time.Now()
 	}
 	hlen := headerBlock(body)
-	err = retry(ctx, func() error {
+	r := &indexReq{obj: obj, from: from, size: int64(len(body)), hlen: int64(hlen), flags: flags, date: date, done: make(chan struct{})}
+	if hlen <= maxHeaderCache {
+		r.hdr = bytes.Clone(body[:hlen])
+	}
+	key := user + "\x00" + CanonicalMailbox(name)
+	s.mu.Lock()
+	q := s.queues[key]
+	if q == nil {
+		q = &mboxQueue{}
+		s.queues[key] = q
+	}
+	q.pending = append(q.pending, r)
+	lead := !q.running
+	q.running = true
+	s.mu.Unlock()
+	if lead {
+		// This caller commits batches until the queue is empty. Its own
+		// deadline does not bound the others' messages: each batch gets
+		// its own.
+		for {
+			s.mu.Lock()
+			batch := q.pending[:min(len(q.pending), maxIndexBatch)]
+			q.pending = q.pending[len(batch):]
+			if len(batch) == 0 {
+				q.running = false
+				delete(s.queues, key)
+				s.mu.Unlock()
+				break
+			}
+			s.mu.Unlock()
+			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.batchTimeout)
+			s.indexBatch(bctx, user, name, batch)
+			cancel()
+		}
+	}
+	// A waiter does not give up on its own deadline: the batch it is in may
+	// commit, and the caller must know before it decides about the object.
+	<-r.done
+	return r.uidValidity, r.uid, r.err
+}
+
+// indexBatch commits batch and closes every request's done.
+func (s *Store) indexBatch(ctx context.Context, user, name string, batch []*indexReq) {
+	defer func() {
+		for _, r := range batch {
+			close(r.done)
+		}
+	}()
+	err := s.commitBatch(ctx, user, name, batch)
+	if err != nil && len(batch) > 1 && certainlyNotIndexed(err) && !errors.Is(err, ErrNoMailbox) && !errors.Is(err, ErrBusy) {
+		// One message (a link whose source went away) may have failed the
+		// whole batch: go one by one so the others are not refused with it.
+		for _, r := range batch {
+			r.err = s.commitBatch(ctx, user, name, []*indexReq{r})
+		}
+		return
+	}
+	for _, r := range batch {
+		r.err = err
+	}
+}
+
+// commitBatch indexes batch in one transaction, retried on conflicts, and
+// fills in each request's UID.
+func (s *Store) commitBatch(ctx context.Context, user, name string, batch []*indexReq) error {
+	return retry(ctx, func() error {
 		m, err := s.readMailbox(ctx, user, name)
 		if err != nil {
 			return err
 		}
-		uid = m.UIDNext
-		m.UIDNext++
+		t := new(client.Txn).IfVersion(mboxKey(user, m.Name), m.Version)
 		m.HighestModSeq++
-		msg := Message{UID: uid, Flags: flags, Date: date, Size: int64(len(body)), ModSeq: m.HighestModSeq, HeaderLen: int64(hlen), obj: obj, headerCached: hlen <= maxHeaderCache}
-		m.add(msg, 1)
-		t := new(client.Txn).IfVersion(mboxKey(user, m.Name), m.Version).Put(mboxKey(user, m.Name), mustJSON(m.rec())).
-			Put(msgKey(user, m.ID, uid), mustJSON(msg.rec()))
-		if msg.headerCached {
-			t.Put(hdrKey(user, m.ID, uid), body[:hlen])
+		for _, r := range batch {
+			r.uid, r.uidValidity = m.UIDNext, m.UIDValidity
+			m.UIDNext++
+			msg := Message{UID: r.uid, Flags: r.flags, Date: r.date, Size: r.size, ModSeq: m.HighestModSeq, HeaderLen: r.hlen, obj: r.obj, headerCached: r.hdr != nil}
+			m.add(msg, 1)
+			t.Put(msgKey(user, m.ID, r.uid), mustJSON(msg.rec()))
+			if r.hdr != nil {
+				t.Put(hdrKey(user, m.ID, r.uid), r.hdr)
+			}
+			if r.from != "" {
+				t.LinkObject(r.obj, r.from)
+			}
 		}
-		if from != "" {
-			t.LinkObject(obj, from)
-		}
-		uidValidity = m.UIDValidity
+		t.Put(mboxKey(user, m.Name), mustJSON(m.rec()))
 		_, err = s.c.Commit(ctx, t)
 		if errors.Is(err, client.ErrOutcomeUnknown) {
-			// Did it apply? The entry at uid names our (unique) object if so.
-			r, ok, rerr := s.c.Record(ctx, msgKey(user, m.ID, uid))
+			// Did it apply? The entry at the first UID names our (unique)
+			// object if so; the transaction is all or nothing.
+			rec, ok, rerr := s.c.Record(ctx, msgKey(user, m.ID, batch[0].uid))
 			if rerr != nil {
 				return err
 			}
-			var rec msgRec
-			if ok && json.Unmarshal(r.Value, &rec) == nil && rec.Obj == obj {
+			var mr msgRec
+			if ok && json.Unmarshal(rec.Value, &mr) == nil && mr.Obj == batch[0].obj {
 				return nil
 			}
-			return client.ErrCompareFailed // not applied (or the UID went to another): go again
+			// Not applied yet. It may still apply (then the retry's compare
+			// fails and the message would be indexed twice: delivered at
+			// least once, never lost).
+			return client.ErrCompareFailed
 		}
 		return err
 	})
-	return uidValidity, uid, err
+}
+
+// certainlyNotIndexed reports whether err from index means the message is certainly
+// not in the index (so its object can be taken back).
+func certainlyNotIndexed(err error) bool {
+	return errors.Is(err, ErrNoMailbox) || errors.Is(err, ErrBadName) || errors.Is(err, ErrBusy) ||
+		errors.Is(err, client.ErrInvalidArgument) || errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrConflict)
 }
 
 // add counts msg into (n=1) or out of (n=-1) m's totals.
@@ -790,7 +900,7 @@ func (s *Store) Deliver(ctx context.Context, rcpts []Recipient, body []byte, dat
 		}
 		_, _, err := s.index(ctx, r.User, name, obj, from, body, nil, date)
 		switch {
-		case err != nil && first == "":
+		case err != nil && first == "" && certainlyNotIndexed(err):
 			if derr := s.c.Delete(context.WithoutCancel(ctx), obj); derr != nil {
 				s.log.Warn("unindexed message object left behind", "obj", obj, "err", derr)
 			}
