@@ -368,7 +368,16 @@ func (s *session) sync(ctx context.Context) error {
 	return nil
 }
 
-// expungeReported drops uid from the view; the caller writes EXPUNGE seq.
+// applied notes a change this session made itself: when the view was
+// current before it, it is current after it (the session has taken the
+// change's results in), and the next sync need not read the index again.
+func (v *view) applied(ch mailstore.Change) {
+	if ch.From == v.mbox.Version {
+		v.mbox.Version = ch.To
+	}
+}
+
+// drop removes uid from the view; the caller writes EXPUNGE seq.
 func (v *view) drop(uid uint32) (seq uint32) {
 	i := slices.Index(v.uids, uid)
 	if i < 0 {
@@ -536,10 +545,11 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		}
 		if len(unseen) > 0 {
 			slices.Sort(unseen)
-			msgs, err := s.s.store.StoreFlags(ctx, s.user, v.name, mailstore.UIDs(unseen...), mailstore.FlagsAdd, []string{`\Seen`})
+			msgs, ch, err := s.s.store.StoreFlags(ctx, s.user, v.name, mailstore.UIDs(unseen...), mailstore.FlagsAdd, []string{`\Seen`})
 			if err != nil {
 				return imapErr(err)
 			}
+			v.applied(ch)
 			for _, m := range msgs {
 				v.state[m.UID] = m
 			}
@@ -686,10 +696,11 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		fs = append(fs, string(f))
 	}
 	op := map[imap.StoreFlagsOp]mailstore.FlagOp{imap.StoreFlagsAdd: mailstore.FlagsAdd, imap.StoreFlagsDel: mailstore.FlagsRemove, imap.StoreFlagsSet: mailstore.FlagsSet}[flags.Op]
-	msgs, err := s.s.store.StoreFlags(ctx, s.user, v.name, mailstore.UIDs(uids...), op, fs)
+	msgs, ch, err := s.s.store.StoreFlags(ctx, s.user, v.name, mailstore.UIDs(uids...), op, fs)
 	if err != nil {
 		return imapErr(err)
 	}
+	v.applied(ch)
 	for _, m := range msgs {
 		v.state[m.UID] = m
 		v.reported[m.UID] = m.ModSeq

@@ -921,21 +921,28 @@ const (
 	FlagsSet
 )
 
+// Change is the mailbox version a change read and the one it wrote (the
+// same when nothing changed). A reader that had seen From and applies the
+// change's results itself is up to date at To without reading again.
+type Change struct{ From, To uint64 }
+
 // StoreFlags changes the flags of the messages of mailbox m whose UIDs
 // match (and that still exist), and returns them as they are after.
 // Messages whose flags do not change keep their MODSEQ.
-func (s *Store) StoreFlags(ctx context.Context, user, name string, sel Selection, op FlagOp, flags []string) ([]Message, error) {
+func (s *Store) StoreFlags(ctx context.Context, user, name string, sel Selection, op FlagOp, flags []string) ([]Message, Change, error) {
 	flags, err := normFlags(flags)
 	if err != nil {
-		return nil, err
+		return nil, Change{}, err
 	}
 	var out []Message
+	var ch Change
 	err = retry(ctx, func() error {
 		out = out[:0]
 		m, err := s.readMailbox(ctx, user, name)
 		if err != nil {
 			return err
 		}
+		ch = Change{From: m.Version, To: m.Version}
 		msgs, err := s.messagesOf(ctx, user, m, sel)
 		if err != nil {
 			return err
@@ -962,10 +969,10 @@ func (s *Store) StoreFlags(ctx context.Context, user, name string, sel Selection
 			return nil
 		}
 		t.Put(mboxKey(user, m.Name), mustJSON(m.rec()))
-		_, err = s.c.Commit(ctx, t)
+		ch.To, err = s.c.Commit(ctx, t)
 		return err
 	})
-	return out, err
+	return out, ch, err
 }
 
 func applyFlags(cur []string, op FlagOp, flags []string) []string {
