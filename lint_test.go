@@ -21,6 +21,9 @@ func TestImportRules(t *testing.T) {
 		{pkg: mod + "/chunkserver", forbidden: []string{mod + "/master", mod + "/raftfsm", mod + "/client", "github.com/hashicorp/raft", "go.etcd.io/bbolt"}},
 		{pkg: mod + "/client", forbidden: []string{mod + "/master", mod + "/raftfsm", mod + "/chunkserver", "github.com/hashicorp/raft", "go.etcd.io/bbolt"}},
 		{pkg: mod + "/cmd/raisadm", forbidden: []string{mod + "/master", mod + "/raftfsm", mod + "/chunkserver", "github.com/hashicorp/raft", "go.etcd.io/bbolt"}},
+		// The mail front end reaches the cluster only through the SDK.
+		{pkg: mod + "/mailstore", forbidden: []string{mod + "/master", mod + "/raftfsm", mod + "/chunkserver", "github.com/hashicorp/raft", "go.etcd.io/bbolt"}},
+		{pkg: mod + "/mailfront", forbidden: []string{mod + "/master", mod + "/raftfsm", mod + "/chunkserver", "github.com/hashicorp/raft", "go.etcd.io/bbolt"}},
 		{pkg: mod + "/raftfsm", forbidden: []string{mod + "/master", mod + "/chunkserver", mod + "/client", "google.golang.org/grpc", "net/http"}},
 	}
 	for _, r := range rules {

@@ -7,8 +7,8 @@ import (
 
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/api/txnpb"
 	"github.com/raisfs/raisfs/internal/rpcerr"
-	"github.com/raisfs/raisfs/raftfsm/fsmpb"
 )
 
 // ErrCompareFailed: a transaction's compare did not hold; nothing was
@@ -28,38 +28,38 @@ type Record struct {
 // Txn is a transaction: if every compare holds, all ops apply at once.
 // Build one with the methods below; the zero value is empty.
 type Txn struct {
-	pb fsmpb.Txn
+	pb txnpb.Txn
 }
 
 // IfVersion requires key's record to be at version (0: absent).
 func (t *Txn) IfVersion(key string, version uint64) *Txn {
-	t.pb.Compares = append(t.pb.Compares, &fsmpb.Compare{Key: []byte(key), Version: version})
+	t.pb.Compares = append(t.pb.Compares, &txnpb.Compare{Key: []byte(key), Version: version})
 	return t
 }
 
 // Put sets key's record to value.
 func (t *Txn) Put(key string, value []byte) *Txn {
-	t.pb.Ops = append(t.pb.Ops, &fsmpb.TxnOp{Op: &fsmpb.TxnOp_Put{Put: &fsmpb.RecordPut{Key: []byte(key), Value: value}}})
+	t.pb.Ops = append(t.pb.Ops, &txnpb.TxnOp{Op: &txnpb.TxnOp_Put{Put: &txnpb.RecordPut{Key: []byte(key), Value: value}}})
 	return t
 }
 
 // Delete removes key's record.
 func (t *Txn) Delete(key string) *Txn {
-	t.pb.Ops = append(t.pb.Ops, &fsmpb.TxnOp{Op: &fsmpb.TxnOp_Delete{Delete: []byte(key)}})
+	t.pb.Ops = append(t.pb.Ops, &txnpb.TxnOp{Op: &txnpb.TxnOp_Delete{Delete: []byte(key)}})
 	return t
 }
 
 // DeleteObject unbinds object key (as Client.Delete does; no error if it
 // is gone already).
 func (t *Txn) DeleteObject(key string) *Txn {
-	t.pb.Ops = append(t.pb.Ops, &fsmpb.TxnOp{Op: &fsmpb.TxnOp_DeleteObject{DeleteObject: []byte(key)}})
+	t.pb.Ops = append(t.pb.Ops, &txnpb.TxnOp{Op: &txnpb.TxnOp_DeleteObject{DeleteObject: []byte(key)}})
 	return t
 }
 
 // LinkObject binds object key to the bytes object from is bound to: one
 // more reference, no copy.
 func (t *Txn) LinkObject(key, from string) *Txn {
-	t.pb.Ops = append(t.pb.Ops, &fsmpb.TxnOp{Op: &fsmpb.TxnOp_LinkObject{LinkObject: &fsmpb.LinkObject{Key: []byte(key), From: []byte(from)}}})
+	t.pb.Ops = append(t.pb.Ops, &txnpb.TxnOp{Op: &txnpb.TxnOp_LinkObject{LinkObject: &txnpb.LinkObject{Key: []byte(key), From: []byte(from)}}})
 	return t
 }
 

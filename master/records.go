@@ -4,15 +4,15 @@ import (
 	"context"
 
 	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/api/txnpb"
 	"github.com/raisfs/raisfs/raftfsm"
-	"github.com/raisfs/raisfs/raftfsm/fsmpb"
 )
 
 // Txn implements masterpb.MasterServer: one Raft entry, applied only if
 // its compares hold. A Txn is not idempotent in general (a retried one
 // whose first attempt committed fails its compares), so an ambiguous
 // outcome is reported as such and the caller re-reads.
-func (s *Server) Txn(ctx context.Context, req *fsmpb.Txn) (*masterpb.TxnResponse, error) {
+func (s *Server) Txn(ctx context.Context, req *txnpb.Txn) (*masterpb.TxnResponse, error) {
 	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.Txn); ok || err != nil {
 		return resp, err
 	}

@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/raisfs/raisfs/api/txnpb"
 	"github.com/raisfs/raisfs/raftfsm/fsmpb"
 )
 
@@ -36,7 +37,7 @@ func Encode(now int64, op any) ([]byte, error) {
 		cmd.Op = &fsmpb.Command_SetMaster{SetMaster: o}
 	case *fsmpb.QueueDelete:
 		cmd.Op = &fsmpb.Command_QueueDelete{QueueDelete: o}
-	case *fsmpb.Txn:
+	case *txnpb.Txn:
 		cmd.Op = &fsmpb.Command_Txn{Txn: o}
 	default:
 		return nil, fmt.Errorf("encode command: unknown op %T", op)

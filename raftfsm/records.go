@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/raisfs/raisfs"
+	"github.com/raisfs/raisfs/api/txnpb"
 	"github.com/raisfs/raisfs/raftfsm/fsmpb"
 )
 
@@ -23,7 +24,7 @@ const (
 // ValidateTxn checks a Txn's shape (not its compares): the leader calls it
 // before proposing, and Apply again, so a bad Txn never reaches the log and
 // one in the log is rejected the same way everywhere.
-func ValidateTxn(t *fsmpb.Txn) error {
+func ValidateTxn(t *txnpb.Txn) error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("txn: "+format+": %w", append(a, raisfs.ErrInvalidArgument)...)
 	}
@@ -59,7 +60,7 @@ func ValidateTxn(t *fsmpb.Txn) error {
 	}
 	for _, op := range t.Ops {
 		switch o := op.Op.(type) {
-		case *fsmpb.TxnOp_Put:
+		case *txnpb.TxnOp_Put:
 			if err := recKey(o.Put.Key); err != nil {
 				return err
 			}
@@ -69,21 +70,21 @@ func ValidateTxn(t *fsmpb.Txn) error {
 			if err := once(records, o.Put.Key); err != nil {
 				return err
 			}
-		case *fsmpb.TxnOp_Delete:
+		case *txnpb.TxnOp_Delete:
 			if err := recKey(o.Delete); err != nil {
 				return err
 			}
 			if err := once(records, o.Delete); err != nil {
 				return err
 			}
-		case *fsmpb.TxnOp_DeleteObject:
+		case *txnpb.TxnOp_DeleteObject:
 			if err := ValidateKey(o.DeleteObject); err != nil {
 				return err
 			}
 			if err := once(objects, o.DeleteObject); err != nil {
 				return err
 			}
-		case *fsmpb.TxnOp_LinkObject:
+		case *txnpb.TxnOp_LinkObject:
 			if err := ValidateKey(o.LinkObject.Key); err != nil {
 				return err
 			}
@@ -99,7 +100,7 @@ func ValidateTxn(t *fsmpb.Txn) error {
 	}
 	// A link from a key this Txn deletes would depend on op order.
 	for _, op := range t.Ops {
-		if l, ok := op.Op.(*fsmpb.TxnOp_LinkObject); ok && objects[string(l.LinkObject.From)] {
+		if l, ok := op.Op.(*txnpb.TxnOp_LinkObject); ok && objects[string(l.LinkObject.From)] {
 			return bad("link from %q, which this txn also changes", truncKey(l.LinkObject.From))
 		}
 	}
@@ -108,7 +109,7 @@ func ValidateTxn(t *fsmpb.Txn) error {
 
 // applyTxn checks every compare and every op against the state, and only
 // then writes: a rejected Txn writes nothing.
-func applyTxn(tx *bolt.Tx, d *deltas, t *fsmpb.Txn, now int64) (Result, error) {
+func applyTxn(tx *bolt.Tx, d *deltas, t *txnpb.Txn, now int64) (Result, error) {
 	if err := ValidateTxn(t); err != nil {
 		return reject(err)
 	}
@@ -129,7 +130,7 @@ func applyTxn(tx *bolt.Tx, d *deltas, t *fsmpb.Txn, now int64) (Result, error) {
 	// same blob already (a retried Txn).
 	links := make([]*fsmpb.PutObject, 0)
 	for _, op := range t.Ops {
-		l, ok := op.Op.(*fsmpb.TxnOp_LinkObject)
+		l, ok := op.Op.(*txnpb.TxnOp_LinkObject)
 		if !ok {
 			continue
 		}
@@ -169,15 +170,15 @@ func applyTxn(tx *bolt.Tx, d *deltas, t *fsmpb.Txn, now int64) (Result, error) {
 	}
 	for _, op := range t.Ops {
 		switch o := op.Op.(type) {
-		case *fsmpb.TxnOp_Put:
+		case *txnpb.TxnOp_Put:
 			if err := putProto(records, o.Put.Key, &fsmpb.Record{Value: o.Put.Value, Version: rev}); err != nil {
 				return Result{}, err
 			}
-		case *fsmpb.TxnOp_Delete:
+		case *txnpb.TxnOp_Delete:
 			if err := records.Delete(o.Delete); err != nil {
 				return Result{}, err
 			}
-		case *fsmpb.TxnOp_DeleteObject:
+		case *txnpb.TxnOp_DeleteObject:
 			if objects.Get(o.DeleteObject) == nil {
 				continue // gone already: deleting twice is not an error
 			}

@@ -5,16 +5,17 @@ import (
 	"testing"
 
 	"github.com/raisfs/raisfs"
+	"github.com/raisfs/raisfs/api/txnpb"
 	"github.com/raisfs/raisfs/raftfsm/fsmpb"
 )
 
-func put(k, v string) *fsmpb.TxnOp {
-	return &fsmpb.TxnOp{Op: &fsmpb.TxnOp_Put{Put: &fsmpb.RecordPut{Key: []byte(k), Value: []byte(v)}}}
+func put(k, v string) *txnpb.TxnOp {
+	return &txnpb.TxnOp{Op: &txnpb.TxnOp_Put{Put: &txnpb.RecordPut{Key: []byte(k), Value: []byte(v)}}}
 }
 
 func TestTxn_ComparesAndVersions(t *testing.T) {
 	h := newHarness(t)
-	r := h.ok(&fsmpb.Txn{Compares: []*fsmpb.Compare{{Key: []byte("mb/a"), Version: 0}}, Ops: []*fsmpb.TxnOp{put("mb/a", "1"), put("mb/b", "x")}})
+	r := h.ok(&txnpb.Txn{Compares: []*txnpb.Compare{{Key: []byte("mb/a"), Version: 0}}, Ops: []*txnpb.TxnOp{put("mb/a", "1"), put("mb/b", "x")}})
 	v1 := r.Revision
 	if v1 == 0 {
 		t.Fatal("no revision")
@@ -24,21 +25,21 @@ func TestTxn_ComparesAndVersions(t *testing.T) {
 		t.Fatalf("record = %+v %v", got, ok)
 	}
 	// A stale compare changes nothing, not even the other ops.
-	h.rejected(&fsmpb.Txn{Compares: []*fsmpb.Compare{{Key: []byte("mb/a"), Version: 0}}, Ops: []*fsmpb.TxnOp{put("mb/c", "2")}}, raisfs.ErrCompareFailed)
-	h.rejected(&fsmpb.Txn{Compares: []*fsmpb.Compare{{Key: []byte("mb/a"), Version: v1 + 1}}, Ops: []*fsmpb.TxnOp{put("mb/c", "2")}}, raisfs.ErrCompareFailed)
-	r = h.ok(&fsmpb.Txn{Compares: []*fsmpb.Compare{{Key: []byte("mb/a"), Version: v1}}, Ops: []*fsmpb.TxnOp{put("mb/a", "2")}})
+	h.rejected(&txnpb.Txn{Compares: []*txnpb.Compare{{Key: []byte("mb/a"), Version: 0}}, Ops: []*txnpb.TxnOp{put("mb/c", "2")}}, raisfs.ErrCompareFailed)
+	h.rejected(&txnpb.Txn{Compares: []*txnpb.Compare{{Key: []byte("mb/a"), Version: v1 + 1}}, Ops: []*txnpb.TxnOp{put("mb/c", "2")}}, raisfs.ErrCompareFailed)
+	r = h.ok(&txnpb.Txn{Compares: []*txnpb.Compare{{Key: []byte("mb/a"), Version: v1}}, Ops: []*txnpb.TxnOp{put("mb/a", "2")}})
 	if r.Revision <= v1 {
 		t.Fatalf("revision %d after %d", r.Revision, v1)
 	}
 	// Delete and re-create: the version never comes back, so a compare
 	// made before the delete fails.
 	v2 := r.Revision
-	h.ok(&fsmpb.Txn{Ops: []*fsmpb.TxnOp{{Op: &fsmpb.TxnOp_Delete{Delete: []byte("mb/a")}}}})
+	h.ok(&txnpb.Txn{Ops: []*txnpb.TxnOp{{Op: &txnpb.TxnOp_Delete{Delete: []byte("mb/a")}}}})
 	if _, ok, _ := h.f.Record([]byte("mb/a")); ok {
 		t.Fatal("deleted record still there")
 	}
-	h.ok(&fsmpb.Txn{Ops: []*fsmpb.TxnOp{put("mb/a", "3")}})
-	h.rejected(&fsmpb.Txn{Compares: []*fsmpb.Compare{{Key: []byte("mb/a"), Version: v2}}, Ops: []*fsmpb.TxnOp{put("mb/c", "2")}}, raisfs.ErrCompareFailed)
+	h.ok(&txnpb.Txn{Ops: []*txnpb.TxnOp{put("mb/a", "3")}})
+	h.rejected(&txnpb.Txn{Compares: []*txnpb.Compare{{Key: []byte("mb/a"), Version: v2}}, Ops: []*txnpb.TxnOp{put("mb/c", "2")}}, raisfs.ErrCompareFailed)
 
 	recs, more, rev, err := h.f.Records([]byte("mb/"), nil, 1, 1<<20)
 	if err != nil || len(recs) != 1 || !more || string(recs[0].Key) != "mb/a" || rev < v2 {
@@ -56,17 +57,17 @@ func TestTxn_ComparesAndVersions(t *testing.T) {
 func TestTxn_BadShapesAreRejected(t *testing.T) {
 	h := newHarness(t)
 	big := string(bytes.Repeat([]byte("x"), MaxRecordValueLen+1))
-	for name, txn := range map[string]*fsmpb.Txn{
+	for name, txn := range map[string]*txnpb.Txn{
 		"empty":         {},
-		"empty key":     {Ops: []*fsmpb.TxnOp{put("", "v")}},
-		"long key":      {Ops: []*fsmpb.TxnOp{put(string(make([]byte, MaxRecordKeyLen+1)), "v")}},
-		"big value":     {Ops: []*fsmpb.TxnOp{put("k", big)}},
-		"two ops a key": {Ops: []*fsmpb.TxnOp{put("k", "1"), {Op: &fsmpb.TxnOp_Delete{Delete: []byte("k")}}}},
-		"link from changed": {Ops: []*fsmpb.TxnOp{
-			{Op: &fsmpb.TxnOp_DeleteObject{DeleteObject: []byte("o1")}},
-			{Op: &fsmpb.TxnOp_LinkObject{LinkObject: &fsmpb.LinkObject{Key: []byte("o2"), From: []byte("o1")}}},
+		"empty key":     {Ops: []*txnpb.TxnOp{put("", "v")}},
+		"long key":      {Ops: []*txnpb.TxnOp{put(string(make([]byte, MaxRecordKeyLen+1)), "v")}},
+		"big value":     {Ops: []*txnpb.TxnOp{put("k", big)}},
+		"two ops a key": {Ops: []*txnpb.TxnOp{put("k", "1"), {Op: &txnpb.TxnOp_Delete{Delete: []byte("k")}}}},
+		"link from changed": {Ops: []*txnpb.TxnOp{
+			{Op: &txnpb.TxnOp_DeleteObject{DeleteObject: []byte("o1")}},
+			{Op: &txnpb.TxnOp_LinkObject{LinkObject: &txnpb.LinkObject{Key: []byte("o2"), From: []byte("o1")}}},
 		}},
-		"nil op": {Ops: []*fsmpb.TxnOp{{}}},
+		"nil op": {Ops: []*txnpb.TxnOp{{}}},
 	} {
 		t.Run(name, func(t *testing.T) { h.t = t; h.rejected(txn, raisfs.ErrInvalidArgument) })
 	}
@@ -79,29 +80,29 @@ func TestTxn_LinkAndDeleteObjects(t *testing.T) {
 	vol := h.volume()
 	a := hashOf("A")
 	h.ok(&fsmpb.PutObject{Key: []byte("body/1"), Hash: a, Size: 100, Volume: vol, LeaseExpiryUnixNano: h.lease()})
-	link := func(k, from string) *fsmpb.TxnOp {
-		return &fsmpb.TxnOp{Op: &fsmpb.TxnOp_LinkObject{LinkObject: &fsmpb.LinkObject{Key: []byte(k), From: []byte(from)}}}
+	link := func(k, from string) *txnpb.TxnOp {
+		return &txnpb.TxnOp{Op: &txnpb.TxnOp_LinkObject{LinkObject: &txnpb.LinkObject{Key: []byte(k), From: []byte(from)}}}
 	}
-	del := func(k string) *fsmpb.TxnOp {
-		return &fsmpb.TxnOp{Op: &fsmpb.TxnOp_DeleteObject{DeleteObject: []byte(k)}}
+	del := func(k string) *txnpb.TxnOp {
+		return &txnpb.TxnOp{Op: &txnpb.TxnOp_DeleteObject{DeleteObject: []byte(k)}}
 	}
-	h.ok(&fsmpb.Txn{Ops: []*fsmpb.TxnOp{link("body/2", "body/1"), put("idx/2", "b2")}})
+	h.ok(&txnpb.Txn{Ops: []*txnpb.TxnOp{link("body/2", "body/1"), put("idx/2", "b2")}})
 	if b, _ := h.f.Blob(a); b.Refs != 2 {
 		t.Fatalf("refs after link = %d", b.Refs)
 	}
-	h.ok(&fsmpb.Txn{Ops: []*fsmpb.TxnOp{link("body/2", "body/1")}}) // retried: same content, no new reference
+	h.ok(&txnpb.Txn{Ops: []*txnpb.TxnOp{link("body/2", "body/1")}}) // retried: same content, no new reference
 	if b, _ := h.f.Blob(a); b.Refs != 2 {
 		t.Fatalf("refs after a repeated link = %d", b.Refs)
 	}
-	h.rejected(&fsmpb.Txn{Ops: []*fsmpb.TxnOp{link("body/3", "nosuch"), put("idx/3", "b3")}}, raisfs.ErrNotFound)
+	h.rejected(&txnpb.Txn{Ops: []*txnpb.TxnOp{link("body/3", "nosuch"), put("idx/3", "b3")}}, raisfs.ErrNotFound)
 	h.ok(&fsmpb.PutObject{Key: []byte("other"), Hash: hashOf("B"), Size: 5, Volume: vol, LeaseExpiryUnixNano: h.lease()})
-	h.rejected(&fsmpb.Txn{Ops: []*fsmpb.TxnOp{link("other", "body/1")}}, raisfs.ErrConflict)
+	h.rejected(&txnpb.Txn{Ops: []*txnpb.TxnOp{link("other", "body/1")}}, raisfs.ErrConflict)
 
-	h.ok(&fsmpb.Txn{Ops: []*fsmpb.TxnOp{del("body/1"), {Op: &fsmpb.TxnOp_Delete{Delete: []byte("idx/2")}}}})
+	h.ok(&txnpb.Txn{Ops: []*txnpb.TxnOp{del("body/1"), {Op: &txnpb.TxnOp_Delete{Delete: []byte("idx/2")}}}})
 	if b, _ := h.f.Blob(a); b.Refs != 1 {
 		t.Fatalf("refs after one delete = %d", b.Refs)
 	}
-	h.ok(&fsmpb.Txn{Ops: []*fsmpb.TxnOp{del("body/2"), del("body/1")}}) // body/1 gone already: fine
+	h.ok(&txnpb.Txn{Ops: []*txnpb.TxnOp{del("body/2"), del("body/1")}}) // body/1 gone already: fine
 	if _, err := h.f.Blob(a); err == nil {
 		t.Fatal("blob still referenced after its last key went")
 	}

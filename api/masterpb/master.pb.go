@@ -10,7 +10,7 @@
 package masterpb
 
 import (
-	fsmpb "github.com/raisfs/raisfs/raftfsm/fsmpb"
+	txnpb "github.com/raisfs/raisfs/api/txnpb"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -2453,7 +2453,7 @@ var File_master_proto protoreflect.FileDescriptor
 
 const file_master_proto_rawDesc = "" +
 	"\n" +
-	"\fmaster.proto\x12\x10raisfs.master.v1\x1a\x17raftfsm/fsmpb/fsm.proto\")\n" +
+	"\fmaster.proto\x12\x10raisfs.master.v1\x1a\x13api/txnpb/txn.proto\")\n" +
 	"\vTxnResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\"T\n" +
 	"\x0eRecordsRequest\x12\x16\n" +
@@ -2650,7 +2650,7 @@ const file_master_proto_rawDesc = "" +
 	"\fRemoveMaster\x12%.raisfs.master.v1.RemoveMasterRequest\x1a&.raisfs.master.v1.RemoveMasterResponse\x12i\n" +
 	"\x10ReportBadReplica\x12).raisfs.master.v1.ReportBadReplicaRequest\x1a*.raisfs.master.v1.ReportBadReplicaResponse\x12Y\n" +
 	"\x0eAnnounceMaster\x12\".raisfs.master.v1.AddMasterRequest\x1a#.raisfs.master.v1.AddMasterResponse\x128\n" +
-	"\x03Txn\x12\x12.raisfs.fsm.v1.Txn\x1a\x1d.raisfs.master.v1.TxnResponse\x12N\n" +
+	"\x03Txn\x12\x12.raisfs.txn.v1.Txn\x1a\x1d.raisfs.master.v1.TxnResponse\x12N\n" +
 	"\aRecords\x12 .raisfs.master.v1.RecordsRequest\x1a!.raisfs.master.v1.RecordsResponseB'Z%github.com/raisfs/raisfs/api/masterpbb\x06proto3"
 
 var (
@@ -2705,7 +2705,7 @@ var file_master_proto_goTypes = []any{
 	(*RebalanceResponse)(nil),        // 35: raisfs.master.v1.RebalanceResponse
 	(*SetClassRequest)(nil),          // 36: raisfs.master.v1.SetClassRequest
 	(*SetClassResponse)(nil),         // 37: raisfs.master.v1.SetClassResponse
-	(*fsmpb.Txn)(nil),                // 38: raisfs.fsm.v1.Txn
+	(*txnpb.Txn)(nil),                // 38: raisfs.txn.v1.Txn
 }
 var file_master_proto_depIdxs = []int32{
 	2,  // 0: raisfs.master.v1.RecordsResponse.records:type_name -> raisfs.master.v1.RecordEntry
@@ -2731,7 +2731,7 @@ var file_master_proto_depIdxs = []int32{
 	25, // 20: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
 	27, // 21: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
 	23, // 22: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	38, // 23: raisfs.master.v1.Master.Txn:input_type -> raisfs.fsm.v1.Txn
+	38, // 23: raisfs.master.v1.Master.Txn:input_type -> raisfs.txn.v1.Txn
 	1,  // 24: raisfs.master.v1.Master.Records:input_type -> raisfs.master.v1.RecordsRequest
 	6,  // 25: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
 	8,  // 26: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse

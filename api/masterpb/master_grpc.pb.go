@@ -11,7 +11,7 @@ package masterpb
 
 import (
 	context "context"
-	fsmpb "github.com/raisfs/raisfs/raftfsm/fsmpb"
+	txnpb "github.com/raisfs/raisfs/api/txnpb"
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -86,7 +86,7 @@ type MasterClient interface {
 	AnnounceMaster(ctx context.Context, in *AddMasterRequest, opts ...grpc.CallOption) (*AddMasterResponse, error)
 	// Txn applies a transaction on the records namespace (and object links
 	// and deletes) atomically, if its compares hold (COMPARE_FAILED if not).
-	Txn(ctx context.Context, in *fsmpb.Txn, opts ...grpc.CallOption) (*TxnResponse, error)
+	Txn(ctx context.Context, in *txnpb.Txn, opts ...grpc.CallOption) (*TxnResponse, error)
 	// Records reads records by prefix (paged), linearizably.
 	Records(ctx context.Context, in *RecordsRequest, opts ...grpc.CallOption) (*RecordsResponse, error)
 }
@@ -249,7 +249,7 @@ func (c *masterClient) AnnounceMaster(ctx context.Context, in *AddMasterRequest,
 	return out, nil
 }
 
-func (c *masterClient) Txn(ctx context.Context, in *fsmpb.Txn, opts ...grpc.CallOption) (*TxnResponse, error) {
+func (c *masterClient) Txn(ctx context.Context, in *txnpb.Txn, opts ...grpc.CallOption) (*TxnResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(TxnResponse)
 	err := c.cc.Invoke(ctx, Master_Txn_FullMethodName, in, out, cOpts...)
@@ -313,7 +313,7 @@ type MasterServer interface {
 	AnnounceMaster(context.Context, *AddMasterRequest) (*AddMasterResponse, error)
 	// Txn applies a transaction on the records namespace (and object links
 	// and deletes) atomically, if its compares hold (COMPARE_FAILED if not).
-	Txn(context.Context, *fsmpb.Txn) (*TxnResponse, error)
+	Txn(context.Context, *txnpb.Txn) (*TxnResponse, error)
 	// Records reads records by prefix (paged), linearizably.
 	Records(context.Context, *RecordsRequest) (*RecordsResponse, error)
 	mustEmbedUnimplementedMasterServer()
@@ -371,7 +371,7 @@ func (UnimplementedMasterServer) ReportBadReplica(context.Context, *ReportBadRep
 func (UnimplementedMasterServer) AnnounceMaster(context.Context, *AddMasterRequest) (*AddMasterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AnnounceMaster not implemented")
 }
-func (UnimplementedMasterServer) Txn(context.Context, *fsmpb.Txn) (*TxnResponse, error) {
+func (UnimplementedMasterServer) Txn(context.Context, *txnpb.Txn) (*TxnResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Txn not implemented")
 }
 func (UnimplementedMasterServer) Records(context.Context, *RecordsRequest) (*RecordsResponse, error) {
@@ -669,7 +669,7 @@ func _Master_AnnounceMaster_Handler(srv interface{}, ctx context.Context, dec fu
 }
 
 func _Master_Txn_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(fsmpb.Txn)
+	in := new(txnpb.Txn)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -681,7 +681,7 @@ func _Master_Txn_Handler(srv interface{}, ctx context.Context, dec func(interfac
 		FullMethod: Master_Txn_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MasterServer).Txn(ctx, req.(*fsmpb.Txn))
+		return srv.(MasterServer).Txn(ctx, req.(*txnpb.Txn))
 	}
 	return interceptor(ctx, in, info, handler)
 }

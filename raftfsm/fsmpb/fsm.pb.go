@@ -11,6 +11,7 @@
 package fsmpb
 
 import (
+	txnpb "github.com/raisfs/raisfs/api/txnpb"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -314,7 +315,7 @@ func (x *Command) GetQueueDelete() *QueueDelete {
 	return nil
 }
 
-func (x *Command) GetTxn() *Txn {
+func (x *Command) GetTxn() *txnpb.Txn {
 	if x != nil {
 		if x, ok := x.Op.(*Command_Txn); ok {
 			return x.Txn
@@ -372,7 +373,7 @@ type Command_QueueDelete struct {
 }
 
 type Command_Txn struct {
-	Txn *Txn `protobuf:"bytes,21,opt,name=txn,proto3,oneof"`
+	Txn *txnpb.Txn `protobuf:"bytes,21,opt,name=txn,proto3,oneof"`
 }
 
 func (*Command_PutObject) isCommand_Op() {}
@@ -399,337 +400,6 @@ func (*Command_QueueDelete) isCommand_Op() {}
 
 func (*Command_Txn) isCommand_Op() {}
 
-// Txn applies ops atomically, and only if every compare holds. Records are
-// a small ordered key-value namespace beside the objects (the mail front
-// end keeps its mailbox index there); a Txn can also bind and unbind
-// object keys in the same step, so an index entry and the object it
-// names appear and disappear together.
-type Txn struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Compares      []*Compare             `protobuf:"bytes,1,rep,name=compares,proto3" json:"compares,omitempty"`
-	Ops           []*TxnOp               `protobuf:"bytes,2,rep,name=ops,proto3" json:"ops,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Txn) Reset() {
-	*x = Txn{}
-	mi := &file_fsm_proto_msgTypes[1]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Txn) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Txn) ProtoMessage() {}
-
-func (x *Txn) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[1]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Txn.ProtoReflect.Descriptor instead.
-func (*Txn) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *Txn) GetCompares() []*Compare {
-	if x != nil {
-		return x.Compares
-	}
-	return nil
-}
-
-func (x *Txn) GetOps() []*TxnOp {
-	if x != nil {
-		return x.Ops
-	}
-	return nil
-}
-
-// Compare holds when the record's version equals version; version 0 means
-// the record must not exist.
-type Compare struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Compare) Reset() {
-	*x = Compare{}
-	mi := &file_fsm_proto_msgTypes[2]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Compare) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Compare) ProtoMessage() {}
-
-func (x *Compare) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[2]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Compare.ProtoReflect.Descriptor instead.
-func (*Compare) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{2}
-}
-
-func (x *Compare) GetKey() []byte {
-	if x != nil {
-		return x.Key
-	}
-	return nil
-}
-
-func (x *Compare) GetVersion() uint64 {
-	if x != nil {
-		return x.Version
-	}
-	return 0
-}
-
-type TxnOp struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Types that are valid to be assigned to Op:
-	//
-	//	*TxnOp_Put
-	//	*TxnOp_Delete
-	//	*TxnOp_DeleteObject
-	//	*TxnOp_LinkObject
-	Op            isTxnOp_Op `protobuf_oneof:"op"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *TxnOp) Reset() {
-	*x = TxnOp{}
-	mi := &file_fsm_proto_msgTypes[3]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *TxnOp) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*TxnOp) ProtoMessage() {}
-
-func (x *TxnOp) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[3]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use TxnOp.ProtoReflect.Descriptor instead.
-func (*TxnOp) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{3}
-}
-
-func (x *TxnOp) GetOp() isTxnOp_Op {
-	if x != nil {
-		return x.Op
-	}
-	return nil
-}
-
-func (x *TxnOp) GetPut() *RecordPut {
-	if x != nil {
-		if x, ok := x.Op.(*TxnOp_Put); ok {
-			return x.Put
-		}
-	}
-	return nil
-}
-
-func (x *TxnOp) GetDelete() []byte {
-	if x != nil {
-		if x, ok := x.Op.(*TxnOp_Delete); ok {
-			return x.Delete
-		}
-	}
-	return nil
-}
-
-func (x *TxnOp) GetDeleteObject() []byte {
-	if x != nil {
-		if x, ok := x.Op.(*TxnOp_DeleteObject); ok {
-			return x.DeleteObject
-		}
-	}
-	return nil
-}
-
-func (x *TxnOp) GetLinkObject() *LinkObject {
-	if x != nil {
-		if x, ok := x.Op.(*TxnOp_LinkObject); ok {
-			return x.LinkObject
-		}
-	}
-	return nil
-}
-
-type isTxnOp_Op interface {
-	isTxnOp_Op()
-}
-
-type TxnOp_Put struct {
-	Put *RecordPut `protobuf:"bytes,1,opt,name=put,proto3,oneof"`
-}
-
-type TxnOp_Delete struct {
-	Delete []byte `protobuf:"bytes,2,opt,name=delete,proto3,oneof"` // a record key
-}
-
-type TxnOp_DeleteObject struct {
-	DeleteObject []byte `protobuf:"bytes,3,opt,name=delete_object,json=deleteObject,proto3,oneof"` // an object key; absent is not an error
-}
-
-type TxnOp_LinkObject struct {
-	LinkObject *LinkObject `protobuf:"bytes,4,opt,name=link_object,json=linkObject,proto3,oneof"`
-}
-
-func (*TxnOp_Put) isTxnOp_Op() {}
-
-func (*TxnOp_Delete) isTxnOp_Op() {}
-
-func (*TxnOp_DeleteObject) isTxnOp_Op() {}
-
-func (*TxnOp_LinkObject) isTxnOp_Op() {}
-
-type RecordPut struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *RecordPut) Reset() {
-	*x = RecordPut{}
-	mi := &file_fsm_proto_msgTypes[4]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *RecordPut) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*RecordPut) ProtoMessage() {}
-
-func (x *RecordPut) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[4]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use RecordPut.ProtoReflect.Descriptor instead.
-func (*RecordPut) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{4}
-}
-
-func (x *RecordPut) GetKey() []byte {
-	if x != nil {
-		return x.Key
-	}
-	return nil
-}
-
-func (x *RecordPut) GetValue() []byte {
-	if x != nil {
-		return x.Value
-	}
-	return nil
-}
-
-// LinkObject binds key to the blob that from is bound to (one more
-// reference to the same bytes, no copy).
-type LinkObject struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	From          []byte                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *LinkObject) Reset() {
-	*x = LinkObject{}
-	mi := &file_fsm_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *LinkObject) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*LinkObject) ProtoMessage() {}
-
-func (x *LinkObject) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[5]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use LinkObject.ProtoReflect.Descriptor instead.
-func (*LinkObject) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{5}
-}
-
-func (x *LinkObject) GetKey() []byte {
-	if x != nil {
-		return x.Key
-	}
-	return nil
-}
-
-func (x *LinkObject) GetFrom() []byte {
-	if x != nil {
-		return x.From
-	}
-	return nil
-}
-
 // Record is a value in the records namespace. version is the revision of
 // the Txn that last wrote it; revisions only grow (never reused after a
 // delete), so a compare on version cannot be fooled by delete-and-recreate.
@@ -743,7 +413,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_fsm_proto_msgTypes[6]
+	mi := &file_fsm_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +425,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[6]
+	mi := &file_fsm_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +438,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{6}
+	return file_fsm_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Record) GetValue() []byte {
@@ -802,7 +472,7 @@ type PutObject struct {
 
 func (x *PutObject) Reset() {
 	*x = PutObject{}
-	mi := &file_fsm_proto_msgTypes[7]
+	mi := &file_fsm_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +484,7 @@ func (x *PutObject) String() string {
 func (*PutObject) ProtoMessage() {}
 
 func (x *PutObject) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[7]
+	mi := &file_fsm_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +497,7 @@ func (x *PutObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutObject.ProtoReflect.Descriptor instead.
 func (*PutObject) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{7}
+	return file_fsm_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PutObject) GetKey() []byte {
@@ -883,7 +553,7 @@ type DeleteObject struct {
 
 func (x *DeleteObject) Reset() {
 	*x = DeleteObject{}
-	mi := &file_fsm_proto_msgTypes[8]
+	mi := &file_fsm_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +565,7 @@ func (x *DeleteObject) String() string {
 func (*DeleteObject) ProtoMessage() {}
 
 func (x *DeleteObject) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[8]
+	mi := &file_fsm_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +578,7 @@ func (x *DeleteObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteObject.ProtoReflect.Descriptor instead.
 func (*DeleteObject) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{8}
+	return file_fsm_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DeleteObject) GetKey() []byte {
@@ -929,7 +599,7 @@ type CreateVolume struct {
 
 func (x *CreateVolume) Reset() {
 	*x = CreateVolume{}
-	mi := &file_fsm_proto_msgTypes[9]
+	mi := &file_fsm_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +611,7 @@ func (x *CreateVolume) String() string {
 func (*CreateVolume) ProtoMessage() {}
 
 func (x *CreateVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[9]
+	mi := &file_fsm_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +624,7 @@ func (x *CreateVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolume.ProtoReflect.Descriptor instead.
 func (*CreateVolume) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{9}
+	return file_fsm_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateVolume) GetMembers() []string {
@@ -987,7 +657,7 @@ type SetVolumeState struct {
 
 func (x *SetVolumeState) Reset() {
 	*x = SetVolumeState{}
-	mi := &file_fsm_proto_msgTypes[10]
+	mi := &file_fsm_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +669,7 @@ func (x *SetVolumeState) String() string {
 func (*SetVolumeState) ProtoMessage() {}
 
 func (x *SetVolumeState) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[10]
+	mi := &file_fsm_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +682,7 @@ func (x *SetVolumeState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetVolumeState.ProtoReflect.Descriptor instead.
 func (*SetVolumeState) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{10}
+	return file_fsm_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SetVolumeState) GetId() uint64 {
@@ -1064,7 +734,7 @@ type UpsertServer struct {
 
 func (x *UpsertServer) Reset() {
 	*x = UpsertServer{}
-	mi := &file_fsm_proto_msgTypes[11]
+	mi := &file_fsm_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +746,7 @@ func (x *UpsertServer) String() string {
 func (*UpsertServer) ProtoMessage() {}
 
 func (x *UpsertServer) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[11]
+	mi := &file_fsm_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +759,7 @@ func (x *UpsertServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertServer.ProtoReflect.Descriptor instead.
 func (*UpsertServer) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{11}
+	return file_fsm_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *UpsertServer) GetId() string {
@@ -1130,7 +800,7 @@ type SetServerState struct {
 
 func (x *SetServerState) Reset() {
 	*x = SetServerState{}
-	mi := &file_fsm_proto_msgTypes[12]
+	mi := &file_fsm_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +812,7 @@ func (x *SetServerState) String() string {
 func (*SetServerState) ProtoMessage() {}
 
 func (x *SetServerState) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[12]
+	mi := &file_fsm_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +825,7 @@ func (x *SetServerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetServerState.ProtoReflect.Descriptor instead.
 func (*SetServerState) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{12}
+	return file_fsm_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SetServerState) GetId() string {
@@ -1183,7 +853,7 @@ type BlobGone struct {
 
 func (x *BlobGone) Reset() {
 	*x = BlobGone{}
-	mi := &file_fsm_proto_msgTypes[13]
+	mi := &file_fsm_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +865,7 @@ func (x *BlobGone) String() string {
 func (*BlobGone) ProtoMessage() {}
 
 func (x *BlobGone) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[13]
+	mi := &file_fsm_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +878,7 @@ func (x *BlobGone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobGone.ProtoReflect.Descriptor instead.
 func (*BlobGone) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{13}
+	return file_fsm_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BlobGone) GetHash() []byte {
@@ -1238,7 +908,7 @@ type QueueDelete struct {
 
 func (x *QueueDelete) Reset() {
 	*x = QueueDelete{}
-	mi := &file_fsm_proto_msgTypes[14]
+	mi := &file_fsm_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +920,7 @@ func (x *QueueDelete) String() string {
 func (*QueueDelete) ProtoMessage() {}
 
 func (x *QueueDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[14]
+	mi := &file_fsm_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +933,7 @@ func (x *QueueDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDelete.ProtoReflect.Descriptor instead.
 func (*QueueDelete) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{14}
+	return file_fsm_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *QueueDelete) GetHash() []byte {
@@ -1289,7 +959,7 @@ type SetClass struct {
 
 func (x *SetClass) Reset() {
 	*x = SetClass{}
-	mi := &file_fsm_proto_msgTypes[15]
+	mi := &file_fsm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +971,7 @@ func (x *SetClass) String() string {
 func (*SetClass) ProtoMessage() {}
 
 func (x *SetClass) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[15]
+	mi := &file_fsm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +984,7 @@ func (x *SetClass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClass.ProtoReflect.Descriptor instead.
 func (*SetClass) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{15}
+	return file_fsm_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetClass) GetClass() *ReplicationClass {
@@ -1336,7 +1006,7 @@ type InitCluster struct {
 
 func (x *InitCluster) Reset() {
 	*x = InitCluster{}
-	mi := &file_fsm_proto_msgTypes[16]
+	mi := &file_fsm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1018,7 @@ func (x *InitCluster) String() string {
 func (*InitCluster) ProtoMessage() {}
 
 func (x *InitCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[16]
+	mi := &file_fsm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1031,7 @@ func (x *InitCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitCluster.ProtoReflect.Descriptor instead.
 func (*InitCluster) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{16}
+	return file_fsm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InitCluster) GetLeaseKey() []byte {
@@ -1391,7 +1061,7 @@ type SetMaster struct {
 
 func (x *SetMaster) Reset() {
 	*x = SetMaster{}
-	mi := &file_fsm_proto_msgTypes[17]
+	mi := &file_fsm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1073,7 @@ func (x *SetMaster) String() string {
 func (*SetMaster) ProtoMessage() {}
 
 func (x *SetMaster) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[17]
+	mi := &file_fsm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1086,7 @@ func (x *SetMaster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMaster.ProtoReflect.Descriptor instead.
 func (*SetMaster) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{17}
+	return file_fsm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetMaster) GetId() string {
@@ -1452,7 +1122,7 @@ type Object struct {
 
 func (x *Object) Reset() {
 	*x = Object{}
-	mi := &file_fsm_proto_msgTypes[18]
+	mi := &file_fsm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1134,7 @@ func (x *Object) String() string {
 func (*Object) ProtoMessage() {}
 
 func (x *Object) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[18]
+	mi := &file_fsm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1147,7 @@ func (x *Object) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Object.ProtoReflect.Descriptor instead.
 func (*Object) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{18}
+	return file_fsm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Object) GetHash() []byte {
@@ -1519,7 +1189,7 @@ type Blob struct {
 
 func (x *Blob) Reset() {
 	*x = Blob{}
-	mi := &file_fsm_proto_msgTypes[19]
+	mi := &file_fsm_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1201,7 @@ func (x *Blob) String() string {
 func (*Blob) ProtoMessage() {}
 
 func (x *Blob) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[19]
+	mi := &file_fsm_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1214,7 @@ func (x *Blob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Blob.ProtoReflect.Descriptor instead.
 func (*Blob) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{19}
+	return file_fsm_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Blob) GetVolume() uint64 {
@@ -1584,7 +1254,7 @@ type Volume struct {
 
 func (x *Volume) Reset() {
 	*x = Volume{}
-	mi := &file_fsm_proto_msgTypes[20]
+	mi := &file_fsm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1266,7 @@ func (x *Volume) String() string {
 func (*Volume) ProtoMessage() {}
 
 func (x *Volume) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[20]
+	mi := &file_fsm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1279,7 @@ func (x *Volume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Volume.ProtoReflect.Descriptor instead.
 func (*Volume) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{20}
+	return file_fsm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Volume) GetMembers() []string {
@@ -1667,7 +1337,7 @@ type Server struct {
 
 func (x *Server) Reset() {
 	*x = Server{}
-	mi := &file_fsm_proto_msgTypes[21]
+	mi := &file_fsm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +1349,7 @@ func (x *Server) String() string {
 func (*Server) ProtoMessage() {}
 
 func (x *Server) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[21]
+	mi := &file_fsm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +1362,7 @@ func (x *Server) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Server.ProtoReflect.Descriptor instead.
 func (*Server) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{21}
+	return file_fsm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Server) GetAddress() string {
@@ -1745,7 +1415,7 @@ type ReplicationClass struct {
 
 func (x *ReplicationClass) Reset() {
 	*x = ReplicationClass{}
-	mi := &file_fsm_proto_msgTypes[22]
+	mi := &file_fsm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1427,7 @@ func (x *ReplicationClass) String() string {
 func (*ReplicationClass) ProtoMessage() {}
 
 func (x *ReplicationClass) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[22]
+	mi := &file_fsm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1440,7 @@ func (x *ReplicationClass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicationClass.ProtoReflect.Descriptor instead.
 func (*ReplicationClass) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{22}
+	return file_fsm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReplicationClass) GetName() string {
@@ -1810,7 +1480,7 @@ type Master struct {
 
 func (x *Master) Reset() {
 	*x = Master{}
-	mi := &file_fsm_proto_msgTypes[23]
+	mi := &file_fsm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +1492,7 @@ func (x *Master) String() string {
 func (*Master) ProtoMessage() {}
 
 func (x *Master) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[23]
+	mi := &file_fsm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +1505,7 @@ func (x *Master) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Master.ProtoReflect.Descriptor instead.
 func (*Master) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{23}
+	return file_fsm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Master) GetApiAddress() string {
@@ -1849,7 +1519,7 @@ var File_fsm_proto protoreflect.FileDescriptor
 
 const file_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\tfsm.proto\x12\rraisfs.fsm.v1\"\xbf\x06\n" +
+	"\tfsm.proto\x12\rraisfs.fsm.v1\x1a\x13api/txnpb/txn.proto\"\xbf\x06\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\"\n" +
 	"\rnow_unix_nano\x18\x02 \x01(\x03R\vnowUnixNano\x129\n" +
@@ -1867,28 +1537,8 @@ const file_fsm_proto_rawDesc = "" +
 	"\n" +
 	"set_master\x18\x13 \x01(\v2\x18.raisfs.fsm.v1.SetMasterH\x00R\tsetMaster\x12?\n" +
 	"\fqueue_delete\x18\x14 \x01(\v2\x1a.raisfs.fsm.v1.QueueDeleteH\x00R\vqueueDelete\x12&\n" +
-	"\x03txn\x18\x15 \x01(\v2\x12.raisfs.fsm.v1.TxnH\x00R\x03txnB\x04\n" +
-	"\x02op\"a\n" +
-	"\x03Txn\x122\n" +
-	"\bcompares\x18\x01 \x03(\v2\x16.raisfs.fsm.v1.CompareR\bcompares\x12&\n" +
-	"\x03ops\x18\x02 \x03(\v2\x14.raisfs.fsm.v1.TxnOpR\x03ops\"5\n" +
-	"\aCompare\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"\xba\x01\n" +
-	"\x05TxnOp\x12,\n" +
-	"\x03put\x18\x01 \x01(\v2\x18.raisfs.fsm.v1.RecordPutH\x00R\x03put\x12\x18\n" +
-	"\x06delete\x18\x02 \x01(\fH\x00R\x06delete\x12%\n" +
-	"\rdelete_object\x18\x03 \x01(\fH\x00R\fdeleteObject\x12<\n" +
-	"\vlink_object\x18\x04 \x01(\v2\x19.raisfs.fsm.v1.LinkObjectH\x00R\n" +
-	"linkObjectB\x04\n" +
-	"\x02op\"3\n" +
-	"\tRecordPut\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"2\n" +
-	"\n" +
-	"LinkObject\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\x12\x12\n" +
-	"\x04from\x18\x02 \x01(\fR\x04from\"8\n" +
+	"\x03txn\x18\x15 \x01(\v2\x12.raisfs.txn.v1.TxnH\x00R\x03txnB\x04\n" +
+	"\x02op\"8\n" +
 	"\x06Record\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\"\xa8\x01\n" +
@@ -1990,63 +1640,55 @@ func file_fsm_proto_rawDescGZIP() []byte {
 }
 
 var file_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_fsm_proto_goTypes = []any{
 	(VolumeState)(0),         // 0: raisfs.fsm.v1.VolumeState
 	(ServerState)(0),         // 1: raisfs.fsm.v1.ServerState
 	(*Command)(nil),          // 2: raisfs.fsm.v1.Command
-	(*Txn)(nil),              // 3: raisfs.fsm.v1.Txn
-	(*Compare)(nil),          // 4: raisfs.fsm.v1.Compare
-	(*TxnOp)(nil),            // 5: raisfs.fsm.v1.TxnOp
-	(*RecordPut)(nil),        // 6: raisfs.fsm.v1.RecordPut
-	(*LinkObject)(nil),       // 7: raisfs.fsm.v1.LinkObject
-	(*Record)(nil),           // 8: raisfs.fsm.v1.Record
-	(*PutObject)(nil),        // 9: raisfs.fsm.v1.PutObject
-	(*DeleteObject)(nil),     // 10: raisfs.fsm.v1.DeleteObject
-	(*CreateVolume)(nil),     // 11: raisfs.fsm.v1.CreateVolume
-	(*SetVolumeState)(nil),   // 12: raisfs.fsm.v1.SetVolumeState
-	(*UpsertServer)(nil),     // 13: raisfs.fsm.v1.UpsertServer
-	(*SetServerState)(nil),   // 14: raisfs.fsm.v1.SetServerState
-	(*BlobGone)(nil),         // 15: raisfs.fsm.v1.BlobGone
-	(*QueueDelete)(nil),      // 16: raisfs.fsm.v1.QueueDelete
-	(*SetClass)(nil),         // 17: raisfs.fsm.v1.SetClass
-	(*InitCluster)(nil),      // 18: raisfs.fsm.v1.InitCluster
-	(*SetMaster)(nil),        // 19: raisfs.fsm.v1.SetMaster
-	(*Object)(nil),           // 20: raisfs.fsm.v1.Object
-	(*Blob)(nil),             // 21: raisfs.fsm.v1.Blob
-	(*Volume)(nil),           // 22: raisfs.fsm.v1.Volume
-	(*Server)(nil),           // 23: raisfs.fsm.v1.Server
-	(*ReplicationClass)(nil), // 24: raisfs.fsm.v1.ReplicationClass
-	(*Master)(nil),           // 25: raisfs.fsm.v1.Master
+	(*Record)(nil),           // 3: raisfs.fsm.v1.Record
+	(*PutObject)(nil),        // 4: raisfs.fsm.v1.PutObject
+	(*DeleteObject)(nil),     // 5: raisfs.fsm.v1.DeleteObject
+	(*CreateVolume)(nil),     // 6: raisfs.fsm.v1.CreateVolume
+	(*SetVolumeState)(nil),   // 7: raisfs.fsm.v1.SetVolumeState
+	(*UpsertServer)(nil),     // 8: raisfs.fsm.v1.UpsertServer
+	(*SetServerState)(nil),   // 9: raisfs.fsm.v1.SetServerState
+	(*BlobGone)(nil),         // 10: raisfs.fsm.v1.BlobGone
+	(*QueueDelete)(nil),      // 11: raisfs.fsm.v1.QueueDelete
+	(*SetClass)(nil),         // 12: raisfs.fsm.v1.SetClass
+	(*InitCluster)(nil),      // 13: raisfs.fsm.v1.InitCluster
+	(*SetMaster)(nil),        // 14: raisfs.fsm.v1.SetMaster
+	(*Object)(nil),           // 15: raisfs.fsm.v1.Object
+	(*Blob)(nil),             // 16: raisfs.fsm.v1.Blob
+	(*Volume)(nil),           // 17: raisfs.fsm.v1.Volume
+	(*Server)(nil),           // 18: raisfs.fsm.v1.Server
+	(*ReplicationClass)(nil), // 19: raisfs.fsm.v1.ReplicationClass
+	(*Master)(nil),           // 20: raisfs.fsm.v1.Master
+	(*txnpb.Txn)(nil),        // 21: raisfs.txn.v1.Txn
 }
 var file_fsm_proto_depIdxs = []int32{
-	9,  // 0: raisfs.fsm.v1.Command.put_object:type_name -> raisfs.fsm.v1.PutObject
-	10, // 1: raisfs.fsm.v1.Command.delete_object:type_name -> raisfs.fsm.v1.DeleteObject
-	11, // 2: raisfs.fsm.v1.Command.create_volume:type_name -> raisfs.fsm.v1.CreateVolume
-	12, // 3: raisfs.fsm.v1.Command.set_volume_state:type_name -> raisfs.fsm.v1.SetVolumeState
-	13, // 4: raisfs.fsm.v1.Command.upsert_server:type_name -> raisfs.fsm.v1.UpsertServer
-	14, // 5: raisfs.fsm.v1.Command.set_server_state:type_name -> raisfs.fsm.v1.SetServerState
-	15, // 6: raisfs.fsm.v1.Command.blob_gone:type_name -> raisfs.fsm.v1.BlobGone
-	17, // 7: raisfs.fsm.v1.Command.set_class:type_name -> raisfs.fsm.v1.SetClass
-	18, // 8: raisfs.fsm.v1.Command.init_cluster:type_name -> raisfs.fsm.v1.InitCluster
-	19, // 9: raisfs.fsm.v1.Command.set_master:type_name -> raisfs.fsm.v1.SetMaster
-	16, // 10: raisfs.fsm.v1.Command.queue_delete:type_name -> raisfs.fsm.v1.QueueDelete
-	3,  // 11: raisfs.fsm.v1.Command.txn:type_name -> raisfs.fsm.v1.Txn
-	4,  // 12: raisfs.fsm.v1.Txn.compares:type_name -> raisfs.fsm.v1.Compare
-	5,  // 13: raisfs.fsm.v1.Txn.ops:type_name -> raisfs.fsm.v1.TxnOp
-	6,  // 14: raisfs.fsm.v1.TxnOp.put:type_name -> raisfs.fsm.v1.RecordPut
-	7,  // 15: raisfs.fsm.v1.TxnOp.link_object:type_name -> raisfs.fsm.v1.LinkObject
-	0,  // 16: raisfs.fsm.v1.SetVolumeState.state:type_name -> raisfs.fsm.v1.VolumeState
-	1,  // 17: raisfs.fsm.v1.SetServerState.state:type_name -> raisfs.fsm.v1.ServerState
-	24, // 18: raisfs.fsm.v1.SetClass.class:type_name -> raisfs.fsm.v1.ReplicationClass
-	24, // 19: raisfs.fsm.v1.InitCluster.default_class:type_name -> raisfs.fsm.v1.ReplicationClass
-	0,  // 20: raisfs.fsm.v1.Volume.state:type_name -> raisfs.fsm.v1.VolumeState
-	1,  // 21: raisfs.fsm.v1.Server.state:type_name -> raisfs.fsm.v1.ServerState
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	4,  // 0: raisfs.fsm.v1.Command.put_object:type_name -> raisfs.fsm.v1.PutObject
+	5,  // 1: raisfs.fsm.v1.Command.delete_object:type_name -> raisfs.fsm.v1.DeleteObject
+	6,  // 2: raisfs.fsm.v1.Command.create_volume:type_name -> raisfs.fsm.v1.CreateVolume
+	7,  // 3: raisfs.fsm.v1.Command.set_volume_state:type_name -> raisfs.fsm.v1.SetVolumeState
+	8,  // 4: raisfs.fsm.v1.Command.upsert_server:type_name -> raisfs.fsm.v1.UpsertServer
+	9,  // 5: raisfs.fsm.v1.Command.set_server_state:type_name -> raisfs.fsm.v1.SetServerState
+	10, // 6: raisfs.fsm.v1.Command.blob_gone:type_name -> raisfs.fsm.v1.BlobGone
+	12, // 7: raisfs.fsm.v1.Command.set_class:type_name -> raisfs.fsm.v1.SetClass
+	13, // 8: raisfs.fsm.v1.Command.init_cluster:type_name -> raisfs.fsm.v1.InitCluster
+	14, // 9: raisfs.fsm.v1.Command.set_master:type_name -> raisfs.fsm.v1.SetMaster
+	11, // 10: raisfs.fsm.v1.Command.queue_delete:type_name -> raisfs.fsm.v1.QueueDelete
+	21, // 11: raisfs.fsm.v1.Command.txn:type_name -> raisfs.txn.v1.Txn
+	0,  // 12: raisfs.fsm.v1.SetVolumeState.state:type_name -> raisfs.fsm.v1.VolumeState
+	1,  // 13: raisfs.fsm.v1.SetServerState.state:type_name -> raisfs.fsm.v1.ServerState
+	19, // 14: raisfs.fsm.v1.SetClass.class:type_name -> raisfs.fsm.v1.ReplicationClass
+	19, // 15: raisfs.fsm.v1.InitCluster.default_class:type_name -> raisfs.fsm.v1.ReplicationClass
+	0,  // 16: raisfs.fsm.v1.Volume.state:type_name -> raisfs.fsm.v1.VolumeState
+	1,  // 17: raisfs.fsm.v1.Server.state:type_name -> raisfs.fsm.v1.ServerState
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_fsm_proto_init() }
@@ -2068,19 +1710,13 @@ func file_fsm_proto_init() {
 		(*Command_QueueDelete)(nil),
 		(*Command_Txn)(nil),
 	}
-	file_fsm_proto_msgTypes[3].OneofWrappers = []any{
-		(*TxnOp_Put)(nil),
-		(*TxnOp_Delete)(nil),
-		(*TxnOp_DeleteObject)(nil),
-		(*TxnOp_LinkObject)(nil),
-	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fsm_proto_rawDesc), len(file_fsm_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

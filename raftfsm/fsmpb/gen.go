@@ -4,4 +4,4 @@ package fsmpb
 
 // Regenerate with `go generate ./...` (needs protoc and protoc-gen-go; see
 // the README's Development section).
-//go:generate protoc --go_out=. --go_opt=paths=source_relative fsm.proto
+//go:generate protoc -I . -I ../.. --go_out=. --go_opt=paths=source_relative fsm.proto
