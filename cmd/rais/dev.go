@@ -139,8 +139,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	repairAfter := fl.Duration("repair-after", 20*time.Second, "a chunk server silent this long has its volumes copied elsewhere (short, so that healing can be watched)")
 	fl.Usage = func() {
 		fmt.Fprintf(stderr, "usage: rais dev [--dir DIR] [--chunkservers N]\n\n"+
-			"Runs a whole cluster on this machine: 3 masters and N chunk servers as child processes on\n"+
-			"loopback, data and logs under DIR (reused on the next start). A child that dies is reported,\n"+
+			"Runs a whole cluster on this machine: 3 masters, N chunk servers and a mail front end (IMAP and\n"+
+			"LMTP, user demo, password demo) as child processes on loopback, data and logs under DIR (reused\n"+
+			"on the next start). A child that dies is reported,\n"+
 			"not restarted, so failover can be watched. Ctrl-C stops everything.\n\nflags:\n")
 		fl.PrintDefaults()
 	}
