@@ -4,6 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +22,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/raisfs/raisfs/client"
@@ -30,6 +38,11 @@ type front struct {
 
 func startFront(t *testing.T, masters []string, maxSize int64) *front {
 	t.Helper()
+	return startFrontOn(t, masters, maxSize, "127.0.0.1", nil)
+}
+
+func startFrontOn(t *testing.T, masters []string, maxSize int64, host string, tlsCfg *tls.Config) *front {
+	t.Helper()
 	c, err := client.New(context.Background(), client.Config{Masters: masters, Logger: testcluster.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -40,14 +53,20 @@ func startFront(t *testing.T, masters []string, maxSize int64) *front {
 		t.Fatal(err)
 	}
 	srv, err := mailfront.New(mailfront.Config{
-		Store: mailstore.New(c, maxSize, testcluster.Logger(t)), Users: users,
+		Store: mailstore.New(c, maxSize, testcluster.Logger(t)), Users: users, TLS: tlsCfg,
 		IdleInterval: 50 * time.Millisecond, Logger: testcluster.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	il, _ := net.Listen("tcp", "127.0.0.1:0")
-	ll, _ := net.Listen("tcp", "127.0.0.1:0")
+	il, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ll, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv.ServeIMAP(il)
 	srv.ServeLMTP(ll)
 	t.Cleanup(func() { srv.Close() })
@@ -404,4 +423,122 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func selfSigned(t *testing.T) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "rais-test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
+// nonLoopback returns an address of this machine that is not loopback,
+// or "" if it has none.
+func nonLoopback() string {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			return n.IP.String()
+		}
+	}
+	return ""
+}
+
+// Off loopback, a password goes only over TLS: LOGIN in the clear is
+// refused, STARTTLS then LOGIN or AUTHENTICATE PLAIN works; LMTP offers
+// STARTTLS too.
+func TestIMAP_TLSAndPlaintextPolicy(t *testing.T) {
+	host := nonLoopback()
+	if host == "" {
+		t.Skip("no non-loopback address to test the plaintext policy on")
+	}
+	cl := testcluster.Start(t, testcluster.Options{})
+	f := startFrontOn(t, cl.MasterAddrs(), 1<<20, host, selfSigned(t))
+	plain, err := imapclient.DialInsecure(f.imap, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if err := plain.Login("alice", "pw-a").Wait(); err == nil || !strings.Contains(err.Error(), "PRIVACYREQUIRED") {
+		t.Fatalf("LOGIN in the clear from %s = %v, want NO [PRIVACYREQUIRED]", host, err)
+	}
+	clientTLS := &tls.Config{InsecureSkipVerify: true}
+	c, err := imapclient.DialStartTLS(f.imap, &imapclient.Options{TLSConfig: clientTLS})
+	if err != nil {
+		t.Fatalf("STARTTLS: %v", err)
+	}
+	defer c.Close()
+	if err := c.Login("alice", "pw-a").Wait(); err != nil {
+		t.Fatalf("LOGIN over TLS: %v", err)
+	}
+	appendMsg(t, c, "INBOX", []byte(simple))
+	c2, err := imapclient.DialStartTLS(f.imap, &imapclient.Options{TLSConfig: clientTLS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if err := c2.Authenticate(sasl.NewPlainClient("", "alice", "pw-a")); err != nil {
+		t.Fatalf("AUTHENTICATE PLAIN over TLS: %v", err)
+	}
+	if err := c2.Authenticate(sasl.NewPlainClient("", "alice", "pw-a")); err == nil {
+		t.Fatal("a second AUTHENTICATE succeeded")
+	}
+	c3, err := imapclient.DialStartTLS(f.imap, &imapclient.Options{TLSConfig: clientTLS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	if err := c3.Authenticate(sasl.NewPlainClient("", "alice", "wrong")); err == nil {
+		t.Fatal("AUTHENTICATE PLAIN with a wrong password succeeded")
+	}
+	// LMTP: STARTTLS by hand (go-smtp's client starts TLS only for SMTP).
+	conn, err := net.Dial("tcp", f.lmtp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := bufio.NewReader(conn)
+	expect := func(code string) string {
+		t.Helper()
+		var all string
+		for {
+			l, err := rd.ReadString('\n')
+			if err != nil {
+				t.Fatalf("LMTP: %v after %q", err, all)
+			}
+			all += l
+			if len(l) < 4 || !strings.HasPrefix(l, code) {
+				t.Fatalf("LMTP: got %q, want %s", all, code)
+			}
+			if l[3] == ' ' {
+				return all
+			}
+		}
+	}
+	expect("220")
+	fmt.Fprintf(conn, "LHLO test\r\n")
+	if caps := expect("250"); !strings.Contains(caps, "STARTTLS") {
+		t.Fatalf("LMTP does not offer STARTTLS: %q", caps)
+	}
+	fmt.Fprintf(conn, "STARTTLS\r\n")
+	expect("220")
+	tc := tls.Client(conn, clientTLS)
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("LMTP TLS handshake: %v", err)
+	}
+	rd = bufio.NewReader(tc)
+	conn = tc
+	for _, step := range [][2]string{{"LHLO test", "250"}, {"MAIL FROM:<a@example.com>", "250"}, {"RCPT TO:<bob@localhost>", "250"}, {"DATA", "354"}} {
+		fmt.Fprintf(conn, "%s\r\n", step[0])
+		expect(step[1])
+	}
+	fmt.Fprintf(conn, "%s.\r\n", simple)
+	expect("250") // one status for the one recipient: delivered over TLS
 }
