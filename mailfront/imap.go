@@ -556,9 +556,22 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			options.Flags = true // a changed flag is reported with the fetch
 		}
 	}
+	var pf *prefetcher
+	if len(uids) > 1 && needsBody(options) {
+		msgs := make([]mailstore.Message, len(uids))
+		for i, uid := range uids {
+			msgs[i] = v.state[uid]
+		}
+		pf = s.prefetch(ctx, msgs)
+		defer pf.stop()
+	}
 	for i, uid := range uids {
 		msg := v.state[uid]
-		if err := s.fetchOne(ctx, w.CreateMessage(seqs[i]), msg, options); err != nil {
+		var pre func() ([]byte, error)
+		if pf != nil {
+			pre = func() ([]byte, error) { return pf.body(ctx, s, i) }
+		}
+		if err := s.fetchOne(ctx, w.CreateMessage(seqs[i]), msg, options, pre); err != nil {
 			return err
 		}
 		if options.Flags {
@@ -568,7 +581,24 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	return nil
 }
 
-func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWriter, msg mailstore.Message, o *imap.FetchOptions) error {
+// needsBody reports whether a FETCH reads whole messages (not just the
+// index, the header cache or a byte range).
+func needsBody(o *imap.FetchOptions) bool {
+	if o.BodyStructure != nil || len(o.BinarySection) > 0 || len(o.BinarySectionSize) > 0 {
+		return true
+	}
+	for _, bs := range o.BodySection {
+		top := len(bs.Part) == 0
+		if !(top && bs.Specifier == imap.PartSpecifierHeader) && !(top && bs.Specifier == imap.PartSpecifierNone && bs.Partial != nil && len(bs.HeaderFields) == 0) {
+			return true
+		}
+	}
+	return false
+}
+
+// fetchOne writes one message's FETCH response. pre, if set, returns its
+// body (read ahead).
+func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWriter, msg mailstore.Message, o *imap.FetchOptions, pre func() ([]byte, error)) error {
 	w.WriteUID(imap.UID(msg.UID))
 	if o.Flags {
 		w.WriteFlags(imapFlags(msg.Flags))
@@ -592,7 +622,11 @@ func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWrite
 	}
 	getBody := func() ([]byte, error) {
 		if body == nil {
-			b, err := s.s.store.Body(ctx, msg)
+			read := pre
+			if read == nil {
+				read = func() ([]byte, error) { return s.s.store.Body(ctx, msg) }
+			}
+			b, err := read()
 			if err != nil {
 				return nil, err
 			}
@@ -838,15 +872,35 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 		}
 		headers = h
 	}
+	var pf *prefetcher
+	live := make([]mailstore.Message, 0, len(v.uids))
+	for _, uid := range v.uids {
+		if !v.gone[uid] {
+			live = append(live, v.state[uid])
+		}
+	}
+	if needsBodies(criteria) {
+		pf = s.prefetch(ctx, live)
+		defer pf.stop()
+	}
+	k := -1 // index into live
 	for i, uid := range v.uids {
 		if v.gone[uid] {
 			continue
 		}
+		k++
 		seq := uint32(i + 1)
 		m := &matcher{s: s, ctx: ctx, msg: v.state[uid], seq: seq, cached: headers[uid]}
+		if pf != nil {
+			j := k
+			m.pre = func() ([]byte, error) { return pf.body(ctx, s, j) }
+		}
 		ok, err := m.match(criteria)
 		if err != nil {
 			return nil, imapErr(err)
+		}
+		if pf != nil && m.body == nil {
+			pf.skip(ctx, k) // decided without the body
 		}
 		if !ok {
 			continue
@@ -884,7 +938,25 @@ type matcher struct {
 	seq    uint32
 	header *mail.Header
 	body   []byte
-	cached []byte // the header block, if read ahead
+	cached []byte                 // the header block, if read ahead
+	pre    func() ([]byte, error) // the body, if read ahead
+}
+
+func needsBodies(c *imap.SearchCriteria) bool {
+	if len(c.Body) > 0 || len(c.Text) > 0 {
+		return true
+	}
+	for i := range c.Not {
+		if needsBodies(&c.Not[i]) {
+			return true
+		}
+	}
+	for i := range c.Or {
+		if needsBodies(&c.Or[i][0]) || needsBodies(&c.Or[i][1]) {
+			return true
+		}
+	}
+	return false
 }
 
 func needsHeaders(c *imap.SearchCriteria) bool {
@@ -921,7 +993,11 @@ func (m *matcher) hdr() (*mail.Header, error) {
 
 func (m *matcher) entity() (*gomessage.Entity, error) {
 	if m.body == nil {
-		b, err := m.s.s.store.Body(m.ctx, m.msg)
+		read := m.pre
+		if read == nil {
+			read = func() ([]byte, error) { return m.s.s.store.Body(m.ctx, m.msg) }
+		}
+		b, err := read()
 		if err != nil {
 			return nil, err
 		}

@@ -542,3 +542,56 @@ func TestIMAP_TLSAndPlaintextPolicy(t *testing.T) {
 	fmt.Fprintf(conn, "%s.\r\n", simple)
 	expect("250") // one status for the one recipient: delivered over TLS
 }
+
+// Bulk fetches and body searches read bodies ahead in parallel: the
+// answers still come in order, each with its own bytes, and a search that
+// decides without a body does not stall the read-ahead.
+func TestIMAP_BulkFetchAndBodySearch(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f := startFront(t, cl.MasterAddrs(), 4<<20)
+	c := login(t, f.imap, "alice", "pw-a", nil)
+	const n = 120
+	bodies := map[imap.UID][]byte{}
+	for i := range n {
+		b := fmt.Appendf(nil, "Subject: m%d\r\n\r\n%s\r\n", i, strings.Repeat(fmt.Sprintf("line %d ", i), 1+i%50))
+		if i%10 == 3 {
+			b = append(b, "needle\r\n"...)
+		}
+		if i == 7 {
+			b = append(b, bytes.Repeat([]byte("big "), 400<<10)...) // larger than the read-ahead takes
+		}
+		var flags []imap.Flag
+		if i%2 == 1 {
+			flags = append(flags, imap.FlagFlagged)
+		}
+		a := appendMsg(t, c, "INBOX", b, flags...)
+		bodies[a.UID] = b
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	msgs := fetchAll(t, c, imap.UIDSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}, BodyStructure: &imap.FetchItemBodyStructure{}})
+	if len(msgs) != n {
+		t.Fatalf("bulk FETCH returned %d messages", len(msgs))
+	}
+	for i, m := range msgs {
+		if m.SeqNum != uint32(i+1) || !bytes.Equal(m.BodySection[0].Bytes, bodies[m.UID]) {
+			t.Fatalf("message %d (UID %d): wrong bytes or order", m.SeqNum, m.UID)
+		}
+	}
+	// FLAGGED first: most messages are decided without their body.
+	sd, err := c.UIDSearch(&imap.SearchCriteria{Flag: []imap.Flag{imap.FlagFlagged}, Body: []string{"needle"}}, nil).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []imap.UID
+	for uid, b := range bodies {
+		if uid%2 == 0 && bytes.Contains(b, []byte("needle")) { // message i has UID i+1: odd i is flagged
+			want = append(want, uid)
+		}
+	}
+	slices.Sort(want)
+	if got := sd.AllUIDs(); !slices.Equal(got, want) {
+		t.Fatalf("SEARCH FLAGGED BODY needle = %v, want %v", got, want)
+	}
+}
