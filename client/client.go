@@ -68,6 +68,14 @@ type Config struct {
 	HTTPClient *http.Client
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
+	// LookupCache, if positive, keeps up to that many look-ups (key →
+	// blob and replicas), so a repeated Get or GetRange of a key skips the
+	// masters. Only for callers that never bind a deleted key to other
+	// content again (the mail store's object keys are random and used
+	// once): a cached key would keep reading its old bytes. A read that
+	// fails on every cached replica looks the key up again; Delete and
+	// transactions through this client drop what they unbind.
+	LookupCache int
 }
 
 // Client is safe for concurrent use. Close releases its connections.
@@ -80,6 +88,9 @@ type Client struct {
 	next    atomic.Uint32 // master to try first: the leader, once known
 
 	leaderCheck atomic.Int64 // unix nanos of the last leader discovery
+
+	cacheMu sync.Mutex
+	cache   map[string]*masterpb.LookupResponse // see Config.LookupCache
 
 	closeOnce sync.Once
 }

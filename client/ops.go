@@ -308,6 +308,55 @@ func (c *Client) lookup(ctx context.Context, key string) (*masterpb.LookupRespon
 	return lr, nil
 }
 
+// cachedLookup is lookup through Config.LookupCache; cached says the
+// answer came from the cache (and may be stale).
+func (c *Client) cachedLookup(ctx context.Context, key string) (lr *masterpb.LookupResponse, cached bool, err error) {
+	if c.cfg.LookupCache <= 0 {
+		lr, err = c.lookup(ctx, key)
+		return lr, false, err
+	}
+	c.cacheMu.Lock()
+	lr = c.cache[key]
+	c.cacheMu.Unlock()
+	if lr != nil {
+		return lr, true, nil
+	}
+	if lr, err = c.lookup(ctx, key); err != nil {
+		return nil, false, err
+	}
+	c.store(key, lr)
+	return lr, false, nil
+}
+
+func (c *Client) store(key string, lr *masterpb.LookupResponse) {
+	if c.cfg.LookupCache <= 0 {
+		return
+	}
+	c.cacheMu.Lock()
+	defer c.cacheMu.Unlock()
+	if c.cache == nil {
+		c.cache = map[string]*masterpb.LookupResponse{}
+	}
+	for k := range c.cache { // full: drop an arbitrary entry
+		if len(c.cache) < c.cfg.LookupCache {
+			break
+		}
+		delete(c.cache, k)
+	}
+	c.cache[key] = lr
+}
+
+func (c *Client) uncache(keys ...string) {
+	if c.cfg.LookupCache <= 0 {
+		return
+	}
+	c.cacheMu.Lock()
+	defer c.cacheMu.Unlock()
+	for _, k := range keys {
+		delete(c.cache, k)
+	}
+}
+
 func objectFrom(key string, lr *masterpb.LookupResponse) Object {
 	o := Object{Key: key, Size: lr.Size, Class: lr.Class, Created: time.Unix(0, lr.CreatedUnixNano)}
 	copy(o.Hash[:], lr.Hash)
@@ -331,6 +380,7 @@ func (c *Client) Delete(ctx context.Context, key string) error {
 	if err := validKey(key); err != nil {
 		return err
 	}
+	c.uncache(key)
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	// A delete is not idempotent the way a put is: an attempt that failed
@@ -445,14 +495,36 @@ func replicaOrder(rs []*masterpb.Replica) []*masterpb.Replica {
 // Read returns ErrCorrupt on a mismatch).
 func (c *Client) Get(ctx context.Context, key string) (*Reader, error) {
 	ctx, cancel := c.withTimeout(ctx)
-	lr, err := c.lookup(ctx, key)
+	lr, cached, err := c.cachedLookup(ctx, key)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
+	if cached && lr.Size > c.cfg.VerifyThreshold {
+		if lr, err = c.lookup(ctx, key); err != nil { // streams take fresh look-ups
+			cancel()
+			return nil, err
+		}
+	}
 	obj := objectFrom(key, lr)
 	if lr.Size <= c.cfg.VerifyThreshold {
 		defer cancel()
+		if cached {
+			// A cached look-up may be stale (the volume moved, the key was
+			// deleted): one quiet try, then the masters.
+			for _, rep := range replicaOrder(lr.Replicas) {
+				data, err := c.fetch(ctx, lr, rep, 0, lr.Size)
+				if err == nil && blake3.Sum256(data) == obj.Hash {
+					return &Reader{Object: obj, r: bytes.NewReader(data)}, nil
+				}
+			}
+			c.uncache(key)
+			if lr, err = c.lookup(ctx, key); err != nil {
+				return nil, err
+			}
+			c.store(key, lr)
+			obj = objectFrom(key, lr)
+		}
 		var tried []string
 		for _, rep := range replicaOrder(lr.Replicas) {
 			data, err := c.fetch(ctx, lr, rep, 0, lr.Size)
@@ -484,7 +556,7 @@ func (c *Client) GetRange(ctx context.Context, key string, off, length int64) ([
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	lr, err := c.lookup(ctx, key)
+	lr, cached, err := c.cachedLookup(ctx, key)
 	if err != nil {
 		return nil, err
 	}
@@ -492,6 +564,18 @@ func (c *Client) GetRange(ctx context.Context, key string, off, length int64) ([
 		return []byte{}, nil
 	}
 	length = min(length, lr.Size-off)
+	if cached {
+		for _, rep := range replicaOrder(lr.Replicas) {
+			if data, err := c.fetch(ctx, lr, rep, off, length); err == nil {
+				return data, nil
+			}
+		}
+		c.uncache(key)
+		if lr, err = c.lookup(ctx, key); err != nil {
+			return nil, err
+		}
+		c.store(key, lr)
+	}
 	var tried []string
 	for _, rep := range replicaOrder(lr.Replicas) {
 		data, err := c.fetch(ctx, lr, rep, off, length)

@@ -71,6 +71,11 @@ func (t *Txn) Len() int { return len(t.pb.Compares) + len(t.pb.Ops) }
 // transaction is not retried once an attempt may have applied: then the
 // error wraps ErrOutcomeUnknown, and the caller reads to find out.
 func (c *Client) Commit(ctx context.Context, t *Txn) (uint64, error) {
+	for _, op := range t.pb.Ops {
+		if d, ok := op.Op.(*txnpb.TxnOp_DeleteObject); ok {
+			c.uncache(string(d.DeleteObject))
+		}
+	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	var outcomeUnknown error

@@ -1,0 +1,73 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/internal/testcluster"
+	"google.golang.org/protobuf/proto"
+)
+
+// With LookupCache, a repeated Get skips the masters; a cached look-up
+// that has gone stale (here: replicas that are not there) is noticed, and
+// the key is looked up again.
+func TestLookupCache_StaleEntryIsLookedUpAgain(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := New(ctx, Config{Masters: cl.MasterAddrs(), LookupCache: 10, Logger: testcluster.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	body := []byte("Subject: cached\r\n\r\nbody\r\n")
+	if _, err := c.Put(ctx, "mail/x", bytes.NewReader(body), nil); err != nil {
+		t.Fatal(err)
+	}
+	read := func() []byte {
+		t.Helper()
+		r, err := c.Get(ctx, "mail/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		b, _ := io.ReadAll(r)
+		return b
+	}
+	if !bytes.Equal(read(), body) {
+		t.Fatal("first read")
+	}
+	c.cacheMu.Lock()
+	lr := c.cache["mail/x"]
+	c.cacheMu.Unlock()
+	if lr == nil {
+		t.Fatal("look-up not cached")
+	}
+	stale := proto.Clone(lr).(*masterpb.LookupResponse)
+	for _, r := range stale.Replicas {
+		r.Address = "127.0.0.1:1" // nothing listens there
+	}
+	c.store("mail/x", stale)
+	if !bytes.Equal(read(), body) {
+		t.Fatal("read through a stale cache entry")
+	}
+	if got, err := c.GetRange(ctx, "mail/x", 0, 7); err != nil || string(got) != "Subject" {
+		t.Fatalf("GetRange = %q, %v", got, err)
+	}
+	c.cacheMu.Lock()
+	fixed := c.cache["mail/x"].Replicas[0].Address != "127.0.0.1:1"
+	c.cacheMu.Unlock()
+	if !fixed {
+		t.Fatal("stale entry not replaced")
+	}
+	if err := c.Delete(ctx, "mail/x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ctx, "mail/x"); err == nil {
+		t.Fatal("Get after Delete through the same client succeeded")
+	}
+}
