@@ -1056,8 +1056,9 @@ func (s *Store) Expunge(ctx context.Context, user, name string, sel Selection) (
 // pairwise, and dst's UIDVALIDITY.
 func (s *Store) Copy(ctx context.Context, user, src, dst string, sel Selection, move bool) (srcUIDs, dstUIDs []uint32, uidValidity uint32, err error) {
 	src, dst = CanonicalMailbox(src), CanonicalMailbox(dst)
-	if src == dst {
-		return nil, nil, 0, fmt.Errorf("source and destination are the same mailbox: %w", ErrBadName)
+	same := src == dst
+	if same && move {
+		return nil, nil, 0, fmt.Errorf("MOVE into the same mailbox: %w", ErrBadName)
 	}
 	err = retry(ctx, func() error {
 		srcUIDs, dstUIDs = srcUIDs[:0], dstUIDs[:0]
@@ -1065,17 +1066,30 @@ func (s *Store) Copy(ctx context.Context, user, src, dst string, sel Selection, 
 		if err != nil {
 			return err
 		}
-		dm, err := s.readMailbox(ctx, user, dst)
-		if err != nil {
-			return err
+		dm := &sm // COPY into the selected mailbox itself is allowed
+		if !same {
+			d, err := s.readMailbox(ctx, user, dst)
+			if err != nil {
+				return err
+			}
+			dm = &d
 		}
 		msgs, err := s.messagesOf(ctx, user, sm, sel)
 		if err != nil {
 			return err
 		}
-		t := new(client.Txn).IfVersion(mboxKey(user, sm.Name), sm.Version).IfVersion(mboxKey(user, dm.Name), dm.Version)
+		var headers map[uint32][]byte
+		if len(msgs) > 8 {
+			if headers, err = s.Headers(ctx, user, sm); err != nil {
+				return err
+			}
+		}
+		t := new(client.Txn).IfVersion(mboxKey(user, sm.Name), sm.Version)
+		if !same {
+			t.IfVersion(mboxKey(user, dm.Name), dm.Version)
+			sm.HighestModSeq++
+		}
 		dm.HighestModSeq++
-		sm.HighestModSeq++
 		size := 0
 		for _, msg := range msgs {
 			if t.Len() > 3000 || size > 2<<20 {
@@ -1092,20 +1106,24 @@ func (s *Store) Copy(ctx context.Context, user, src, dst string, sel Selection, 
 				c.obj = newObjKey(user)
 				t.LinkObject(c.obj, msg.obj)
 			}
-			dm.add(c, 1)
-			t.Put(msgKey(user, dm.ID, c.UID), mustJSON(c.rec()))
 			if msg.headerCached {
-				h, ok, err := s.c.Record(ctx, hdrKey(user, sm.ID, msg.UID))
-				if err != nil {
-					return err
+				h, ok := headers[msg.UID]
+				if headers == nil {
+					r, found, err := s.c.Record(ctx, hdrKey(user, sm.ID, msg.UID))
+					if err != nil {
+						return err
+					}
+					h, ok = r.Value, found
 				}
 				if ok {
-					t.Put(hdrKey(user, dm.ID, c.UID), h.Value)
-					size += len(h.Value)
+					t.Put(hdrKey(user, dm.ID, c.UID), h)
+					size += len(h)
 				} else {
 					c.headerCached = false
 				}
 			}
+			dm.add(c, 1)
+			t.Put(msgKey(user, dm.ID, c.UID), mustJSON(c.rec()))
 			if move {
 				sm.add(msg, -1)
 				t.Delete(msgKey(user, sm.ID, msg.UID))

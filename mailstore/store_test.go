@@ -218,3 +218,29 @@ func TestStore_DeliverStoresOnceAndRefusesBadInput(t *testing.T) {
 		t.Fatalf("bad name = %v", err)
 	}
 }
+
+// COPY into the mailbox itself makes a second message (as mainstream
+// servers do); MOVE into it is refused.
+func TestStore_CopyIntoTheSameMailbox(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	s := newStore(t, cl.MasterAddrs())
+	ctx := ctxT(t)
+	if _, _, err := s.Append(ctx, "carol", "INBOX", msg(1)); err != nil {
+		t.Fatal(err)
+	}
+	src, dst, _, err := s.Copy(ctx, "carol", "INBOX", "inbox", UIDs(1), false)
+	if err != nil || !slices.Equal(src, []uint32{1}) || !slices.Equal(dst, []uint32{2}) {
+		t.Fatalf("Copy into itself = %v %v %v", src, dst, err)
+	}
+	m, _ := s.Mailbox(ctx, "carol", "INBOX")
+	msgs, _ := s.Messages(ctx, "carol", m)
+	if m.Messages != 2 || len(msgs) != 2 || len(objects(t, s, "carol")) != 2 {
+		t.Fatalf("after copying into itself: %+v, %d messages", m, len(msgs))
+	}
+	if h, err := s.Header(ctx, "carol", m, msgs[1]); err != nil || string(h) != "From: a@example.com\r\nSubject: 1\r\n\r\n" {
+		t.Fatalf("copy's header = %q, %v", h, err)
+	}
+	if _, _, _, err := s.Copy(ctx, "carol", "INBOX", "INBOX", UIDs(1), true); !errors.Is(err, ErrBadName) {
+		t.Fatalf("Move into itself = %v", err)
+	}
+}
