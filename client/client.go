@@ -45,6 +45,9 @@ var (
 	// whether it took effect (a Delete whose first attempt may have
 	// applied before the retry found the key gone).
 	ErrOutcomeUnknown = raisfs.ErrOutcomeUnknown
+	// ErrLeaseExpired: an upload's lease ended before the transaction
+	// that commits it; upload again.
+	ErrLeaseExpired = raisfs.ErrLeaseExpired
 )
 
 // Config configures a Client.

@@ -155,30 +155,13 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts *PutOpti
 		return err
 	}
 	for attempt := 0; attempt < 5 && ctx.Err() == nil; attempt++ {
-		var bp *masterpb.BeginPutResponse
-		err := c.call(ctx, "put "+key, func(ctx context.Context, m masterpb.MasterClient) (err error) {
-			bp, err = m.BeginPut(ctx, &masterpb.BeginPutRequest{Key: []byte(key), Hash: b.hash[:], Size: b.size, Class: opts.Class})
-			return err
-		})
+		bp, err := c.beginAndUpload(ctx, key, b, opts.Class, false)
 		if err != nil {
 			return Object{}, conflictOrUnknown(err)
 		}
 		if bp.Stored {
 			obj.Deduped = true
 			return obj, nil
-		}
-		if err := c.upload(ctx, b, bp); err != nil {
-			lastErr = err
-			c.log.Warn("upload failed; asking for another placement", "key", key, "err", err)
-			// Give the masters time to learn what went wrong (a member
-			// down, a volume full) before asking again.
-			t := time.NewTimer(time.Duration(25<<attempt) * time.Millisecond)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
-			continue
 		}
 		if failpoint.AckBeforeCommit { // a deliberate bug: see internal/failpoint
 			go c.call(context.WithoutCancel(ctx), "commit "+key, func(ctx context.Context, m masterpb.MasterClient) error {
@@ -222,6 +205,45 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts *PutOpti
 
 // upload sends the body to every replica at once and waits until the
 // write quorum has it durably (all of them, by default).
+// beginAndUpload asks the masters where to write b and uploads it there,
+// asking for another placement when an upload fails (a member down, a
+// volume full). The answer may say there is nothing to upload (Stored, or
+// Dedup with deferCommit).
+func (c *Client) beginAndUpload(ctx context.Context, key string, b *body, class string, deferCommit bool) (*masterpb.BeginPutResponse, error) {
+	var lastErr error
+	for attempt := 0; attempt < 5 && ctx.Err() == nil; attempt++ {
+		var bp *masterpb.BeginPutResponse
+		err := c.call(ctx, "put "+key, func(ctx context.Context, m masterpb.MasterClient) (err error) {
+			bp, err = m.BeginPut(ctx, &masterpb.BeginPutRequest{Key: []byte(key), Hash: b.hash[:], Size: b.size, Class: class, DeferCommit: deferCommit})
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if bp.Stored || bp.Dedup {
+			return bp, nil
+		}
+		if err := c.upload(ctx, b, bp); err != nil {
+			lastErr = err
+			c.log.Warn("upload failed; asking for another placement", "key", key, "err", err)
+			// Give the masters time to learn what went wrong before asking
+			// again.
+			t := time.NewTimer(time.Duration(25<<attempt) * time.Millisecond)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
+		return bp, nil
+	}
+	if lastErr == nil {
+		lastErr = ctx.Err()
+	}
+	return nil, fmt.Errorf("put %q: %w", key, lastErr)
+}
+
 func (c *Client) upload(ctx context.Context, b *body, bp *masterpb.BeginPutResponse) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(bp.Replicas))

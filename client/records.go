@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"time"
 
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
@@ -63,6 +65,21 @@ func (t *Txn) LinkObject(key, from string) *Txn {
 	return t
 }
 
+// CommitObject binds u's key to the bytes u uploaded: the object appears
+// when (and only if) the transaction commits, which must happen before
+// u.Expiry (ErrLeaseExpired otherwise: upload again).
+func (t *Txn) CommitObject(u *Upload) *Txn {
+	t.pb.Ops = append(t.pb.Ops, &txnpb.TxnOp{Op: &txnpb.TxnOp_CommitObject{CommitObject: u.commit(u.Key)}})
+	return t
+}
+
+// CommitObjectAs binds key (not u's own) to u's bytes: one upload, many
+// keys (a message delivered to several mailboxes).
+func (t *Txn) CommitObjectAs(key string, u *Upload) *Txn {
+	t.pb.Ops = append(t.pb.Ops, &txnpb.TxnOp{Op: &txnpb.TxnOp_CommitObject{CommitObject: u.commit(key)}})
+	return t
+}
+
 // Len is the number of compares and ops.
 func (t *Txn) Len() int { return len(t.pb.Compares) + len(t.pb.Ops) }
 
@@ -89,7 +106,8 @@ func (c *Client) Commit(ctx context.Context, t *Txn) (uint64, error) {
 			return err
 		}
 		if e := rpcerr.FromStatus(err); errors.Is(e, raisfs.ErrNotLeader) || errors.Is(e, raisfs.ErrCompareFailed) ||
-			errors.Is(e, raisfs.ErrInvalidArgument) || errors.Is(e, raisfs.ErrNotFound) || errors.Is(e, raisfs.ErrConflict) {
+			errors.Is(e, raisfs.ErrInvalidArgument) || errors.Is(e, raisfs.ErrNotFound) || errors.Is(e, raisfs.ErrConflict) ||
+			errors.Is(e, raisfs.ErrLeaseExpired) || errors.Is(e, raisfs.ErrPermissionDenied) {
 			return err
 		}
 		outcomeUnknown = fmt.Errorf("a txn attempt failed after it may have applied (%v): %w", rpcerr.FromStatus(err), ErrOutcomeUnknown)
@@ -150,4 +168,57 @@ func (c *Client) Record(ctx context.Context, key string) (r Record, ok bool, err
 		return Record{}, false, nil
 	}
 	return p.Records[0], true, nil
+}
+
+// Upload is a blob stored durably on its replicas, waiting to be bound to
+// a key by a transaction (Txn.CommitObject).
+type Upload struct {
+	Key  string
+	Hash [32]byte
+	Size int64
+	// Expiry is when the write lease ends: commit before it.
+	Expiry time.Time
+
+	class  string
+	volume uint64 // 0: the content was stored already (dedup)
+	lease  string
+	expiry int64
+}
+
+func (u *Upload) commit(key string) *txnpb.ObjectCommit {
+	return &txnpb.ObjectCommit{Key: []byte(key), Hash: u.Hash[:], Size: u.Size, Class: u.class,
+		Volume: u.volume, Lease: u.lease, LeaseExpiryUnixNano: u.expiry}
+}
+
+// Upload stores r's bytes on their replicas, durably, as Put does, but
+// does not bind key: a transaction does (Txn.CommitObject), together with
+// the records that name the object, so that the two appear at once or not
+// at all. Bytes that are never committed are reclaimed once the lease
+// expires. Content stored already is not uploaded again.
+func (c *Client) Upload(ctx context.Context, key string, r io.Reader, opts *PutOptions) (*Upload, error) {
+	if err := validKey(key); err != nil {
+		return nil, err
+	}
+	if opts == nil {
+		opts = &PutOptions{}
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	b, err := c.spool(ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("upload %q: %w", key, err)
+	}
+	defer b.close()
+	bp, err := c.beginAndUpload(ctx, key, b, opts.Class, true)
+	if err != nil {
+		return nil, err
+	}
+	u := &Upload{Key: key, Hash: b.hash, Size: b.size, class: opts.Class}
+	if !bp.Stored && !bp.Dedup {
+		u.volume, u.lease, u.expiry = bp.Volume, bp.Lease, bp.LeaseExpiryUnixNano
+		u.Expiry = time.Unix(0, bp.LeaseExpiryUnixNano)
+	} else {
+		u.Expiry = time.Now().Add(24 * time.Hour) // a bind to a live blob has no lease
+	}
+	return u, nil
 }

@@ -95,3 +95,45 @@ func TestClient_TxnCounterIsLinearizable(t *testing.T) {
 		t.Fatalf("counter = %q, %v; want %d", r.Value, err, 2*perClient)
 	}
 }
+
+// An upload becomes an object only when the transaction that commits it
+// does; one upload can be bound to several keys; content stored already
+// is not uploaded again.
+func TestClient_UploadCommittedByTxn(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	c := mustClient(t, cl.MasterAddrs(), nil)
+	ctx := ctxT(t)
+	body := []byte("Subject: up\r\n\r\nuploaded\r\n")
+	u, err := c.Upload(ctx, "mail/u1", bytes.NewReader(body), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stat(ctx, "mail/u1"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("Stat before the commit = %v, want not found", err)
+	}
+	// A failed compare: neither the object nor the record.
+	if _, err := c.Commit(ctx, new(client.Txn).IfVersion("idx", 99).CommitObject(u).Put("idx", []byte("1"))); !errors.Is(err, client.ErrCompareFailed) {
+		t.Fatalf("Commit with a stale compare = %v", err)
+	}
+	if _, err := c.Stat(ctx, "mail/u1"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("Stat after a failed commit = %v, want not found", err)
+	}
+	if _, err := c.Commit(ctx, new(client.Txn).IfVersion("idx", 0).CommitObject(u).CommitObjectAs("mail/u2", u).Put("idx", []byte("1"))); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"mail/u1", "mail/u2"} {
+		if got := mustGet(t, c, k); !bytes.Equal(got, body) {
+			t.Fatalf("%s reads %q", k, got)
+		}
+	}
+	u3, err := c.Upload(ctx, "mail/u3", bytes.NewReader(body), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Commit(ctx, new(client.Txn).CommitObject(u3)); err != nil {
+		t.Fatalf("commit of a deduplicated upload: %v", err)
+	}
+	if st, err := c.Stat(ctx, "mail/u3"); err != nil || st.Hash != u.Hash {
+		t.Fatalf("Stat(u3) = %+v, %v", st, err)
+	}
+}

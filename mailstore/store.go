@@ -16,10 +16,11 @@
 //	hdr/ID/UID         the message's header block (for ENVELOPE, HEADER
 //	                   fetches and header searches without reading bodies)
 //
-// Objects: "mail/u/USER/b/RANDOM", one per message record. A message
-// delivered to many users is uploaded once; the other recipients' objects
-// are links to the same blob (one more reference, no copy), and the bytes
-// go when the last reference is expunged.
+// Objects: "mail/u/USER/b/RANDOM", one per message record, committed in
+// the same transaction as the record (client.Upload, Txn.CommitObject). A
+// message delivered to many users is uploaded once and committed under
+// each recipient's key (one more reference to the same blob, no copy); a
+// COPY is a link; the bytes go when the last reference is expunged.
 package mailstore
 
 import (
@@ -684,31 +685,39 @@ func (s *Store) Append(ctx context.Context, user, name string, msg NewMessage) (
 	if !ValidUser(user) || !ValidMailbox(CanonicalMailbox(name)) {
 		return 0, 0, fmt.Errorf("append to %q for %q: %w", name, user, ErrBadName)
 	}
-	// No look-up first: index fails on a missing mailbox, and the object
-	// is taken back.
+	// The bytes are uploaded, then committed in the same transaction as
+	// the index entry: the message appears whole or not at all. An upload
+	// whose lease ran out meanwhile is made again.
 	obj := newObjKey(user)
-	if _, err := s.c.Put(ctx, obj, bytes.NewReader(msg.Body), nil); err != nil {
-		return 0, 0, fmt.Errorf("store message: %w", err)
-	}
-	uv, uid, err := s.index(ctx, user, name, obj, "", msg.Body, flags, msg.Date)
-	if err != nil && certainlyNotIndexed(err) {
-		// The object is not indexed: take it back (best effort; a sweep
-		// finds what a crash leaves).
-		if derr := s.c.Delete(context.WithoutCancel(ctx), obj); derr != nil {
-			s.log.Warn("unindexed message object left behind", "obj", obj, "err", derr)
+	for attempt := 0; ; attempt++ {
+		up, err := s.c.Upload(ctx, obj, bytes.NewReader(msg.Body), nil)
+		if err != nil {
+			return 0, 0, fmt.Errorf("store message: %w", err)
 		}
+		uv, uid, err := s.index(ctx, user, name, obj, up, msg.Body, flags, msg.Date)
+		if attempt < 2 && uploadGone(err) {
+			continue
+		}
+		return uv, uid, err
 	}
-	return uv, uid, err
+}
+
+// uploadGone reports whether err says an upload can no longer be
+// committed (its lease ended, or the blob it deduplicated onto was
+// deleted meanwhile): upload again.
+func uploadGone(err error) bool {
+	return errors.Is(err, client.ErrLeaseExpired) || (errors.Is(err, client.ErrNotFound) && !errors.Is(err, ErrNoMailbox))
 }
 
 // indexReq is one message waiting to be indexed.
 type indexReq struct {
-	obj, from string // from: link obj to from's bytes
-	hdr       []byte // the header block, if it is cached
-	size      int64
-	hlen      int64
-	flags     []string
-	date      time.Time
+	obj   string         // the message's object key
+	up    *client.Upload // its bytes, committed as obj with the entry
+	hdr   []byte         // the header block, if it is cached
+	size  int64
+	hlen  int64
+	flags []string
+	date  time.Time
 	// Filled in when done is closed.
 	uidValidity, uid uint32
 	err              error
@@ -724,19 +733,19 @@ type mboxQueue struct {
 // maxIndexBatch bounds the messages indexed in one transaction.
 const maxIndexBatch = 128
 
-// index adds the index entry for a message whose bytes are object obj
-// (or, with from set, a new object obj linked to from's bytes).
+// index adds the index entry for a message and commits its bytes (up) as
+// object obj in the same transaction.
 //
 // Group commit: messages for the same mailbox that arrive while a
 // transaction for it is in flight wait and go together in the next one
 // (one Raft commit, consecutive UIDs), instead of each competing for the
 // mailbox record's version and retrying.
-func (s *Store) index(ctx context.Context, user, name, obj, from string, body []byte, flags []string, date time.Time) (uidValidity, uid uint32, err error) {
+func (s *Store) index(ctx context.Context, user, name, obj string, up *client.Upload, body []byte, flags []string, date time.Time) (uidValidity, uid uint32, err error) {
 	if date.IsZero() {
 		date = time.Now()
 	}
 	hlen := headerBlock(body)
-	r := &indexReq{obj: obj, from: from, size: int64(len(body)), hlen: int64(hlen), flags: flags, date: date, done: make(chan struct{})}
+	r := &indexReq{obj: obj, up: up, size: int64(len(body)), hlen: int64(hlen), flags: flags, date: date, done: make(chan struct{})}
 	if hlen <= maxHeaderCache {
 		r.hdr = bytes.Clone(body[:hlen])
 	}
@@ -786,7 +795,7 @@ func (s *Store) indexBatch(ctx context.Context, user, name string, batch []*inde
 	}()
 	err := s.commitBatch(ctx, user, name, batch)
 	if err != nil && len(batch) > 1 && certainlyNotIndexed(err) && !errors.Is(err, ErrNoMailbox) && !errors.Is(err, ErrBusy) {
-		// One message (a link whose source went away) may have failed the
+		// One message (an upload whose lease ran out) may have failed the
 		// whole batch: go one by one so the others are not refused with it.
 		for _, r := range batch {
 			r.err = s.commitBatch(ctx, user, name, []*indexReq{r})
@@ -817,9 +826,7 @@ func (s *Store) commitBatch(ctx context.Context, user, name string, batch []*ind
 			if r.hdr != nil {
 				t.Put(hdrKey(user, m.ID, r.uid), r.hdr)
 			}
-			if r.from != "" {
-				t.LinkObject(r.obj, r.from)
-			}
+			t.CommitObjectAs(r.obj, r.up)
 		}
 		t.Put(mboxKey(user, m.Name), mustJSON(m.rec()))
 		_, err = s.c.Commit(ctx, t)
@@ -843,11 +850,12 @@ func (s *Store) commitBatch(ctx context.Context, user, name string, batch []*ind
 	})
 }
 
-// certainlyNotIndexed reports whether err from index means the message is certainly
-// not in the index (so its object can be taken back).
+// certainlyNotIndexed reports whether err from index means the message is
+// certainly not in the index.
 func certainlyNotIndexed(err error) bool {
 	return errors.Is(err, ErrNoMailbox) || errors.Is(err, ErrBadName) || errors.Is(err, ErrBusy) ||
-		errors.Is(err, client.ErrInvalidArgument) || errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrConflict)
+		errors.Is(err, client.ErrInvalidArgument) || errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrConflict) ||
+		errors.Is(err, client.ErrLeaseExpired)
 }
 
 // add counts msg into (n=1) or out of (n=-1) m's totals.
@@ -880,7 +888,9 @@ func (s *Store) Deliver(ctx context.Context, rcpts []Recipient, body []byte, dat
 		}
 		return errs
 	}
-	first := "" // the object the bytes were uploaded under
+	// One upload; each recipient's transaction commits it under its own
+	// key (one more reference to the same bytes).
+	var up *client.Upload
 	for i, r := range rcpts {
 		name := r.Mailbox
 		if name == "" {
@@ -891,23 +901,23 @@ func (s *Store) Deliver(ctx context.Context, rcpts []Recipient, body []byte, dat
 			continue
 		}
 		obj := newObjKey(r.User)
-		from := first
-		if first == "" {
-			if _, err := s.c.Put(ctx, obj, bytes.NewReader(body), nil); err != nil {
-				errs[i] = fmt.Errorf("store message: %w", err)
+		for attempt := 0; ; attempt++ {
+			if up == nil {
+				u, err := s.c.Upload(ctx, obj, bytes.NewReader(body), nil)
+				if err != nil {
+					errs[i] = fmt.Errorf("store message: %w", err)
+					break
+				}
+				up = u
+			}
+			_, _, err := s.index(ctx, r.User, name, obj, up, body, nil, date)
+			if attempt < 2 && uploadGone(err) {
+				up = nil
 				continue
 			}
+			errs[i] = err
+			break
 		}
-		_, _, err := s.index(ctx, r.User, name, obj, from, body, nil, date)
-		switch {
-		case err != nil && first == "" && certainlyNotIndexed(err):
-			if derr := s.c.Delete(context.WithoutCancel(ctx), obj); derr != nil {
-				s.log.Warn("unindexed message object left behind", "obj", obj, "err", derr)
-			}
-		case err == nil && first == "":
-			first = obj
-		}
-		errs[i] = err
 	}
 	return errs
 }

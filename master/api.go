@@ -266,8 +266,12 @@ func (s *Server) BeginPut(ctx context.Context, req *masterpb.BeginPutRequest) (*
 	if err == nil && string(obj.Hash) == string(req.Hash) {
 		return &masterpb.BeginPutResponse{Stored: true}, nil
 	}
-	// Dedup: the content is stored already; bind the key now.
+	// Dedup: the content is stored already; bind the key now (or, for a
+	// commit in a transaction, say so and let the transaction bind it).
 	if blob, err := s.fsm.Blob(req.Hash); err == nil && blob.Size == req.Size {
+		if req.DeferCommit {
+			return &masterpb.BeginPutResponse{Dedup: true}, nil
+		}
 		_, err := s.apply(ctx, &fsmpb.PutObject{Key: req.Key, Hash: req.Hash, Size: req.Size, Class: class.Name})
 		if err == nil {
 			s.metrics.dedups.Inc()
@@ -297,22 +301,31 @@ func (s *Server) BeginPut(ctx context.Context, req *masterpb.BeginPutRequest) (*
 func isBlobGone(err error) bool { return errors.Is(err, raftfsm.ErrBlobGone) }
 
 // CommitPut implements masterpb.MasterServer.
+// checkPutLease checks that lease is this master group's write lease for
+// blob hash in volume, expiring at expiryUnixNano: it proves the group
+// chose the volume for this blob; the expiry is what the state machine
+// checks against commit time.
+func (s *Server) checkPutLease(hash []byte, volume uint64, lease string, expiryUnixNano int64) error {
+	h, err := hashFrom(hash)
+	if err != nil {
+		return err
+	}
+	expiry, err := raisfs.CheckLease(s.fsm.LeaseKey(), lease, raisfs.LeaseOpPut, raisfs.VolumeID(volume), h)
+	if err != nil {
+		return err
+	}
+	if expiry.UnixNano() != expiryUnixNano {
+		return fmt.Errorf("lease expiry does not match the token: %w", raisfs.ErrPermissionDenied)
+	}
+	return nil
+}
+
 func (s *Server) CommitPut(ctx context.Context, req *masterpb.CommitPutRequest) (*masterpb.CommitPutResponse, error) {
 	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.CommitPut); ok || err != nil {
 		return resp, err
 	}
-	h, err := hashFrom(req.Hash)
-	if err != nil {
+	if err := s.checkPutLease(req.Hash, req.Volume, req.Lease, req.LeaseExpiryUnixNano); err != nil {
 		return nil, err
-	}
-	// The lease proves this master group chose the volume for this blob;
-	// its expiry is what the state machine checks against commit time.
-	expiry, err := raisfs.CheckLease(s.fsm.LeaseKey(), req.Lease, raisfs.LeaseOpPut, raisfs.VolumeID(req.Volume), h)
-	if err != nil {
-		return nil, err
-	}
-	if expiry.UnixNano() != req.LeaseExpiryUnixNano {
-		return nil, fmt.Errorf("lease expiry does not match the token: %w", raisfs.ErrPermissionDenied)
 	}
 	r, err := s.apply(ctx, &fsmpb.PutObject{
 		Key: req.Key, Hash: req.Hash, Size: req.Size, Class: req.Class,

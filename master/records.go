@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/raisfs/raisfs/api/masterpb"
 	"github.com/raisfs/raisfs/api/txnpb"
@@ -18,6 +19,17 @@ func (s *Server) Txn(ctx context.Context, req *txnpb.Txn) (*masterpb.TxnResponse
 	}
 	if err := raftfsm.ValidateTxn(req); err != nil {
 		return nil, err
+	}
+	// Commits of uploads carry the write lease the upload was made under,
+	// checked as CommitPut checks it; the state machine checks its expiry.
+	for _, op := range req.Ops {
+		c, ok := op.Op.(*txnpb.TxnOp_CommitObject)
+		if !ok || c.CommitObject.Volume == 0 {
+			continue
+		}
+		if err := s.checkPutLease(c.CommitObject.Hash, c.CommitObject.Volume, c.CommitObject.Lease, c.CommitObject.LeaseExpiryUnixNano); err != nil {
+			return nil, fmt.Errorf("txn: commit %q: %w", c.CommitObject.Key, err)
+		}
 	}
 	r, err := s.apply(ctx, req)
 	if err != nil {

@@ -425,60 +425,85 @@ func pendingKey(hash []byte, vol uint64) []byte {
 	return append(k, u64(vol)...)
 }
 
-func applyPut(tx *bolt.Tx, d *deltas, p *fsmpb.PutObject, now int64) (Result, error) {
+// checkPut validates a PutObject against the state without writing.
+// skip is true when it would change nothing (the same commit applied
+// before, or the key already bound to this content); reject is a domain
+// rejection; err a storage failure.
+func checkPut(tx *bolt.Tx, p *fsmpb.PutObject, now int64) (skip bool, reject, err error) {
 	if err := ValidateKey(p.Key); err != nil {
-		return reject(err)
+		return false, err, nil
 	}
 	if len(p.Hash) != raisfs.HashSize || p.Size < 0 {
-		return reject(fmt.Errorf("put: bad hash or size: %w", raisfs.ErrInvalidArgument))
+		return false, fmt.Errorf("put: bad hash or size: %w", raisfs.ErrInvalidArgument), nil
+	}
+	if p.Volume != 0 && tx.Bucket(bucketCommits).Get(commitMarker(p)) != nil {
+		return true, nil, nil // this very commit applied before: never twice
+	}
+	var existing fsmpb.Object
+	if ok, err := getProto(tx.Bucket(bucketObjects), p.Key, &existing); err != nil {
+		return false, nil, err
+	} else if ok {
+		if bytes.Equal(existing.Hash, p.Hash) {
+			return true, nil, nil // idempotent retry
+		}
+		return false, fmt.Errorf("key %q is bound to other content: %w", truncKey(p.Key), raisfs.ErrConflict), nil
+	}
+	// An upload's commit is valid only within its lease, whether or not
+	// the blob exists by now (its marker is kept only that long).
+	if p.Volume != 0 && p.LeaseExpiryUnixNano < now {
+		return false, fmt.Errorf("put: lease expired %s before commit: %w",
+			time.Duration(now-p.LeaseExpiryUnixNano), raisfs.ErrLeaseExpired), nil
+	}
+	var blob fsmpb.Blob
+	have, err := getProto(tx.Bucket(bucketBlobs), p.Hash, &blob)
+	if err != nil {
+		return false, nil, err
+	}
+	switch {
+	case have:
+		if blob.Size != p.Size {
+			return false, fmt.Errorf("put: blob is %d bytes, put says %d: %w", blob.Size, p.Size, raisfs.ErrInvalidArgument), nil
+		}
+	case p.Volume == 0:
+		return false, ErrBlobGone, nil
+	default:
+		var vol fsmpb.Volume
+		if ok, err := getProto(tx.Bucket(bucketVolumes), u64(p.Volume), &vol); err != nil {
+			return false, nil, err
+		} else if !ok {
+			return false, fmt.Errorf("put: volume %d: %w", p.Volume, raisfs.ErrNotFound), nil
+		}
+		if tx.Bucket(bucketPending).Get(pendingKey(p.Hash, p.Volume)) != nil {
+			return false, ErrBlobBeingDeleted, nil
+		}
+	}
+	return false, nil, nil
+}
+
+func applyPut(tx *bolt.Tx, d *deltas, p *fsmpb.PutObject, now int64) (Result, error) {
+	skip, rej, err := checkPut(tx, p, now)
+	switch {
+	case err != nil:
+		return Result{}, err
+	case rej != nil:
+		return reject(rej)
+	case skip:
+		return Result{Created: false}, nil
 	}
 	objects, blobs := tx.Bucket(bucketObjects), tx.Bucket(bucketBlobs)
 	commits := tx.Bucket(bucketCommits)
 	var marker []byte
 	if p.Volume != 0 {
 		marker = commitMarker(p)
-		if commits.Get(marker) != nil {
-			return Result{Created: false}, nil // this very commit applied before: never twice
-		}
-	}
-	var existing fsmpb.Object
-	if ok, err := getProto(objects, p.Key, &existing); err != nil {
-		return Result{}, err
-	} else if ok {
-		if bytes.Equal(existing.Hash, p.Hash) {
-			return Result{Created: false}, nil // idempotent retry
-		}
-		return reject(fmt.Errorf("key %q is bound to other content: %w", truncKey(p.Key), raisfs.ErrConflict))
-	}
-	// An upload's commit is valid only within its lease, whether or not
-	// the blob exists by now (its marker is kept only that long).
-	if p.Volume != 0 && p.LeaseExpiryUnixNano < now {
-		return reject(fmt.Errorf("put: lease expired %s before commit: %w",
-			time.Duration(now-p.LeaseExpiryUnixNano), raisfs.ErrLeaseExpired))
 	}
 	var blob fsmpb.Blob
 	have, err := getProto(blobs, p.Hash, &blob)
 	if err != nil {
 		return Result{}, err
 	}
-	switch {
-	case have:
-		if blob.Size != p.Size {
-			return reject(fmt.Errorf("put: blob is %d bytes, put says %d: %w", blob.Size, p.Size, raisfs.ErrInvalidArgument))
-		}
+	if have {
 		blob.Refs++
-	case p.Volume == 0:
-		return reject(ErrBlobGone)
-	default:
-		var vol fsmpb.Volume
-		if ok, err := getProto(tx.Bucket(bucketVolumes), u64(p.Volume), &vol); err != nil {
-			return Result{}, err
-		} else if !ok {
-			return reject(fmt.Errorf("put: volume %d: %w", p.Volume, raisfs.ErrNotFound))
-		}
-		if tx.Bucket(bucketPending).Get(pendingKey(p.Hash, p.Volume)) != nil {
-			return reject(ErrBlobBeingDeleted)
-		}
+	} else { // checked: a live volume, not being deleted from
 		blob = fsmpb.Blob{Volume: p.Volume, Size: p.Size, Refs: 1}
 		d.blobs++
 		d.blobBytes += p.Size

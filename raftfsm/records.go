@@ -84,6 +84,17 @@ func ValidateTxn(t *txnpb.Txn) error {
 			if err := once(objects, o.DeleteObject); err != nil {
 				return err
 			}
+		case *txnpb.TxnOp_CommitObject:
+			c := o.CommitObject
+			if err := ValidateKey(c.Key); err != nil {
+				return err
+			}
+			if len(c.Hash) != raisfs.HashSize || c.Size < 0 {
+				return bad("commit of %q: bad hash or size", truncKey(c.Key))
+			}
+			if err := once(objects, c.Key); err != nil {
+				return err
+			}
 		case *txnpb.TxnOp_LinkObject:
 			if err := ValidateKey(o.LinkObject.Key); err != nil {
 				return err
@@ -151,11 +162,37 @@ func applyTxn(tx *bolt.Tx, d *deltas, t *txnpb.Txn, now int64) (Result, error) {
 		}
 		links = append(links, &fsmpb.PutObject{Key: l.LinkObject.Key, Hash: from.Hash, Size: from.Size, Class: from.Class})
 	}
+	// Commits of uploaded blobs: checked as PutObject is.
+	var commits []*fsmpb.PutObject
+	for _, op := range t.Ops {
+		c, ok := op.Op.(*txnpb.TxnOp_CommitObject)
+		if !ok {
+			continue
+		}
+		p := putOf(c.CommitObject)
+		_, rej, err := checkPut(tx, p, now)
+		if err != nil {
+			return Result{}, err
+		}
+		if rej != nil {
+			return reject(fmt.Errorf("txn: commit %q: %w", truncKey(p.Key), rej))
+		}
+		commits = append(commits, p)
+	}
 	// Everything checked: write.
 	meta := tx.Bucket(bucketMeta)
 	rev := getU64(meta.Get(keyRevision)) + 1
 	if err := meta.Put(keyRevision, u64(rev)); err != nil {
 		return Result{}, err
+	}
+	for _, p := range commits {
+		r, err := applyPut(tx, d, p, now)
+		if err != nil {
+			return Result{}, err
+		}
+		if r.Err != nil {
+			return Result{}, fmt.Errorf("txn: commit %q after checking: %w", truncKey(p.Key), r.Err)
+		}
 	}
 	for _, p := range links {
 		// Volume 0: a dedup bind onto the live blob, which applyPut cannot
@@ -192,6 +229,11 @@ func applyTxn(tx *bolt.Tx, d *deltas, t *txnpb.Txn, now int64) (Result, error) {
 		}
 	}
 	return Result{Revision: rev}, nil
+}
+
+// putOf is the PutObject an ObjectCommit amounts to.
+func putOf(c *txnpb.ObjectCommit) *fsmpb.PutObject {
+	return &fsmpb.PutObject{Key: c.Key, Hash: c.Hash, Size: c.Size, Class: c.Class, Volume: c.Volume, LeaseExpiryUnixNano: c.LeaseExpiryUnixNano}
 }
 
 // RecordKV is one record as read.

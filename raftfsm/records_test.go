@@ -110,3 +110,34 @@ func TestTxn_LinkAndDeleteObjects(t *testing.T) {
 		t.Fatal("last reference gone but the blob's needle is not queued for deletion")
 	}
 }
+
+// An uploaded blob committed inside a Txn appears with its records, or
+// (lease expired, key taken) neither does; a retried commit is not
+// counted twice; volume 0 binds to a live blob.
+func TestTxn_CommitObject(t *testing.T) {
+	h := newHarness(t)
+	vol := h.volume()
+	commit := func(key string, hash []byte, vol uint64, expiry int64) *txnpb.TxnOp {
+		return &txnpb.TxnOp{Op: &txnpb.TxnOp_CommitObject{CommitObject: &txnpb.ObjectCommit{Key: []byte(key), Hash: hash, Size: 100, Volume: vol, LeaseExpiryUnixNano: expiry}}}
+	}
+	a := hashOf("A")
+	h.ok(&txnpb.Txn{Ops: []*txnpb.TxnOp{commit("b/1", a, vol, h.lease()), put("idx/1", "b/1")}})
+	if o, err := h.f.Object([]byte("b/1")); err != nil || o.Size != 100 {
+		t.Fatalf("committed object = %v, %v", o, err)
+	}
+	h.ok(&txnpb.Txn{Ops: []*txnpb.TxnOp{commit("b/1", a, vol, h.lease())}}) // the same commit again
+	if b, _ := h.f.Blob(a); b.Refs != 1 {
+		t.Fatalf("refs after a repeated commit = %d", b.Refs)
+	}
+	// Another recipient's key for the same upload, and a dedup bind.
+	h.ok(&txnpb.Txn{Ops: []*txnpb.TxnOp{commit("b/2", a, vol, h.lease()), commit("b/3", a, 0, 0)}})
+	if b, _ := h.f.Blob(a); b.Refs != 3 {
+		t.Fatalf("refs after two more keys = %d", b.Refs)
+	}
+	// Rejections write nothing, records included.
+	h.rejected(&txnpb.Txn{Ops: []*txnpb.TxnOp{commit("b/4", hashOf("B"), vol, h.now-1), put("idx/4", "x")}}, raisfs.ErrLeaseExpired)
+	h.rejected(&txnpb.Txn{Ops: []*txnpb.TxnOp{commit("b/1", hashOf("B"), vol, h.lease()), put("idx/5", "x")}}, raisfs.ErrConflict)
+	h.rejected(&txnpb.Txn{Ops: []*txnpb.TxnOp{commit("b/6", hashOf("C"), 0, 0), put("idx/6", "x")}}, raisfs.ErrNotFound)
+	h.rejected(&txnpb.Txn{Ops: []*txnpb.TxnOp{commit("b/7", hashOf("D"), 999, h.lease())}}, raisfs.ErrNotFound)
+	h.rejected(&txnpb.Txn{Ops: []*txnpb.TxnOp{commit("b/8", []byte("short"), vol, h.lease())}}, raisfs.ErrInvalidArgument)
+}

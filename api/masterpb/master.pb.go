@@ -302,11 +302,15 @@ func (x *Replica) GetAddress() string {
 }
 
 type BeginPutRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Hash          []byte                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"` // BLAKE3-256 of the content
-	Size          int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
-	Class         string                 `protobuf:"bytes,4,opt,name=class,proto3" json:"class,omitempty"` // replication class; empty for the default
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Hash  []byte                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"` // BLAKE3-256 of the content
+	Size  int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Class string                 `protobuf:"bytes,4,opt,name=class,proto3" json:"class,omitempty"` // replication class; empty for the default
+	// The key will be bound by a transaction (txn ObjectCommit), not by
+	// CommitPut: when the content is stored already, answer dedup instead
+	// of binding the key now.
+	DeferCommit   bool `protobuf:"varint,5,opt,name=defer_commit,json=deferCommit,proto3" json:"defer_commit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -369,6 +373,13 @@ func (x *BeginPutRequest) GetClass() string {
 	return ""
 }
 
+func (x *BeginPutRequest) GetDeferCommit() bool {
+	if x != nil {
+		return x.DeferCommit
+	}
+	return false
+}
+
 type BeginPutResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// True when the key is now bound to this content: nothing to upload.
@@ -379,7 +390,10 @@ type BeginPutResponse struct {
 	Lease               string `protobuf:"bytes,4,opt,name=lease,proto3" json:"lease,omitempty"`
 	LeaseExpiryUnixNano int64  `protobuf:"varint,5,opt,name=lease_expiry_unix_nano,json=leaseExpiryUnixNano,proto3" json:"lease_expiry_unix_nano,omitempty"`
 	// Replicas that must hold the blob durably before CommitPut.
-	WriteQuorum   uint32 `protobuf:"varint,6,opt,name=write_quorum,json=writeQuorum,proto3" json:"write_quorum,omitempty"`
+	WriteQuorum uint32 `protobuf:"varint,6,opt,name=write_quorum,json=writeQuorum,proto3" json:"write_quorum,omitempty"`
+	// With defer_commit: the content is stored already; commit with
+	// volume 0, nothing to upload.
+	Dedup         bool `protobuf:"varint,7,opt,name=dedup,proto3" json:"dedup,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -454,6 +468,13 @@ func (x *BeginPutResponse) GetWriteQuorum() uint32 {
 		return x.WriteQuorum
 	}
 	return 0
+}
+
+func (x *BeginPutResponse) GetDedup() bool {
+	if x != nil {
+		return x.Dedup
+	}
+	return false
 }
 
 type CommitPutRequest struct {
@@ -2470,19 +2491,21 @@ const file_master_proto_rawDesc = "" +
 	"\brevision\x18\x03 \x01(\x04R\brevision\"3\n" +
 	"\aReplica\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"a\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\x84\x01\n" +
 	"\x0fBeginPutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\fR\x04hash\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x14\n" +
-	"\x05class\x18\x04 \x01(\tR\x05class\"\xe7\x01\n" +
+	"\x05class\x18\x04 \x01(\tR\x05class\x12!\n" +
+	"\fdefer_commit\x18\x05 \x01(\bR\vdeferCommit\"\xfd\x01\n" +
 	"\x10BeginPutResponse\x12\x16\n" +
 	"\x06stored\x18\x01 \x01(\bR\x06stored\x12\x16\n" +
 	"\x06volume\x18\x02 \x01(\x04R\x06volume\x125\n" +
 	"\breplicas\x18\x03 \x03(\v2\x19.raisfs.master.v1.ReplicaR\breplicas\x12\x14\n" +
 	"\x05lease\x18\x04 \x01(\tR\x05lease\x123\n" +
 	"\x16lease_expiry_unix_nano\x18\x05 \x01(\x03R\x13leaseExpiryUnixNano\x12!\n" +
-	"\fwrite_quorum\x18\x06 \x01(\rR\vwriteQuorum\"\xc5\x01\n" +
+	"\fwrite_quorum\x18\x06 \x01(\rR\vwriteQuorum\x12\x14\n" +
+	"\x05dedup\x18\a \x01(\bR\x05dedup\"\xc5\x01\n" +
 	"\x10CommitPutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\fR\x04hash\x12\x12\n" +

@@ -145,6 +145,7 @@ type TxnOp struct {
 	//	*TxnOp_Delete
 	//	*TxnOp_DeleteObject
 	//	*TxnOp_LinkObject
+	//	*TxnOp_CommitObject
 	Op            isTxnOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -223,6 +224,15 @@ func (x *TxnOp) GetLinkObject() *LinkObject {
 	return nil
 }
 
+func (x *TxnOp) GetCommitObject() *ObjectCommit {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_CommitObject); ok {
+			return x.CommitObject
+		}
+	}
+	return nil
+}
+
 type isTxnOp_Op interface {
 	isTxnOp_Op()
 }
@@ -243,6 +253,10 @@ type TxnOp_LinkObject struct {
 	LinkObject *LinkObject `protobuf:"bytes,4,opt,name=link_object,json=linkObject,proto3,oneof"`
 }
 
+type TxnOp_CommitObject struct {
+	CommitObject *ObjectCommit `protobuf:"bytes,5,opt,name=commit_object,json=commitObject,proto3,oneof"`
+}
+
 func (*TxnOp_Put) isTxnOp_Op() {}
 
 func (*TxnOp_Delete) isTxnOp_Op() {}
@@ -250,6 +264,107 @@ func (*TxnOp_Delete) isTxnOp_Op() {}
 func (*TxnOp_DeleteObject) isTxnOp_Op() {}
 
 func (*TxnOp_LinkObject) isTxnOp_Op() {}
+
+func (*TxnOp_CommitObject) isTxnOp_Op() {}
+
+// ObjectCommit binds key to a blob uploaded under a write lease (what
+// CommitPut does), inside the transaction: the object and the records
+// that name it appear together or not at all.
+type ObjectCommit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Hash  []byte                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	Size  int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Class string                 `protobuf:"bytes,4,opt,name=class,proto3" json:"class,omitempty"`
+	// 0: bind to the live blob with this hash (no bytes were uploaded).
+	Volume uint64 `protobuf:"varint,5,opt,name=volume,proto3" json:"volume,omitempty"`
+	// The write lease of the upload (checked by the leader before it
+	// proposes the transaction) and its expiry (checked by the state
+	// machine against the commit's time).
+	Lease               string `protobuf:"bytes,6,opt,name=lease,proto3" json:"lease,omitempty"`
+	LeaseExpiryUnixNano int64  `protobuf:"varint,7,opt,name=lease_expiry_unix_nano,json=leaseExpiryUnixNano,proto3" json:"lease_expiry_unix_nano,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ObjectCommit) Reset() {
+	*x = ObjectCommit{}
+	mi := &file_api_txnpb_txn_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectCommit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectCommit) ProtoMessage() {}
+
+func (x *ObjectCommit) ProtoReflect() protoreflect.Message {
+	mi := &file_api_txnpb_txn_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectCommit.ProtoReflect.Descriptor instead.
+func (*ObjectCommit) Descriptor() ([]byte, []int) {
+	return file_api_txnpb_txn_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ObjectCommit) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *ObjectCommit) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+func (x *ObjectCommit) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ObjectCommit) GetClass() string {
+	if x != nil {
+		return x.Class
+	}
+	return ""
+}
+
+func (x *ObjectCommit) GetVolume() uint64 {
+	if x != nil {
+		return x.Volume
+	}
+	return 0
+}
+
+func (x *ObjectCommit) GetLease() string {
+	if x != nil {
+		return x.Lease
+	}
+	return ""
+}
+
+func (x *ObjectCommit) GetLeaseExpiryUnixNano() int64 {
+	if x != nil {
+		return x.LeaseExpiryUnixNano
+	}
+	return 0
+}
 
 type RecordPut struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -261,7 +376,7 @@ type RecordPut struct {
 
 func (x *RecordPut) Reset() {
 	*x = RecordPut{}
-	mi := &file_api_txnpb_txn_proto_msgTypes[3]
+	mi := &file_api_txnpb_txn_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -273,7 +388,7 @@ func (x *RecordPut) String() string {
 func (*RecordPut) ProtoMessage() {}
 
 func (x *RecordPut) ProtoReflect() protoreflect.Message {
-	mi := &file_api_txnpb_txn_proto_msgTypes[3]
+	mi := &file_api_txnpb_txn_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -286,7 +401,7 @@ func (x *RecordPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordPut.ProtoReflect.Descriptor instead.
 func (*RecordPut) Descriptor() ([]byte, []int) {
-	return file_api_txnpb_txn_proto_rawDescGZIP(), []int{3}
+	return file_api_txnpb_txn_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RecordPut) GetKey() []byte {
@@ -315,7 +430,7 @@ type LinkObject struct {
 
 func (x *LinkObject) Reset() {
 	*x = LinkObject{}
-	mi := &file_api_txnpb_txn_proto_msgTypes[4]
+	mi := &file_api_txnpb_txn_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +442,7 @@ func (x *LinkObject) String() string {
 func (*LinkObject) ProtoMessage() {}
 
 func (x *LinkObject) ProtoReflect() protoreflect.Message {
-	mi := &file_api_txnpb_txn_proto_msgTypes[4]
+	mi := &file_api_txnpb_txn_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +455,7 @@ func (x *LinkObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkObject.ProtoReflect.Descriptor instead.
 func (*LinkObject) Descriptor() ([]byte, []int) {
-	return file_api_txnpb_txn_proto_rawDescGZIP(), []int{4}
+	return file_api_txnpb_txn_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LinkObject) GetKey() []byte {
@@ -367,14 +482,23 @@ const file_api_txnpb_txn_proto_rawDesc = "" +
 	"\x03ops\x18\x02 \x03(\v2\x14.raisfs.txn.v1.TxnOpR\x03ops\"5\n" +
 	"\aCompare\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"\xba\x01\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\xfe\x01\n" +
 	"\x05TxnOp\x12,\n" +
 	"\x03put\x18\x01 \x01(\v2\x18.raisfs.txn.v1.RecordPutH\x00R\x03put\x12\x18\n" +
 	"\x06delete\x18\x02 \x01(\fH\x00R\x06delete\x12%\n" +
 	"\rdelete_object\x18\x03 \x01(\fH\x00R\fdeleteObject\x12<\n" +
 	"\vlink_object\x18\x04 \x01(\v2\x19.raisfs.txn.v1.LinkObjectH\x00R\n" +
-	"linkObjectB\x04\n" +
-	"\x02op\"3\n" +
+	"linkObject\x12B\n" +
+	"\rcommit_object\x18\x05 \x01(\v2\x1b.raisfs.txn.v1.ObjectCommitH\x00R\fcommitObjectB\x04\n" +
+	"\x02op\"\xc1\x01\n" +
+	"\fObjectCommit\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x14\n" +
+	"\x05class\x18\x04 \x01(\tR\x05class\x12\x16\n" +
+	"\x06volume\x18\x05 \x01(\x04R\x06volume\x12\x14\n" +
+	"\x05lease\x18\x06 \x01(\tR\x05lease\x123\n" +
+	"\x16lease_expiry_unix_nano\x18\a \x01(\x03R\x13leaseExpiryUnixNano\"3\n" +
 	"\tRecordPut\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"2\n" +
@@ -395,24 +519,26 @@ func file_api_txnpb_txn_proto_rawDescGZIP() []byte {
 	return file_api_txnpb_txn_proto_rawDescData
 }
 
-var file_api_txnpb_txn_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_api_txnpb_txn_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_api_txnpb_txn_proto_goTypes = []any{
-	(*Txn)(nil),        // 0: raisfs.txn.v1.Txn
-	(*Compare)(nil),    // 1: raisfs.txn.v1.Compare
-	(*TxnOp)(nil),      // 2: raisfs.txn.v1.TxnOp
-	(*RecordPut)(nil),  // 3: raisfs.txn.v1.RecordPut
-	(*LinkObject)(nil), // 4: raisfs.txn.v1.LinkObject
+	(*Txn)(nil),          // 0: raisfs.txn.v1.Txn
+	(*Compare)(nil),      // 1: raisfs.txn.v1.Compare
+	(*TxnOp)(nil),        // 2: raisfs.txn.v1.TxnOp
+	(*ObjectCommit)(nil), // 3: raisfs.txn.v1.ObjectCommit
+	(*RecordPut)(nil),    // 4: raisfs.txn.v1.RecordPut
+	(*LinkObject)(nil),   // 5: raisfs.txn.v1.LinkObject
 }
 var file_api_txnpb_txn_proto_depIdxs = []int32{
 	1, // 0: raisfs.txn.v1.Txn.compares:type_name -> raisfs.txn.v1.Compare
 	2, // 1: raisfs.txn.v1.Txn.ops:type_name -> raisfs.txn.v1.TxnOp
-	3, // 2: raisfs.txn.v1.TxnOp.put:type_name -> raisfs.txn.v1.RecordPut
-	4, // 3: raisfs.txn.v1.TxnOp.link_object:type_name -> raisfs.txn.v1.LinkObject
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	4, // 2: raisfs.txn.v1.TxnOp.put:type_name -> raisfs.txn.v1.RecordPut
+	5, // 3: raisfs.txn.v1.TxnOp.link_object:type_name -> raisfs.txn.v1.LinkObject
+	3, // 4: raisfs.txn.v1.TxnOp.commit_object:type_name -> raisfs.txn.v1.ObjectCommit
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_api_txnpb_txn_proto_init() }
@@ -425,6 +551,7 @@ func file_api_txnpb_txn_proto_init() {
 		(*TxnOp_Delete)(nil),
 		(*TxnOp_DeleteObject)(nil),
 		(*TxnOp_LinkObject)(nil),
+		(*TxnOp_CommitObject)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -432,7 +559,7 @@ func file_api_txnpb_txn_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_txnpb_txn_proto_rawDesc), len(file_api_txnpb_txn_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
