@@ -64,6 +64,26 @@ func TestLookupCache_StaleEntryIsLookedUpAgain(t *testing.T) {
 	if !fixed {
 		t.Fatal("stale entry not replaced")
 	}
+	// A transaction that commits an upload fills the cache: no look-up
+	// for mail just delivered.
+	u, err := c.Upload(ctx, "mail/y", bytes.NewReader([]byte("fresh bytes")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Commit(ctx, new(Txn).CommitObject(u)); err != nil {
+		t.Fatal(err)
+	}
+	c.cacheMu.Lock()
+	_, filled := c.cache["mail/y"]
+	c.cacheMu.Unlock()
+	if !filled {
+		t.Fatal("committed upload not in the look-up cache")
+	}
+	if r, err := c.Get(ctx, "mail/y"); err != nil {
+		t.Fatal(err)
+	} else if b, _ := io.ReadAll(r); string(b) != "fresh bytes" {
+		t.Fatalf("read %q", b)
+	}
 	if err := c.Delete(ctx, "mail/x"); err != nil {
 		t.Fatal(err)
 	}

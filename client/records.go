@@ -31,6 +31,8 @@ type Record struct {
 // Build one with the methods below; the zero value is empty.
 type Txn struct {
 	pb txnpb.Txn
+	// located: where committed uploads live, for the look-up cache.
+	located map[string]*masterpb.LookupResponse
 }
 
 // IfVersion requires key's record to be at version (0: absent).
@@ -69,14 +71,20 @@ func (t *Txn) LinkObject(key, from string) *Txn {
 // when (and only if) the transaction commits, which must happen before
 // u.Expiry (ErrLeaseExpired otherwise: upload again).
 func (t *Txn) CommitObject(u *Upload) *Txn {
-	t.pb.Ops = append(t.pb.Ops, &txnpb.TxnOp{Op: &txnpb.TxnOp_CommitObject{CommitObject: u.commit(u.Key)}})
-	return t
+	return t.CommitObjectAs(u.Key, u)
 }
 
 // CommitObjectAs binds key (not u's own) to u's bytes: one upload, many
 // keys (a message delivered to several mailboxes).
 func (t *Txn) CommitObjectAs(key string, u *Upload) *Txn {
 	t.pb.Ops = append(t.pb.Ops, &txnpb.TxnOp{Op: &txnpb.TxnOp_CommitObject{CommitObject: u.commit(key)}})
+	if u.volume != 0 && len(u.replicas) > 0 {
+		if t.located == nil {
+			t.located = map[string]*masterpb.LookupResponse{}
+		}
+		t.located[key] = &masterpb.LookupResponse{Hash: u.Hash[:], Size: u.Size, Class: u.class,
+			CreatedUnixNano: time.Now().UnixNano(), Volume: u.volume, Replicas: u.replicas}
+	}
 	return t
 }
 
@@ -118,6 +126,11 @@ func (c *Client) Commit(ctx context.Context, t *Txn) (uint64, error) {
 	}
 	if err != nil {
 		return 0, err
+	}
+	// The uploads just committed: their locations are known without a
+	// look-up (recently delivered mail is what gets read first).
+	for k, lr := range t.located {
+		c.store(k, lr)
 	}
 	return resp.Revision, nil
 }
@@ -179,10 +192,11 @@ type Upload struct {
 	// Expiry is when the write lease ends: commit before it.
 	Expiry time.Time
 
-	class  string
-	volume uint64 // 0: the content was stored already (dedup)
-	lease  string
-	expiry int64
+	class    string
+	volume   uint64 // 0: the content was stored already (dedup)
+	replicas []*masterpb.Replica
+	lease    string
+	expiry   int64
 }
 
 func (u *Upload) commit(key string) *txnpb.ObjectCommit {
@@ -215,7 +229,7 @@ func (c *Client) Upload(ctx context.Context, key string, r io.Reader, opts *PutO
 	}
 	u := &Upload{Key: key, Hash: b.hash, Size: b.size, class: opts.Class}
 	if !bp.Stored && !bp.Dedup {
-		u.volume, u.lease, u.expiry = bp.Volume, bp.Lease, bp.LeaseExpiryUnixNano
+		u.volume, u.lease, u.expiry, u.replicas = bp.Volume, bp.Lease, bp.LeaseExpiryUnixNano, bp.Replicas
 		u.Expiry = time.Unix(0, bp.LeaseExpiryUnixNano)
 	} else {
 		u.Expiry = time.Now().Add(24 * time.Hour) // a bind to a live blob has no lease
