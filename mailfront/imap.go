@@ -91,6 +91,11 @@ func (s *session) Login(username, password string) error {
 		return imapserver.ErrAuthFailed
 	}
 	s.user = username
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if err := s.s.store.Sweep(ctx, username); err != nil {
+		s.s.log.Warn("sweep of deleted mailboxes failed", "user", username, "err", err)
+	}
 	return nil
 }
 

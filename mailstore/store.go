@@ -15,6 +15,7 @@
 //	msg/ID/UID         msgRec: object key, flags, date, size, MODSEQ
 //	hdr/ID/UID         the message's header block (for ENVELOPE, HEADER
 //	                   fetches and header searches without reading bodies)
+//	gone/ID            a deleted mailbox whose messages are still being removed
 //
 // Objects: "mail/u/USER/b/RANDOM", one per message record, committed in
 // the same transaction as the record (client.Upload, Txn.CommitObject). A
@@ -519,7 +520,10 @@ func (s *Store) DeleteMailbox(ctx context.Context, user, name string) error {
 			return err
 		}
 		gone = m
-		_, err = s.c.Commit(ctx, new(client.Txn).IfVersion(mboxKey(user, name), m.Version).Delete(mboxKey(user, name)))
+		// The tombstone names the id whose messages are still to remove,
+		// so that a purge cut short (a crash) is finished by Sweep.
+		_, err = s.c.Commit(ctx, new(client.Txn).IfVersion(mboxKey(user, name), m.Version).Delete(mboxKey(user, name)).
+			Put(goneKey(user, m.ID), nil))
 		return err
 	})
 	if err != nil {
@@ -528,8 +532,34 @@ func (s *Store) DeleteMailbox(ctx context.Context, user, name string) error {
 	return s.purge(ctx, user, gone.ID)
 }
 
+// Sweep finishes the removal of deleted mailboxes' messages that was cut
+// short (a front end died mid-DELETE). It costs one small read when there
+// is nothing to do; front ends call it when a user logs in.
+func (s *Store) Sweep(ctx context.Context, user string) error {
+	if !ValidUser(user) {
+		return fmt.Errorf("user %q: %w", user, ErrBadName)
+	}
+	p, err := s.c.Records(ctx, userPrefix(user)+"gone/", "", 100)
+	if err != nil {
+		return fmt.Errorf("sweep %s: %w", user, err)
+	}
+	for _, r := range p.Records {
+		var id uint64
+		if _, err := fmt.Sscanf(r.Key[strings.LastIndexByte(r.Key, '/')+1:], "%016x", &id); err != nil {
+			continue
+		}
+		s.log.Info("finishing the removal of a deleted mailbox", "user", user, "mailbox_id", id)
+		if err := s.purge(ctx, user, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func goneKey(user string, id uint64) string { return fmt.Sprintf("%sgone/%016x", userPrefix(user), id) }
+
 // purge removes every message record (and object) of mailbox id, which
-// no mailbox record names any more.
+// no mailbox record names any more, then its tombstone.
 func (s *Store) purge(ctx context.Context, user string, id uint64) error {
 	for {
 		p, err := s.c.Records(ctx, msgPrefix(user, id), "", 500)
@@ -537,6 +567,9 @@ func (s *Store) purge(ctx context.Context, user string, id uint64) error {
 			return fmt.Errorf("purge mailbox %d: %w", id, err)
 		}
 		if len(p.Records) == 0 {
+			if _, err := s.c.Commit(ctx, new(client.Txn).Delete(goneKey(user, id))); err != nil {
+				return fmt.Errorf("purge mailbox %d: %w", id, err)
+			}
 			return nil
 		}
 		t := new(client.Txn)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -242,5 +243,44 @@ func TestStore_CopyIntoTheSameMailbox(t *testing.T) {
 	}
 	if _, _, _, err := s.Copy(ctx, "carol", "INBOX", "INBOX", UIDs(1), true); !errors.Is(err, ErrBadName) {
 		t.Fatalf("Move into itself = %v", err)
+	}
+}
+
+// A DELETE cut short after the mailbox record went (the front end died)
+// leaves a tombstone; Sweep removes the messages and their bytes.
+func TestStore_SweepFinishesAnInterruptedDelete(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	s := newStore(t, cl.MasterAddrs())
+	ctx := ctxT(t)
+	if err := s.CreateMailbox(ctx, "dave", "Old"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, _, err := s.Append(ctx, "dave", "Old", msg(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, _ := s.Mailbox(ctx, "dave", "Old")
+	// What DeleteMailbox commits first, and then no purge.
+	if _, err := s.c.Commit(ctx, new(client.Txn).IfVersion(mboxKey("dave", "Old"), m.Version).Delete(mboxKey("dave", "Old")).Put(goneKey("dave", m.ID), nil)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(objects(t, s, "dave")); n != 3 {
+		t.Fatalf("%d objects before the sweep", n)
+	}
+	if err := s.Sweep(ctx, "dave"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(objects(t, s, "dave")); n != 0 {
+		t.Fatalf("%d objects after the sweep", n)
+	}
+	p, err := s.c.Records(ctx, userPrefix("dave"), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range p.Records {
+		if !strings.HasSuffix(r.Key, "/user") && !strings.Contains(r.Key, "/mb/") {
+			t.Errorf("left after the sweep: %s", r.Key)
+		}
 	}
 }
