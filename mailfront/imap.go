@@ -947,38 +947,33 @@ type matcher struct {
 	pre    func() ([]byte, error) // the body, if read ahead
 }
 
-func needsBodies(c *imap.SearchCriteria) bool {
-	if len(c.Body) > 0 || len(c.Text) > 0 {
+// anyCriterion reports whether has holds for c or any criteria nested in
+// it (NOT, OR).
+func anyCriterion(c *imap.SearchCriteria, has func(*imap.SearchCriteria) bool) bool {
+	if has(c) {
 		return true
 	}
 	for i := range c.Not {
-		if needsBodies(&c.Not[i]) {
+		if anyCriterion(&c.Not[i], has) {
 			return true
 		}
 	}
 	for i := range c.Or {
-		if needsBodies(&c.Or[i][0]) || needsBodies(&c.Or[i][1]) {
+		if anyCriterion(&c.Or[i][0], has) || anyCriterion(&c.Or[i][1], has) {
 			return true
 		}
 	}
 	return false
 }
 
+func needsBodies(c *imap.SearchCriteria) bool {
+	return anyCriterion(c, func(c *imap.SearchCriteria) bool { return len(c.Body) > 0 || len(c.Text) > 0 })
+}
+
 func needsHeaders(c *imap.SearchCriteria) bool {
-	if len(c.Header) > 0 || !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
-		return true
-	}
-	for i := range c.Not {
-		if needsHeaders(&c.Not[i]) {
-			return true
-		}
-	}
-	for i := range c.Or {
-		if needsHeaders(&c.Or[i][0]) || needsHeaders(&c.Or[i][1]) {
-			return true
-		}
-	}
-	return false
+	return anyCriterion(c, func(c *imap.SearchCriteria) bool {
+		return len(c.Header) > 0 || !c.SentSince.IsZero() || !c.SentBefore.IsZero()
+	})
 }
 
 func (m *matcher) hdr() (*mail.Header, error) {

@@ -914,6 +914,20 @@ type ListedObject struct {
 	*fsmpb.Object
 }
 
+// seekAfter positions c at the first key that starts with prefix and
+// sorts after after (nil: the first with prefix).
+func seekAfter(c *bolt.Cursor, prefix, after []byte) (k, v []byte) {
+	start := prefix
+	if bytes.Compare(after, prefix) >= 0 {
+		start = after
+	}
+	k, v = c.Seek(start)
+	for k != nil && after != nil && bytes.Compare(k, after) <= 0 {
+		k, v = c.Next()
+	}
+	return k, v
+}
+
 // List returns up to limit objects whose keys start with prefix and sort
 // after 'after', in key order, and whether more follow.
 func (f *FSM) List(prefix, after []byte, limit int) ([]ListedObject, bool, error) {
@@ -921,14 +935,7 @@ func (f *FSM) List(prefix, after []byte, limit int) ([]ListedObject, bool, error
 	more := false
 	err := f.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketObjects).Cursor()
-		start := prefix
-		if bytes.Compare(after, prefix) >= 0 {
-			start = after
-		}
-		for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if after != nil && bytes.Compare(k, after) <= 0 {
-				continue
-			}
+		for k, v := seekAfter(c, prefix, after); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			if len(out) == limit {
 				more = true
 				break

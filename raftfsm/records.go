@@ -262,22 +262,16 @@ func (f *FSM) Record(key []byte) (RecordKV, bool, error) {
 
 // Records returns up to limit records whose keys start with prefix and
 // sort after after (nil: from the first), in key order, and whether more
-// follow. A page also ends once it holds maxBytes of keys and values
-// (at least one record is returned). The revision is the newest any Txn has written, for the caller
-// to tell whether anything changed since an earlier read.
+// follow. A page also ends once it holds maxBytes of keys and values (at
+// least one record is returned). The revision is the newest any Txn has
+// written, for the caller to tell whether anything changed since an
+// earlier read.
 func (f *FSM) Records(prefix, after []byte, limit, maxBytes int) (out []RecordKV, more bool, revision uint64, err error) {
 	err = f.view(func(tx *bolt.Tx) error {
 		revision = getU64(tx.Bucket(bucketMeta).Get(keyRevision))
 		c := tx.Bucket(bucketRecords).Cursor()
 		size := 0
-		start := prefix
-		if bytes.Compare(after, prefix) >= 0 {
-			start = after
-		}
-		for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if after != nil && bytes.Compare(k, after) <= 0 {
-				continue
-			}
+		for k, v := seekAfter(c, prefix, after); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			if len(out) == limit || (len(out) > 0 && size+len(k)+len(v) > maxBytes) {
 				more = true
 				break
