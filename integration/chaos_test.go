@@ -2,20 +2,35 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // runChaos runs `rais chaos` from bin and returns its exit code and output.
 func runChaos(t *testing.T, bin string, seed int, duration string) (int, string) {
 	t.Helper()
 	var out bytes.Buffer
-	cmd := exec.Command(bin, "chaos", "--seed", fmt.Sprint(seed), "--duration", duration, "--dir", t.TempDir())
+	// Bounded, and killed with the test: a run left behind by a killed
+	// test once kept a core busy for 40 minutes.
+	d, err := time.ParseDuration(duration)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d+6*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "chaos", "--seed", fmt.Sprint(seed), "--duration", duration, "--dir", t.TempDir())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
+	err = cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("rais chaos --seed %d did not finish within %s:\n%s", seed, d+6*time.Minute, out.String())
+	}
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()

@@ -102,6 +102,9 @@ func startDev(t *testing.T, dir string, extra ...string) *devCluster {
 		}
 	}
 	cmd := exec.Command(rais, append([]string{"dev", "--dir", dir, "--chunkservers", "4"}, extra...)...)
+	// If the test binary dies (a timeout, a kill), the cluster goes with it
+	// (rais dev's children follow it the same way).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	out := &syncBuffer{}
 	pr, pw := io.Pipe()
 	cmd.Stdout = io.MultiWriter(out, pw)

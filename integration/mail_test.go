@@ -266,6 +266,7 @@ func startFrontEnd(t *testing.T, d *devCluster) (imapAddr, lmtpAddr string, cmd 
 	t.Helper()
 	rais, _ := binaries(t)
 	cmd = exec.Command(rais, "imap", "--masters", d.masters, "--users", filepath.Join(d.dir, "users"), "--imap-addr", "127.0.0.1:0", "--lmtp-addr", "127.0.0.1:0")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, _ := cmd.StdoutPipe()
