@@ -397,7 +397,7 @@ func (w *workload) check(rep *Report) {
 		}
 	}
 	m := model.ToModel()
-	res, _ := porcupine.CheckOperationsVerbose(m, operations(ops), 2*time.Minute)
+	res, _ := porcupine.CheckOperationsVerbose(m, operations(ops), time.Minute)
 	rep.Linearizable = map[porcupine.CheckResult]string{porcupine.Ok: "yes", porcupine.Illegal: "no", porcupine.Unknown: "unknown (timed out)"}[res]
 	if res != porcupine.Ok {
 		rep.Problems = append(rep.Problems, "history not linearizable: "+rep.Linearizable)
@@ -406,7 +406,7 @@ func (w *workload) check(rep *Report) {
 }
 
 // explainBudget bounds the time Explain spends in the checker.
-const explainBudget = 90 * time.Second
+const explainBudget = 60 * time.Second
 
 // Explain checks a history key by key and describes each key that is not
 // linearizable: the operations just before the end of the shortest prefix
