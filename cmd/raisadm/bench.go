@@ -37,6 +37,7 @@ func bench(ctx context.Context, cfg client.Config, args []string, stdout, stderr
 	class := fl.String("class", "", "replication class (default: the cluster's)")
 	prefix := fl.String("prefix", fmt.Sprintf("bench/%d/", time.Now().UnixNano()), "key prefix")
 	cpuProfile := fl.String("cpuprofile", "", "write this process's CPU profile to FILE")
+	records := fl.Bool("records", false, "also commit a records transaction per key, then read each record (the mail index's costs)")
 	if err := fl.Parse(args); err != nil || fl.NArg() > 0 || *n < 1 || *conc < 1 {
 		return errUsage
 	}
@@ -82,17 +83,33 @@ func bench(ctx context.Context, cfg client.Config, args []string, stdout, stderr
 		_, err = io.Copy(io.Discard, r)
 		return err
 	}
-	for _, ph := range []struct {
+	txn := func(i int) error {
+		_, err := c.Commit(ctx, new(client.Txn).Put(keys[i], []byte("bench")))
+		return err
+	}
+	read := func(i int) error {
+		_, _, err := c.Record(ctx, keys[i])
+		return err
+	}
+	type phase struct {
 		name string
 		op   func(int) error
-	}{{"put", put}, {"get", get}} {
+	}
+	phases := []phase{{"put", put}, {"get", get}}
+	if *records {
+		phases = append(phases, phase{"txn", txn}, phase{"record read", read})
+	}
+	for _, ph := range phases {
 		res, err := runPhase(ctx, ph.name, *n, *conc, ph.op, stdout)
 		if err != nil {
 			return err
 		}
 		secs := res.elapsed.Seconds()
-		fmt.Fprintf(stdout, "%s: %d ok, %d failed in %.2fs: %.0f ops/s, %.1f MiB/s\n", ph.name, res.ok, res.failed, secs,
-			float64(res.ok)/secs, float64(res.ok)*float64(sz)/secs/(1<<20))
+		rate := ""
+		if ph.name == "put" || ph.name == "get" {
+			rate = fmt.Sprintf(", %.1f MiB/s", float64(res.ok)*float64(sz)/secs/(1<<20))
+		}
+		fmt.Fprintf(stdout, "%s: %d ok, %d failed in %.2fs: %.0f ops/s%s\n", ph.name, res.ok, res.failed, secs, float64(res.ok)/secs, rate)
 		fmt.Fprintf(stdout, "  latency p50 %s  p90 %s  p99 %s  max %s\n", res.pct(50), res.pct(90), res.pct(99), res.pct(100))
 		if res.cpu.total() > 0 && res.ok > 0 {
 			per := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(res.ok) }
