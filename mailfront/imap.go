@@ -31,6 +31,10 @@ type session struct {
 	conn *imapserver.Conn
 	user string
 	sel  *view
+	// synced: the command being served read the mailbox already, so the
+	// Poll that follows it reports without reading again (the next
+	// command reads anyway).
+	synced bool
 }
 
 var (
@@ -318,6 +322,20 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 // sync reads the selected mailbox's index if it changed, and notes what
 // the client has not been told yet (new, expunged, changed flags).
 func (s *session) sync(ctx context.Context) error {
+	err := s.syncOnce(ctx)
+	s.synced = err == nil
+	return err
+}
+
+// unsyncOnError: go-imap polls only after a command that succeeded, so a
+// failed one must not leave the next poll believing it is current.
+func (s *session) unsyncOnError(err *error) {
+	if *err != nil {
+		s.synced = false
+	}
+}
+
+func (s *session) syncOnce(ctx context.Context) error {
 	v := s.sel
 	m, err := s.s.store.Mailbox(ctx, s.user, v.name)
 	if errors.Is(err, mailstore.ErrNoMailbox) || (err == nil && m.ID != v.mbox.ID) {
@@ -377,9 +395,18 @@ func (s *session) sync(ctx context.Context) error {
 // current before it, it is current after it (the session has taken the
 // change's results in), and the next sync need not read the index again.
 func (v *view) applied(ch mailstore.Change) {
-	if ch.From == v.mbox.Version {
-		v.mbox.Version = ch.To
+	if ch.From == v.mbox.Version && ch.To != ch.From {
+		v.mbox = ch.After
 	}
+}
+
+// known is the view's picture of the mailbox for a change to try first:
+// the record and messages as of the last sync (or own change).
+func (v *view) known() *mailstore.Known {
+	if len(v.gone) > 0 || len(v.fresh) > 0 {
+		return nil // the picture is being reconciled: let the change read
+	}
+	return &mailstore.Known{Mailbox: v.mbox, Messages: v.state}
 }
 
 // drop removes uid from the view; the caller writes EXPUNGE seq.
@@ -399,11 +426,16 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	if s.sel == nil {
 		return nil
 	}
+	if s.synced {
+		s.synced = false
+		return s.report(w, allowExpunge)
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
 	if err := s.sync(ctx); err != nil {
 		return nil // nothing to report now; the next command tries again
 	}
+	s.synced = false
 	return s.report(w, allowExpunge)
 }
 
@@ -532,7 +564,8 @@ func staticRange(start, stop *uint32, max uint32) {
 	}
 }
 
-func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
+func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) (err error) {
+	defer s.unsyncOnError(&err)
 	ctx, cancel := s.ctx()
 	defer cancel()
 	if err := s.sync(ctx); err != nil {
@@ -550,7 +583,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		}
 		if len(unseen) > 0 {
 			slices.Sort(unseen)
-			msgs, ch, err := s.s.store.StoreFlags(ctx, s.user, v.name, mailstore.UIDs(unseen...), mailstore.FlagsAdd, []string{`\Seen`})
+			msgs, ch, err := s.s.store.StoreFlags(ctx, s.user, v.name, mailstore.UIDs(unseen...), mailstore.FlagsAdd, []string{`\Seen`}, v.known())
 			if err != nil {
 				return imapErr(err)
 			}
@@ -716,7 +749,8 @@ func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWrite
 	return w.Close()
 }
 
-func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
+func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) (err error) {
+	defer s.unsyncOnError(&err)
 	v := s.sel
 	if v.readOnly {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Mailbox is read-only (EXAMINE)"}
@@ -735,7 +769,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		fs = append(fs, string(f))
 	}
 	op := map[imap.StoreFlagsOp]mailstore.FlagOp{imap.StoreFlagsAdd: mailstore.FlagsAdd, imap.StoreFlagsDel: mailstore.FlagsRemove, imap.StoreFlagsSet: mailstore.FlagsSet}[flags.Op]
-	msgs, ch, err := s.s.store.StoreFlags(ctx, s.user, v.name, mailstore.UIDs(uids...), op, fs)
+	msgs, ch, err := s.s.store.StoreFlags(ctx, s.user, v.name, mailstore.UIDs(uids...), op, fs, v.known())
 	if err != nil {
 		return imapErr(err)
 	}
@@ -762,7 +796,8 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	return nil
 }
 
-func (s *session) Expunge(w *imapserver.ExpungeWriter, uidSet *imap.UIDSet) error {
+func (s *session) Expunge(w *imapserver.ExpungeWriter, uidSet *imap.UIDSet) (err error) {
+	defer s.unsyncOnError(&err)
 	v := s.sel
 	if v.readOnly {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Mailbox is read-only (EXAMINE)"}
@@ -796,7 +831,8 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uidSet *imap.UIDSet) erro
 	return nil
 }
 
-func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
+func (s *session) Copy(numSet imap.NumSet, dest string) (_ *imap.CopyData, err error) {
+	defer s.unsyncOnError(&err)
 	ctx, cancel := s.ctx()
 	defer cancel()
 	if err := s.sync(ctx); err != nil {
@@ -826,7 +862,8 @@ func uidSet(uids []uint32) imap.UIDSet {
 	return s
 }
 
-func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
+func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) (err error) {
+	defer s.unsyncOnError(&err)
 	v := s.sel
 	if v.readOnly {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Mailbox is read-only (EXAMINE)"}
@@ -858,7 +895,8 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 	return nil
 }
 
-func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
+func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (_ *imap.SearchData, err error) {
+	defer s.unsyncOnError(&err)
 	ctx, cancel := s.ctx()
 	defer cancel()
 	if err := s.sync(ctx); err != nil {

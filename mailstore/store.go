@@ -965,14 +965,46 @@ const (
 )
 
 // Change is the mailbox version a change read and the one it wrote (the
-// same when nothing changed). A reader that had seen From and applies the
-// change's results itself is up to date at To without reading again.
-type Change struct{ From, To uint64 }
+// same when nothing changed), and the mailbox as written. A reader that
+// had seen From and applies the change's results itself is up to date at
+// To without reading again.
+type Change struct {
+	From, To uint64
+	After    Mailbox
+}
+
+// Known is a caller's picture of a mailbox: its record as of
+// Mailbox.Version and its messages at that version. A change is tried
+// against it first, saving the reads; if the mailbox has moved on, the
+// compare fails and the change reads it afresh.
+type Known struct {
+	Mailbox  Mailbox
+	Messages map[uint32]Message
+}
+
+func (k *Known) pick(sel Selection) []Message {
+	var out []Message
+	if sel.all {
+		for _, m := range k.Messages {
+			out = append(out, m)
+		}
+		slices.SortFunc(out, func(a, b Message) int { return int(a.UID) - int(b.UID) })
+		return out
+	}
+	for _, uid := range sel.uids {
+		if m, ok := k.Messages[uid]; ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
 
 // StoreFlags changes the flags of the messages of mailbox m whose UIDs
 // match (and that still exist), and returns them as they are after.
 // Messages whose flags do not change keep their MODSEQ.
-func (s *Store) StoreFlags(ctx context.Context, user, name string, sel Selection, op FlagOp, flags []string) ([]Message, Change, error) {
+//
+// known, if not nil, is tried first (see Known).
+func (s *Store) StoreFlags(ctx context.Context, user, name string, sel Selection, op FlagOp, flags []string, known *Known) ([]Message, Change, error) {
 	flags, err := normFlags(flags)
 	if err != nil {
 		return nil, Change{}, err
@@ -981,15 +1013,21 @@ func (s *Store) StoreFlags(ctx context.Context, user, name string, sel Selection
 	var ch Change
 	err = retry(ctx, func() error {
 		out = out[:0]
-		m, err := s.readMailbox(ctx, user, name)
-		if err != nil {
-			return err
+		var m Mailbox
+		var msgs []Message
+		if known != nil && known.Mailbox.Name == CanonicalMailbox(name) {
+			m, msgs = known.Mailbox, known.pick(sel)
+			known = nil // once: a failed compare reads afresh
+		} else {
+			var err error
+			if m, err = s.readMailbox(ctx, user, name); err != nil {
+				return err
+			}
+			if msgs, err = s.messagesOf(ctx, user, m, sel); err != nil {
+				return err
+			}
 		}
-		ch = Change{From: m.Version, To: m.Version}
-		msgs, err := s.messagesOf(ctx, user, m, sel)
-		if err != nil {
-			return err
-		}
+		ch = Change{From: m.Version, To: m.Version, After: m}
 		m.HighestModSeq++
 		t := new(client.Txn).IfVersion(mboxKey(user, m.Name), m.Version)
 		changed := 0
@@ -1012,7 +1050,11 @@ func (s *Store) StoreFlags(ctx context.Context, user, name string, sel Selection
 			return nil
 		}
 		t.Put(mboxKey(user, m.Name), mustJSON(m.rec()))
-		ch.To, err = s.c.Commit(ctx, t)
+		to, err := s.c.Commit(ctx, t)
+		if err == nil {
+			m.Version = to
+			ch.To, ch.After = to, m
+		}
 		return err
 	})
 	return out, ch, err

@@ -95,7 +95,7 @@ func TestStore_FlagsExpungeCopyMove(t *testing.T) {
 		}
 	}
 	before, _ := s.Mailbox(ctx, "bob", "INBOX")
-	got, _, err := s.StoreFlags(ctx, "bob", "INBOX", UIDs(1, 2), FlagsAdd, []string{`\seen`, "$Label1", `\DELETED`})
+	got, _, err := s.StoreFlags(ctx, "bob", "INBOX", UIDs(1, 2), FlagsAdd, []string{`\seen`, "$Label1", `\DELETED`}, nil)
 	if err != nil || len(got) != 2 {
 		t.Fatalf("StoreFlags = %v, %v", got, err)
 	}
@@ -106,7 +106,7 @@ func TestStore_FlagsExpungeCopyMove(t *testing.T) {
 	if after.HighestModSeq <= before.HighestModSeq || got[0].ModSeq != after.HighestModSeq || after.Unseen != 2 || after.Deleted != 2 {
 		t.Fatalf("mailbox after STORE: %+v (before %+v), message modseq %d", after, before, got[0].ModSeq)
 	}
-	if _, _, err := s.StoreFlags(ctx, "bob", "INBOX", All(), FlagsAdd, []string{`\Recent`}); !errors.Is(err, client.ErrInvalidArgument) {
+	if _, _, err := s.StoreFlags(ctx, "bob", "INBOX", All(), FlagsAdd, []string{`\Recent`}, nil); !errors.Is(err, client.ErrInvalidArgument) {
 		t.Fatalf("setting \\Recent = %v", err)
 	}
 	// Copy message 1 to Archive: a link, not a second upload.
