@@ -231,6 +231,28 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	if err != nil {
 		return imapErr(err)
 	}
+	// A mailbox whose superior does not exist (deleted, or made by another
+	// server) still shows its superior, as \Noselect, so clients can
+	// build the tree (RFC 3501 6.3.8).
+	exists := map[string]bool{}
+	for _, m := range all {
+		exists[m.Name] = true
+	}
+	var missing []mailstore.Mailbox
+	for _, m := range all {
+		for i, r := range m.Name {
+			if r == mailstore.Delim && !exists[m.Name[:i]] {
+				exists[m.Name[:i]] = true
+				missing = append(missing, mailstore.Mailbox{Name: m.Name[:i]})
+			}
+		}
+	}
+	noselect := map[string]bool{}
+	for _, m := range missing {
+		noselect[m.Name] = true
+	}
+	all = append(all, missing...)
+	slices.SortStableFunc(all[1:], func(a, b mailstore.Mailbox) int { return strings.Compare(a.Name, b.Name) }) // INBOX stays first
 	for _, m := range all {
 		if !slices.ContainsFunc(patterns, func(p string) bool { return imapserver.MatchList(m.Name, mailstore.Delim, ref, p) }) {
 			continue
@@ -239,6 +261,9 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 			continue
 		}
 		data := &imap.ListData{Mailbox: m.Name, Delim: mailstore.Delim}
+		if noselect[m.Name] {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
+		}
 		if m.Subscribed && (options.ReturnSubscribed || options.SelectSubscribed) {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
 		}
@@ -248,7 +273,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		} else {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrHasNoChildren)
 		}
-		if options.ReturnStatus != nil {
+		if options.ReturnStatus != nil && !noselect[m.Name] {
 			data.Status = statusData(m, options.ReturnStatus)
 		}
 		if err := w.WriteList(data); err != nil {

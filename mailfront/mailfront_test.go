@@ -305,6 +305,24 @@ func TestIMAP_MailboxesCopyMove(t *testing.T) {
 	if _, err := c.Status("Old/2026", &imap.StatusOptions{NumMessages: true}).Wait(); err == nil {
 		t.Fatal("STATUS of a deleted mailbox succeeded")
 	}
+	// A superior deleted while its inferior stays is listed as \Noselect.
+	if err := c.Create("Deep/inner", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete("Deep").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	top, err := c.List("", "%", nil).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(top, func(l *imap.ListData) bool { return l.Mailbox == "Deep" })
+	if i < 0 || !slices.Contains(top[i].Attrs, imap.MailboxAttrNoSelect) || !slices.Contains(top[i].Attrs, imap.MailboxAttrHasChildren) {
+		t.Fatalf(`LIST "" "%%" = %v, want Deep as \Noselect with children`, top)
+	}
+	if slices.ContainsFunc(top, func(l *imap.ListData) bool { return l.Mailbox == "Deep/inner" }) {
+		t.Fatal(`LIST "" "%" listed an inferior`)
+	}
 }
 
 // LMTP: one status per recipient; an unknown recipient does not fail the
