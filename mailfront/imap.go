@@ -83,17 +83,23 @@ func imapErr(err error) error {
 	}
 }
 
-func (s *session) Close() error { return nil }
+func (s *session) Close() error {
+	s.s.metrics.sessions.Dec()
+	return nil
+}
 
 // Login checks the password; plaintext passwords are refused on a
 // connection that is neither TLS nor loopback unless allowed.
 func (s *session) Login(username, password string) error {
 	if !s.s.cfg.AllowPlaintext && !secure(s.conn.NetConn()) {
+		s.s.metrics.logins.WithLabelValues("refused").Inc()
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodePrivacyRequired, Text: "Use TLS (STARTTLS) to log in"}
 	}
 	if !s.s.users.Check(username, password) {
+		s.s.metrics.logins.WithLabelValues("failed").Inc()
 		return imapserver.ErrAuthFailed
 	}
+	s.s.metrics.logins.WithLabelValues("ok").Inc()
 	s.user = username
 	ctx, cancel := s.ctx()
 	defer cancel()
@@ -335,6 +341,11 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 		flags = append(flags, string(f))
 	}
 	uv, uid, err := s.s.store.Append(ctx, s.user, name, mailstore.NewMessage{Body: body, Flags: flags, Date: options.Time})
+	if err != nil {
+		s.s.metrics.appends.WithLabelValues("error").Inc()
+	} else {
+		s.s.metrics.appends.WithLabelValues("ok").Inc()
+	}
 	if errors.Is(err, mailstore.ErrNoMailbox) {
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate, Text: "No such mailbox"}
 	}

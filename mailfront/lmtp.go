@@ -47,6 +47,7 @@ func tooBig(limit int64) error {
 func (l *lmtpSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	user, ok := l.s.users.Lookup(to)
 	if !ok {
+		l.s.metrics.deliveries.WithLabelValues("unknown user").Inc()
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
 	}
 	l.rcpts = append(l.rcpts, to)
@@ -74,14 +75,19 @@ func (l *lmtpSession) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	for i, u := range l.users {
 		rcpts[i] = mailstore.Recipient{User: u}
 	}
+	start := time.Now()
 	errs := l.s.store.Deliver(ctx, rcpts, bytes.Clone(body), time.Now())
+	l.s.metrics.deliverDur.Observe(time.Since(start).Seconds())
 	for i, err := range errs {
 		switch {
 		case err == nil:
+			l.s.metrics.deliveries.WithLabelValues("delivered").Inc()
 			status.SetStatus(l.rcpts[i], nil)
 		case errors.Is(err, mailstore.ErrTooLarge):
+			l.s.metrics.deliveries.WithLabelValues("too large").Inc()
 			status.SetStatus(l.rcpts[i], tooBig(l.s.store.MaxMessageSize()))
 		default:
+			l.s.metrics.deliveries.WithLabelValues("failed").Inc()
 			l.s.log.Warn("lmtp delivery failed", "rcpt", l.rcpts[i], "err", err)
 			status.SetStatus(l.rcpts[i], &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Storage unavailable, try again later"})
 		}

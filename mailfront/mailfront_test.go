@@ -12,8 +12,11 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -611,5 +614,43 @@ func TestIMAP_BulkFetchAndBodySearch(t *testing.T) {
 	slices.Sort(want)
 	if got := sd.AllUIDs(); !slices.Equal(got, want) {
 		t.Fatalf("SEARCH FLAGGED BODY needle = %v, want %v", got, want)
+	}
+}
+
+// /healthz says whether the cluster answers; /metrics counts what the
+// front end did.
+func TestHTTP_HealthAndMetrics(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f := startFront(t, cl.MasterAddrs(), 1<<20)
+	login(t, f.imap, "alice", "pw-a", nil)
+	if _, err := deliver(t, f.lmtp, []byte(simple), "alice@localhost", "nobody@localhost"); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(f.srv.HTTPHandler())
+	defer hs.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(hs.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != 200 {
+		t.Fatalf("/healthz = %d %q", code, body)
+	}
+	_, m := get("/metrics")
+	for _, want := range []string{`rais_imap_logins_total{result="ok"} 1`, `rais_lmtp_recipients_total{result="delivered"} 1`,
+		`rais_lmtp_recipients_total{result="unknown user"} 1`, `rais_imap_sessions 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for _, s := range cl.Masters {
+		s.Close()
+	}
+	if code, _ := get("/healthz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/healthz with every master down = %d, want 503", code)
 	}
 }

@@ -41,12 +41,13 @@ type Config struct {
 
 // Server serves IMAP and LMTP.
 type Server struct {
-	cfg   Config
-	store *mailstore.Store
-	users *Users
-	log   *slog.Logger
-	imap  *imapserver.Server
-	lmtp  *smtp.Server
+	cfg     Config
+	store   *mailstore.Store
+	users   *Users
+	log     *slog.Logger
+	imap    *imapserver.Server
+	lmtp    *smtp.Server
+	metrics *metrics
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -70,9 +71,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, store: cfg.Store, users: cfg.Users, log: cfg.Logger, done: make(chan struct{})}
+	s := &Server{cfg: cfg, store: cfg.Store, users: cfg.Users, log: cfg.Logger, done: make(chan struct{}), metrics: newMetrics()}
 	s.imap = imapserver.New(&imapserver.Options{
 		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			s.metrics.sessions.Inc()
 			return &session{s: s, conn: c}, nil, nil
 		},
 		Caps: imap.CapSet{

@@ -85,6 +85,12 @@ func New(c *client.Client, maxSize int64, log *slog.Logger) *Store {
 	return &Store{c: c, log: log, maxSize: maxSize, batchTimeout: 30 * time.Second, queues: map[string]*mboxQueue{}}
 }
 
+// Ping checks that the cluster answers a linearizable read.
+func (s *Store) Ping(ctx context.Context) error {
+	_, _, err := s.c.Record(ctx, "mail/ping")
+	return err
+}
+
 // MaxMessageSize is the largest message Append and Deliver take.
 func (s *Store) MaxMessageSize() int64 { return s.maxSize }
 

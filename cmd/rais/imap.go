@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -34,6 +35,7 @@ func runIMAP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	allowPlain := fl.Bool("allow-plaintext", false, "allow LOGIN without TLS from any address (without it: loopback only)")
 	maxSize := fl.Int64("max-message-size", 64<<20, "largest message accepted by APPEND and LMTP, in bytes")
 	hostname := fl.String("hostname", "localhost", "name announced in the LMTP greeting")
+	httpAddr := fl.String("http-addr", "", "HOST:PORT serving /metrics and /healthz (200 when the cluster answers; empty: none)")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	fl.Usage = func() {
 		fmt.Fprintf(stderr, "usage: rais imap --masters H:P,... --users FILE [--imap-addr H:P] [--lmtp-addr H:P] [--tls-cert F --tls-key F]\n"+
@@ -102,9 +104,25 @@ func runIMAP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	srv.ServeIMAP(il)
 	srv.ServeLMTP(ll)
+	var hs *http.Server
+	if *httpAddr != "" {
+		hl, err := net.Listen("tcp", *httpAddr)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("listen http %s: %w", *httpAddr, err)
+		}
+		hs = &http.Server{Handler: srv.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go hs.Serve(hl) // ends when hs is shut down below
+		fmt.Fprintf(stdout, "RAIS_IMAP_HTTP=%s\n", hl.Addr())
+	}
 	fmt.Fprintf(stdout, "RAIS_IMAP=%s\nRAIS_LMTP=%s\n", il.Addr(), ll.Addr())
 	logger.Info("mail front end started", "imap", il.Addr().String(), "lmtp", ll.Addr().String())
 	<-ctx.Done()
+	if hs != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		hs.Shutdown(sctx)
+		cancel()
+	}
 	return srv.Close()
 }
 
