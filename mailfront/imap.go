@@ -266,9 +266,15 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		if options.SelectSubscribed && !m.Subscribed {
 			continue
 		}
+		use := specialUse(m.Name)
+		if options.SelectSpecialUse && (use == "" || noselect[m.Name]) {
+			continue
+		}
 		data := &imap.ListData{Mailbox: m.Name, Delim: mailstore.Delim}
 		if noselect[m.Name] {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
+		} else if use != "" {
+			data.Attrs = append(data.Attrs, use)
 		}
 		if m.Subscribed && (options.ReturnSubscribed || options.SelectSubscribed) {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
@@ -287,6 +293,26 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		}
 	}
 	return nil
+}
+
+// specialUse is the SPECIAL-USE attribute (RFC 6154) of the mailboxes
+// that mail clients look for by role, named as Dovecot's default
+// configuration names them, so that clients file sent mail, drafts and
+// deletions where the user expects.
+func specialUse(name string) imap.MailboxAttr {
+	switch name {
+	case "Drafts":
+		return imap.MailboxAttrDrafts
+	case "Sent", "Sent Messages", "Sent Items":
+		return imap.MailboxAttrSent
+	case "Trash", "Deleted Messages", "Deleted Items":
+		return imap.MailboxAttrTrash
+	case "Junk", "Spam":
+		return imap.MailboxAttrJunk
+	case "Archive":
+		return imap.MailboxAttrArchive
+	}
+	return ""
 }
 
 func statusData(m mailstore.Mailbox, o *imap.StatusOptions) *imap.StatusData {

@@ -326,6 +326,27 @@ func TestIMAP_MailboxesCopyMove(t *testing.T) {
 	if slices.ContainsFunc(top, func(l *imap.ListData) bool { return l.Mailbox == "Deep/inner" }) {
 		t.Fatal(`LIST "" "%" listed an inferior`)
 	}
+	// SPECIAL-USE: the usual names carry their roles; a wildcard in a
+	// name is refused.
+	for _, name := range []string{"Sent", "Trash"} {
+		if err := c.Create(name, nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	special, err := c.List("", "*", &imap.ListOptions{SelectSpecialUse: true}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var roles []string
+	for _, l := range special {
+		roles = append(roles, fmt.Sprintf("%s %v", l.Mailbox, l.Attrs))
+	}
+	if len(special) != 2 || !slices.Contains(special[0].Attrs, imap.MailboxAttrSent) || !slices.Contains(special[1].Attrs, imap.MailboxAttrTrash) {
+		t.Fatalf("LIST (SPECIAL-USE) = %q", roles)
+	}
+	if err := c.Create("a*b", nil).Wait(); err == nil {
+		t.Fatal("CREATE of a name with a wildcard succeeded")
+	}
 }
 
 // LMTP: one status per recipient; an unknown recipient does not fail the

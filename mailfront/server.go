@@ -83,6 +83,7 @@ func New(cfg Config) (*Server, error) {
 			imap.CapListStatus: {}, imap.CapMove: {}, imap.CapStatusSize: {}, imap.CapIdle: {},
 			imap.CapUnselect: {}, imap.CapSASLIR: {}, imap.CapChildren: {}, imap.CapLiteralMinus: {},
 			imap.CapAppendLimit: {}, imap.CapUnauthenticate: {}, imap.CapSearchRes: {}, imap.CapEnable: {},
+			imap.CapSpecialUse: {}, imap.CapBinary: {},
 		},
 		Logger:    slogPrintf{s.log.With("proto", "imap")},
 		TLSConfig: cfg.TLS,

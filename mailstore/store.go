@@ -108,13 +108,15 @@ func ValidUser(name string) bool {
 	return true
 }
 
-// ValidMailbox reports whether name can be a mailbox name.
+// ValidMailbox reports whether name can be a mailbox name: 1-512 bytes,
+// no control characters, no empty hierarchy level, and none of LIST's
+// wildcards (* and %), which no client could list on their own.
 func ValidMailbox(name string) bool {
 	if len(name) == 0 || len(name) > 512 || strings.HasPrefix(name, "/") || strings.HasSuffix(name, "/") || strings.Contains(name, "//") {
 		return false
 	}
 	for _, r := range name {
-		if r < ' ' || r == 0x7f {
+		if r < ' ' || r == 0x7f || r == '*' || r == '%' {
 			return false
 		}
 	}
