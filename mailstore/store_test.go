@@ -284,3 +284,41 @@ func TestStore_SweepFinishesAnInterruptedDelete(t *testing.T) {
 		}
 	}
 }
+
+// One delivery to many recipients (one of them twice): every INBOX gets
+// the message, all objects are the same bytes stored once.
+func TestStore_DeliverToManyRecipients(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	s := newStore(t, cl.MasterAddrs())
+	ctx := ctxT(t)
+	var rcpts []Recipient
+	for i := range 20 {
+		rcpts = append(rcpts, Recipient{User: fmt.Sprintf("u%d", i)})
+	}
+	rcpts = append(rcpts, Recipient{User: "u0"})
+	for i, err := range s.Deliver(ctx, rcpts, msg(7).Body, time.Time{}) {
+		if err != nil {
+			t.Fatalf("recipient %d: %v", i, err)
+		}
+	}
+	var hash [32]byte
+	for i := range 20 {
+		u := fmt.Sprintf("u%d", i)
+		m, err := s.Mailbox(ctx, u, "INBOX")
+		want := uint32(1)
+		if i == 0 {
+			want = 2
+		}
+		if err != nil || m.Messages != want {
+			t.Fatalf("%s: %+v, %v", u, m, err)
+		}
+		for _, o := range objects(t, s, u) {
+			if hash == ([32]byte{}) {
+				hash = o.Hash
+			}
+			if o.Hash != hash {
+				t.Fatalf("%s's object holds other bytes", u)
+			}
+		}
+	}
+}
