@@ -137,47 +137,34 @@ func applyTxn(tx *bolt.Tx, d *deltas, t *txnpb.Txn, now int64) (Result, error) {
 			return reject(fmt.Errorf("txn: record %q is at version %d, not %d: %w", truncKey(c.Key), have, c.Version, raisfs.ErrCompareFailed))
 		}
 	}
-	// Links: the source must be bound; the target unbound, or bound to the
-	// same blob already (a retried Txn).
-	links := make([]*fsmpb.PutObject, 0)
+	// Object binds, commits of uploads and links alike, are PutObjects:
+	// checked as PutObject is before anything is written. A link binds
+	// its key to the blob its source names (a dedup bind, volume 0).
+	var puts []*fsmpb.PutObject
 	for _, op := range t.Ops {
-		l, ok := op.Op.(*txnpb.TxnOp_LinkObject)
-		if !ok {
-			continue
-		}
-		var from fsmpb.Object
-		if ok, err := getProto(objects, l.LinkObject.From, &from); err != nil {
-			return Result{}, err
-		} else if !ok {
-			return reject(fmt.Errorf("txn: link from %q: %w", truncKey(l.LinkObject.From), raisfs.ErrNotFound))
-		}
-		var to fsmpb.Object
-		if ok, err := getProto(objects, l.LinkObject.Key, &to); err != nil {
-			return Result{}, err
-		} else if ok {
-			if !bytes.Equal(to.Hash, from.Hash) {
-				return reject(fmt.Errorf("txn: key %q is bound to other content: %w", truncKey(l.LinkObject.Key), raisfs.ErrConflict))
+		var p *fsmpb.PutObject
+		switch o := op.Op.(type) {
+		case *txnpb.TxnOp_CommitObject:
+			p = putOf(o.CommitObject)
+		case *txnpb.TxnOp_LinkObject:
+			var from fsmpb.Object
+			if ok, err := getProto(objects, o.LinkObject.From, &from); err != nil {
+				return Result{}, err
+			} else if !ok {
+				return reject(fmt.Errorf("txn: link from %q: %w", truncKey(o.LinkObject.From), raisfs.ErrNotFound))
 			}
+			p = &fsmpb.PutObject{Key: o.LinkObject.Key, Hash: from.Hash, Size: from.Size, Class: from.Class}
+		default:
 			continue
 		}
-		links = append(links, &fsmpb.PutObject{Key: l.LinkObject.Key, Hash: from.Hash, Size: from.Size, Class: from.Class})
-	}
-	// Commits of uploaded blobs: checked as PutObject is.
-	var commits []*fsmpb.PutObject
-	for _, op := range t.Ops {
-		c, ok := op.Op.(*txnpb.TxnOp_CommitObject)
-		if !ok {
-			continue
-		}
-		p := putOf(c.CommitObject)
 		_, rej, err := checkPut(tx, p, now)
 		if err != nil {
 			return Result{}, err
 		}
 		if rej != nil {
-			return reject(fmt.Errorf("txn: commit %q: %w", truncKey(p.Key), rej))
+			return reject(fmt.Errorf("txn: bind %q: %w", truncKey(p.Key), rej))
 		}
-		commits = append(commits, p)
+		puts = append(puts, p)
 	}
 	// Everything checked: write.
 	meta := tx.Bucket(bucketMeta)
@@ -185,24 +172,13 @@ func applyTxn(tx *bolt.Tx, d *deltas, t *txnpb.Txn, now int64) (Result, error) {
 	if err := meta.Put(keyRevision, u64(rev)); err != nil {
 		return Result{}, err
 	}
-	for _, p := range commits {
+	for _, p := range puts {
 		r, err := applyPut(tx, d, p, now)
 		if err != nil {
 			return Result{}, err
 		}
 		if r.Err != nil {
-			return Result{}, fmt.Errorf("txn: commit %q after checking: %w", truncKey(p.Key), r.Err)
-		}
-	}
-	for _, p := range links {
-		// Volume 0: a dedup bind onto the live blob, which applyPut cannot
-		// reject here (the source holds a reference, the key is free).
-		r, err := applyPut(tx, d, p, now)
-		if err != nil {
-			return Result{}, err
-		}
-		if r.Err != nil {
-			return Result{}, fmt.Errorf("txn: link %q after checking: %w", truncKey(p.Key), r.Err)
+			return Result{}, fmt.Errorf("txn: bind %q after checking: %w", truncKey(p.Key), r.Err)
 		}
 	}
 	for _, op := range t.Ops {
