@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -160,7 +161,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	}
 	s.sel = v
 	flags := []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
-	for _, k := range slices.Sorted(mapsKeys(keywords)) {
+	for _, k := range slices.Sorted(maps.Keys(keywords)) {
 		flags = append(flags, imap.Flag(k))
 	}
 	data := &imap.SelectData{
@@ -171,16 +172,6 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		data.PermanentFlags = permanentFlags
 	}
 	return data, nil
-}
-
-func mapsKeys(m map[string]bool) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 func (s *session) Unselect() error {
@@ -779,11 +770,7 @@ func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWrite
 			}
 			out = imapserver.ExtractBodySection(bytes.NewReader(b), bs)
 		}
-		wc := w.WriteBodySection(bs, int64(len(out)))
-		if _, err := wc.Write(out); err != nil {
-			return err
-		}
-		if err := wc.Close(); err != nil {
+		if err := writeLiteral(w.WriteBodySection(bs, int64(len(out))), out); err != nil {
 			return err
 		}
 	}
@@ -793,11 +780,7 @@ func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWrite
 			return imapErr(err)
 		}
 		out := imapserver.ExtractBinarySection(bytes.NewReader(b), bs)
-		wc := w.WriteBinarySection(bs, int64(len(out)))
-		if _, err := wc.Write(out); err != nil {
-			return err
-		}
-		if err := wc.Close(); err != nil {
+		if err := writeLiteral(w.WriteBinarySection(bs, int64(len(out))), out); err != nil {
 			return err
 		}
 	}
@@ -809,6 +792,15 @@ func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWrite
 		w.WriteBinarySectionSize(bs, imapserver.ExtractBinarySectionSize(bytes.NewReader(b), bs))
 	}
 	return w.Close()
+}
+
+// writeLiteral writes b as a FETCH item's literal.
+func writeLiteral(wc io.WriteCloser, b []byte) error {
+	if _, err := wc.Write(b); err != nil {
+		wc.Close()
+		return err
+	}
+	return wc.Close()
 }
 
 func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) (err error) {

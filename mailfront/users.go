@@ -2,7 +2,6 @@ package mailfront
 
 import (
 	"bufio"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"os"
@@ -117,7 +116,7 @@ func AddUser(path, name, password string) error {
 	var lines []string
 	if b, err := os.ReadFile(path); err == nil {
 		for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
-			if n, _, ok := strings.Cut(strings.TrimSpace(l), ":"); ok && subtle.ConstantTimeCompare([]byte(n), []byte(name)) == 1 {
+			if n, _, ok := strings.Cut(strings.TrimSpace(l), ":"); ok && n == name {
 				continue
 			}
 			if l != "" {

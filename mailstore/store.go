@@ -345,8 +345,8 @@ func (s *Store) Mailbox(ctx context.Context, user, name string) (Mailbox, error)
 
 // Mailboxes lists user's mailboxes, INBOX first.
 func (s *Store) Mailboxes(ctx context.Context, user string) ([]Mailbox, error) {
-	if _, err := s.readMailbox(ctx, user, Inbox); err != nil {
-		return nil, err
+	if !ValidUser(user) {
+		return nil, fmt.Errorf("user %q: %w", user, ErrBadName)
 	}
 	prefix := userPrefix(user) + "mb/"
 	var out []Mailbox
@@ -367,6 +367,14 @@ func (s *Store) Mailboxes(ctx context.Context, user string) ([]Mailbox, error) {
 			break
 		}
 		after = p.Next
+	}
+	if !slices.ContainsFunc(out, func(m Mailbox) bool { return m.Name == Inbox }) {
+		// Every user has an INBOX: made on first use (one read more, once).
+		m, err := s.readMailbox(ctx, user, Inbox)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
 	}
 	slices.SortStableFunc(out, func(a, b Mailbox) int {
 		if (a.Name == Inbox) != (b.Name == Inbox) {
