@@ -1,7 +1,6 @@
 package mailfront
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -76,7 +75,7 @@ func (l *lmtpSession) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 		rcpts[i] = mailstore.Recipient{User: u}
 	}
 	start := time.Now()
-	errs := l.s.store.Deliver(ctx, rcpts, bytes.Clone(body), time.Now())
+	errs := l.s.store.Deliver(ctx, rcpts, body, time.Now())
 	l.s.metrics.deliverDur.Observe(time.Since(start).Seconds())
 	for i, err := range errs {
 		switch {
