@@ -41,10 +41,11 @@ type Config struct {
 	// of listening on the addresses above (a supervisor that holds the
 	// ports, as rais dev does). The master closes them.
 	RaftListener, APIListener, HTTPListener net.Listener
-	// LogStore is the Raft log store: "boltdb" (raft-boltdb v2, the
-	// default) or "wal" (hashicorp/raft-wal: segment files, faster; see
-	// ARCHITECTURE.md, "Performance"). Fixed for the life of a master's
-	// directory.
+	// LogStore is the Raft log store: "wal" (hashicorp/raft-wal: segment
+	// files, one fsync per append) or "boltdb" (raft-boltdb v2). Empty
+	// means what the directory already holds, and wal for a new one (see
+	// ARCHITECTURE.md, "Master group", for why). Fixed for the life of a
+	// master's directory.
 	LogStore string
 
 	// Raft timing. The defaults are tuned for a LAN: a dead leader is

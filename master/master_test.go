@@ -406,3 +406,45 @@ func TestCluster_FullAndDrainingServersGetNoVolumes(t *testing.T) {
 		t.Fatalf("candidates with cs2 draining = %v", cands)
 	}
 }
+
+// A directory keeps the log store it was created with; an empty LogStore
+// means that one, and the WAL for a new directory.
+func TestOpenLogStore_KeepsTheDirectorysKind(t *testing.T) {
+	hlog := newHCLogger(testLogger(t))
+	open := func(dir, kind string) (logStore, error) {
+		return openLogStore(Config{Dir: dir, LogStore: kind}, hlog)
+	}
+	for _, tc := range []struct{ first, then, want string }{
+		{"", "", "wal"}, {"boltdb", "", "boltdb"}, {"wal", "", "wal"},
+		{"boltdb", "wal", "error"}, {"wal", "boltdb", "error"},
+	} {
+		dir := t.TempDir()
+		ls, err := open(dir, tc.first)
+		if err != nil {
+			t.Fatalf("first open %q: %v", tc.first, err)
+		}
+		if err := ls.SetUint64([]byte("k"), 7); err != nil {
+			t.Fatal(err)
+		}
+		ls.Close()
+		ls, err = open(dir, tc.then)
+		if tc.want == "error" {
+			if err == nil {
+				ls.Close()
+				t.Fatalf("%q then %q: opened, want an error", tc.first, tc.then)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%q then %q: %v", tc.first, tc.then, err)
+		}
+		_, isWAL := ls.(walStore)
+		if got := map[bool]string{true: "wal", false: "boltdb"}[isWAL]; got != tc.want {
+			t.Errorf("%q then %q: opened %s, want %s", tc.first, tc.then, got, tc.want)
+		}
+		if v, err := ls.GetUint64([]byte("k")); err != nil || v != 7 {
+			t.Errorf("%q then %q: stored value %d, %v; want 7", tc.first, tc.then, v, err)
+		}
+		ls.Close()
+	}
+}

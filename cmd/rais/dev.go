@@ -132,7 +132,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dir := fl.String("dir", "rais-data", "directory for all data and logs; reused by the next start")
 	n := fl.Int("chunkservers", 4, "number of chunk servers")
 	copies := fl.Int("copies", 3, "copies of each message (default replication class), fixed when the cluster is first formed")
-	logStore := fl.String("log-store", "boltdb", "masters' Raft log store: boltdb or wal; fixed when the cluster is first formed")
+	logStore := fl.String("log-store", "", "masters' Raft log store: wal or boltdb (default: what the data dir holds, wal for a new one); fixed when the cluster is first formed")
 	volSize := fl.Int64("volume-size", devVolumeSize, "bytes at which a volume is full (small: volumes seal and new ones open often)")
 	dcs := fl.Int("dcs", 1, "data centers the chunk servers are spread over (dc1, dc2, ...), for trying failure domains")
 	scrubEvery := fl.Duration("scrub-every", 10*time.Minute, "chunk servers re-verify every needle this often")

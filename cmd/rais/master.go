@@ -49,7 +49,7 @@ func runMaster(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	maxRepairs := fl.Int("max-repairs", def.MaxRepairs, "volume copies the leader runs at once")
 	fsckEvery := fl.Duration("fsck-every", def.FsckEvery, "the leader checks every copy against the metadata and repairs what it finds this often (negative: never)")
 	repairRate := fl.Int64("repair-rate-mib", 0, "limit each volume copy to this many MiB/s (0: unlimited)")
-	logStore := fl.String("log-store", "boltdb", "Raft log store: boltdb (raft-boltdb) or wal (raft-wal, faster commits); fixed once the dir exists")
+	logStore := fl.String("log-store", "", "Raft log store: wal (raft-wal, faster commits) or boltdb (raft-boltdb) (default: what the dir holds, wal for a new one); fixed once the dir exists")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	fl.Usage = func() {
 		fmt.Fprintf(stderr, "usage: rais master --id ID --dir DIR --raft-addr H:P --api-addr H:P --peers ID=H:P,... [flags]\n\n"+
