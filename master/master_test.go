@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/hashicorp/raft"
 	"os"
 	"path/filepath"
 	"strings"
@@ -446,5 +447,52 @@ func TestOpenLogStore_KeepsTheDirectorysKind(t *testing.T) {
 			t.Errorf("%q then %q: stored value %d, %v; want 7", tc.first, tc.then, v, err)
 		}
 		ls.Close()
+	}
+}
+
+// A follower whose uncommitted tail is replaced by a new leader truncates
+// its log's suffix; the log must open again after that. raft-wal v0.4.0
+// sealed the segment without its index block and then could not open
+// (hashicorp/raft-wal#31); the chaos harness found it as a master that
+// panicked at every restart.
+func TestLogStore_ReopensAfterTruncatingTheTail(t *testing.T) {
+	for _, kind := range []string{"wal", "boltdb"} {
+		t.Run(kind, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := Config{Dir: dir, LogStore: kind}
+			hlog := newHCLogger(testLogger(t))
+			ls, err := openLogStore(cfg, hlog)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs []*raft.Log
+			for i := uint64(1); i <= 10; i++ {
+				logs = append(logs, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte{byte(i)}})
+			}
+			if err := ls.StoreLogs(logs); err != nil {
+				t.Fatal(err)
+			}
+			if err := ls.DeleteRange(9, 10); err != nil { // the suffix a new leader overwrites
+				t.Fatal(err)
+			}
+			if err := ls.StoreLogs([]*raft.Log{{Index: 9, Term: 2, Type: raft.LogCommand, Data: []byte{99}}}); err != nil {
+				t.Fatal(err)
+			}
+			ls.Close()
+			ls, err = openLogStore(cfg, hlog)
+			if err != nil {
+				t.Fatalf("reopen: %v", err)
+			}
+			defer ls.Close()
+			for i, want := range map[uint64]byte{1: 1, 8: 8, 9: 99} {
+				var l raft.Log
+				if err := ls.GetLog(i, &l); err != nil || l.Data[0] != want {
+					t.Fatalf("log %d after reopening: %v, %v; want data %d", i, l.Data, err, want)
+				}
+			}
+			if last, err := ls.LastIndex(); err != nil || last != 9 {
+				t.Errorf("last index %d, %v; want 9", last, err)
+			}
+		})
 	}
 }
