@@ -148,6 +148,7 @@ func (s *Server) AddMaster(ctx context.Context, req *masterpb.AddMasterRequest) 
 	if !raisfs.ValidNodeID(req.Id) || req.RaftAddress == "" {
 		return nil, fmt.Errorf("add master: bad id or raft address: %w", raisfs.ErrInvalidArgument)
 	}
+	defer s.lease.freeze()()
 	if err := s.raft.AddVoter(raft.ServerID(req.Id), raft.ServerAddress(req.RaftAddress), 0, timeLeft(ctx)).Error(); err != nil {
 		return nil, fmt.Errorf("add master %s: %w: %w", req.Id, raisfs.ErrOutcomeUnknown, err)
 	}
@@ -176,6 +177,7 @@ func (s *Server) RemoveMaster(ctx context.Context, req *masterpb.RemoveMasterReq
 	if !found {
 		return nil, fmt.Errorf("master %q: %w", req.Id, raisfs.ErrNotFound)
 	}
+	defer s.lease.freeze()()
 	if err := s.raft.RemoveServer(raft.ServerID(req.Id), 0, timeLeft(ctx)).Error(); err != nil {
 		return nil, fmt.Errorf("remove master %s: %w: %w", req.Id, raisfs.ErrOutcomeUnknown, err)
 	}

@@ -53,6 +53,12 @@ type Config struct {
 	HeartbeatTimeout   time.Duration // default 300 ms
 	ElectionTimeout    time.Duration // default 300 ms
 	LeaderLeaseTimeout time.Duration // default 150 ms
+	// ReadLease: after the leader confirms its leadership with a quorum,
+	// linearizable reads skip that round for this long (default half the
+	// HeartbeatTimeout; negative: every read confirms). Must be below
+	// HeartbeatTimeout, with a margin for clock rate differences: see
+	// readLease. A master also waits this long before it starts Raft.
+	ReadLease time.Duration
 	// SnapshotThreshold: log entries between snapshots (default 8192).
 	SnapshotThreshold uint64
 
@@ -142,6 +148,7 @@ func (c *Config) withDefaults() {
 	set(&c.HeartbeatTimeout, d.HeartbeatTimeout)
 	set(&c.ElectionTimeout, d.ElectionTimeout)
 	set(&c.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	set(&c.ReadLease, c.HeartbeatTimeout/2)
 	set(&c.ServerDownAfter, d.ServerDownAfter)
 	set(&c.HeartbeatInterval, d.HeartbeatInterval)
 	set(&c.LeaseTTL, d.LeaseTTL)
@@ -177,6 +184,10 @@ func (c *Config) withDefaults() {
 
 // Validate reports the first invalid setting.
 func (c Config) Validate() error {
+	heartbeat := c.HeartbeatTimeout
+	if heartbeat == 0 {
+		heartbeat = DefaultConfig().HeartbeatTimeout
+	}
 	switch {
 	case !raisfs.ValidNodeID(c.ID):
 		return fmt.Errorf("master config: id %q: want 1-64 characters of [A-Za-z0-9._-]", c.ID)
@@ -188,6 +199,8 @@ func (c Config) Validate() error {
 		return errors.New("master config: APIAddr is required")
 	case c.LogStore != "" && c.LogStore != "boltdb" && c.LogStore != "wal":
 		return fmt.Errorf("master config: LogStore %q: want boltdb or wal", c.LogStore)
+	case c.ReadLease >= heartbeat:
+		return fmt.Errorf("master config: ReadLease %v: must be below HeartbeatTimeout %v", c.ReadLease, heartbeat)
 	case c.DefaultCopies < 0 || c.DefaultCopies > 16:
 		return fmt.Errorf("master config: DefaultCopies %d not in 1..16", c.DefaultCopies)
 	}

@@ -18,6 +18,7 @@ type metrics struct {
 	puts         prometheus.Counter
 	dedups       prometheus.Counter
 	badReplicas  prometheus.Counter
+	readBarriers *prometheus.CounterVec
 
 	underReplicated prometheus.Gauge
 	repairs         *prometheus.CounterVec
@@ -41,7 +42,8 @@ func newMetrics(s *Server) *metrics {
 	m.repairs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "repairs_total", Help: "Volume repairs by outcome."}, []string{"outcome"})
 	m.repairBytes = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "repair_bytes_total", Help: "Bytes of volumes copied by repairs."})
 	m.compactions = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "compactions_total", Help: "Volume copies compacted at the leader's request."})
-	m.reg.MustRegister(m.applySeconds, m.forwarded, m.puts, m.dedups, m.badReplicas, m.underReplicated, m.repairs, m.repairBytes, m.compactions)
+	m.readBarriers = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "read_barriers_total", Help: "Linearizable reads on the leader, by how leadership was confirmed: a quorum round, or the read lease of an earlier one."}, []string{"kind"})
+	m.reg.MustRegister(m.readBarriers, m.applySeconds, m.forwarded, m.puts, m.dedups, m.badReplicas, m.underReplicated, m.repairs, m.repairBytes, m.compactions)
 	gauge := func(name, help string, f func() float64) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "rais", Subsystem: "master", Name: name, Help: help}, f))
 	}

@@ -59,6 +59,8 @@ type Server struct {
 	wg     sync.WaitGroup // background loops
 
 	ready          atomic.Bool  // leader, and its first barrier is applied: reads may be served
+	lease          readLease    // reads without a quorum round, on the leader
+	raftCut        atomic.Bool  // set by tests: this master's Raft traffic fails (a partition)
 	repairing      atomic.Int64 // volumes being repaired by this leader
 	repairingBytes atomic.Int64 // their bytes to copy
 	forceReplace   sync.Map     // copyKey → true: copies fsck found damaged, replaced by repair
@@ -118,13 +120,19 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.transport, err = newRaftTransport(raftLn, hlog); err != nil {
+	if s.transport, err = newRaftTransport(raftLn, &s.raftCut, hlog); err != nil {
 		raftLn.Close()
 		return nil, err
 	}
 	rc, err := s.raftConfig(hlog)
 	if err != nil {
 		return nil, err
+	}
+	// A restarted master has forgotten the leader it acknowledged and
+	// would vote at once; waiting out the longest read lease that the
+	// acknowledgement may have granted keeps that lease honest.
+	if cfg.ReadLease > 0 {
+		time.Sleep(cfg.ReadLease)
 	}
 	logs, err := raft.NewLogCache(4096, s.logStore)
 	if err != nil {
@@ -158,6 +166,9 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	s.goLoop("leadership", s.leadershipLoop)
 	s.goLoop("announce", s.announceLoop)
+	if cfg.ReadLease > 0 {
+		s.goLoop("lease clock", s.leaseClockLoop)
+	}
 	s.log.Info("master started", "raft", s.RaftAddr(), "api", s.APIAddr())
 	return s, nil
 }
@@ -341,6 +352,7 @@ func (s *Server) close() error {
 	if s.httpSrv != nil {
 		s.httpSrv.Close()
 	}
+	s.lease.close() // the transfer's target may be elected at once
 	if s.raft != nil && s.raft.State() == raft.Leader {
 		if err := s.raft.LeadershipTransfer().Error(); err != nil {
 			s.log.Info("leadership transfer on shutdown", "err", err)
@@ -546,8 +558,9 @@ func (s *Server) apply(ctx context.Context, op any) (raftfsm.Result, error) {
 }
 
 // readBarrier makes a read on the leader linearizable: leadership is
-// confirmed with a quorum after the read began, and the state machine has
-// applied everything committed before it.
+// confirmed with a quorum after the read began (or by a read lease, see
+// readLease), and the state machine has applied everything committed
+// before it.
 func (s *Server) readBarrier(ctx context.Context) error {
 	for !s.ready.Load() {
 		if s.raft.State() != raft.Leader {
@@ -558,16 +571,25 @@ func (s *Server) readBarrier(ctx context.Context) error {
 		}
 	}
 	idx := s.raft.CommitIndex()
-	f := s.raft.VerifyLeader()
-	done := make(chan struct{})
-	go func() { f.Error(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	if err := f.Error(); err != nil {
-		return fmt.Errorf("read: %w: %w", raisfs.ErrNotLeader, err)
+	if s.leaseRead() {
+		s.metrics.readBarriers.WithLabelValues("lease").Inc()
+	} else {
+		s.metrics.readBarriers.WithLabelValues("quorum").Inc()
+		term, start := s.raft.CurrentTerm(), time.Now()
+		f := s.raft.VerifyLeader()
+		done := make(chan struct{})
+		go func() { f.Error(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if err := f.Error(); err != nil {
+			return fmt.Errorf("read: %w: %w", raisfs.ErrNotLeader, err)
+		}
+		if s.cfg.ReadLease > 0 {
+			s.lease.extend(term, start, time.Now(), s.cfg.ReadLease)
+		}
 	}
 	for s.fsm.AppliedIndex() < idx {
 		if !sleepCtx(ctx, time.Millisecond) {

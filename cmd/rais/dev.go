@@ -132,6 +132,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dir := fl.String("dir", "rais-data", "directory for all data and logs; reused by the next start")
 	n := fl.Int("chunkservers", 4, "number of chunk servers")
 	copies := fl.Int("copies", 3, "copies of each message (default replication class), fixed when the cluster is first formed")
+	readLease := fl.Duration("read-lease", 0, "masters' read lease (see rais master --help; negative: every read confirms leadership with a quorum)")
 	logStore := fl.String("log-store", "", "masters' Raft log store: wal or boltdb (default: what the data dir holds, wal for a new one); fixed when the cluster is first formed")
 	volSize := fl.Int64("volume-size", devVolumeSize, "bytes at which a volume is full (small: volumes seal and new ones open often)")
 	dcs := fl.Int("dcs", 1, "data centers the chunk servers are spread over (dc1, dc2, ...), for trying failure domains")
@@ -246,7 +247,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	for _, m := range layout.Masters {
 		err := start(m.ID, []string{"api", "raft", "http"}, []string{m.API, m.Raft, m.HTTPAddr}, "master", "--id", m.ID, "--dir", filepath.Join(*dir, m.ID),
 			"--raft-addr", m.Raft, "--api-addr", m.API, "--http-addr", m.HTTPAddr, "--peers", strings.Join(peers, ","),
-			"--copies", fmt.Sprint(*copies), "--log-store", *logStore, "--volume-size", fmt.Sprint(*volSize),
+			"--copies", fmt.Sprint(*copies), "--log-store", *logStore, "--read-lease", readLease.String(), "--volume-size", fmt.Sprint(*volSize),
 			"--repair-after", repairAfter.String(), "--server-down-after", "5s", "--fsck-every", "10m")
 		if err != nil {
 			stopAll()

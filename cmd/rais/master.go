@@ -49,6 +49,7 @@ func runMaster(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	maxRepairs := fl.Int("max-repairs", def.MaxRepairs, "volume copies the leader runs at once")
 	fsckEvery := fl.Duration("fsck-every", def.FsckEvery, "the leader checks every copy against the metadata and repairs what it finds this often (negative: never)")
 	repairRate := fl.Int64("repair-rate-mib", 0, "limit each volume copy to this many MiB/s (0: unlimited)")
+	readLease := fl.Duration("read-lease", 0, "after a quorum confirms the leader, linearizable reads skip that round for this long (default: half the Raft heartbeat timeout; negative: never skip)")
 	logStore := fl.String("log-store", "", "Raft log store: wal (raft-wal, faster commits) or boltdb (raft-boltdb) (default: what the dir holds, wal for a new one); fixed once the dir exists")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
 	fl.Usage = func() {
@@ -89,7 +90,7 @@ func runMaster(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	cfg := master.Config{
 		ID: *id, Dir: *dir, RaftAddr: *raftAddr, APIAddr: *apiAddr, HTTPAddr: *httpAddr,
-		DefaultCopies: *copies, ServerDownAfter: *downAfter, LogStore: *logStore, WritableVolumes: *writable, VolumeSizeLimit: *volSize, Logger: logger,
+		DefaultCopies: *copies, ServerDownAfter: *downAfter, LogStore: *logStore, ReadLease: *readLease, WritableVolumes: *writable, VolumeSizeLimit: *volSize, Logger: logger,
 		RepairAfter: *repairAfter, MaxRepairs: *maxRepairs, RepairBytesPerSec: *repairRate << 20, FsckEvery: *fsckEvery,
 	}
 	lns, err := inheritedListeners()
