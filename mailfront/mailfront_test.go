@@ -56,7 +56,7 @@ func startFrontOn(t *testing.T, masters []string, maxSize int64, host string, tl
 		t.Fatal(err)
 	}
 	srv, err := mailfront.New(mailfront.Config{
-		Store: mailstore.New(c, maxSize, testcluster.Logger(t)), Users: users, TLS: tlsCfg,
+		Store: mailstore.New(c, mailstore.Options{MaxMessageSize: maxSize, Logger: testcluster.Logger(t)}), Users: users, TLS: tlsCfg,
 		IdleInterval: 50 * time.Millisecond, Logger: testcluster.Logger(t),
 	})
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/raisfs/raisfs/mailstore"
 )
 
 type metrics struct {
@@ -18,7 +20,7 @@ type metrics struct {
 	deliverDur prometheus.Histogram
 }
 
-func newMetrics() *metrics {
+func newMetrics(store *mailstore.Store) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "rais", Subsystem: "imap", Name: "sessions",
@@ -33,6 +35,13 @@ func newMetrics() *metrics {
 			Help: "Time to store and index one LMTP message for all its recipients.", Buckets: prometheus.ExponentialBuckets(1e-3, 2, 14)}),
 	}
 	m.reg.MustRegister(m.sessions, m.logins, m.appends, m.deliveries, m.deliverDur)
+	counter := func(name, help string, f func() float64) {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "rais", Subsystem: "imap", Name: name, Help: help}, f))
+	}
+	counter("body_cache_hits_total", "Message bodies served from the front end's body cache.", func() float64 { return float64(store.CacheStats().Hits) })
+	counter("body_cache_misses_total", "Message bodies read from the cluster (not in the body cache).", func() float64 { return float64(store.CacheStats().Misses) })
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "rais", Subsystem: "imap", Name: "body_cache_bytes",
+		Help: "Bytes of message bodies in the body cache."}, func() float64 { return float64(store.CacheStats().Bytes) }))
 	return m
 }
 

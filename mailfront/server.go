@@ -71,7 +71,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, store: cfg.Store, users: cfg.Users, log: cfg.Logger, done: make(chan struct{}), metrics: newMetrics()}
+	s := &Server{cfg: cfg, store: cfg.Store, users: cfg.Users, log: cfg.Logger, done: make(chan struct{}), metrics: newMetrics(cfg.Store)}
 	s.imap = imapserver.New(&imapserver.Options{
 		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			s.metrics.sessions.Inc()

@@ -70,20 +70,39 @@ type Store struct {
 	maxSize      int64
 	batchTimeout time.Duration
 
+	bodies *bodyCache // nil: none
+
 	mu     sync.Mutex
 	queues map[string]*mboxQueue // by user NUL mailbox: messages waiting to be indexed
 }
 
-// New returns a store on the cluster c. maxSize bounds messages (0: 64 MiB).
-func New(c *client.Client, maxSize int64, log *slog.Logger) *Store {
-	if maxSize <= 0 {
-		maxSize = 64 << 20
-	}
-	if log == nil {
-		log = slog.Default()
-	}
-	return &Store{c: c, log: log, maxSize: maxSize, batchTimeout: 30 * time.Second, queues: map[string]*mboxQueue{}}
+// Options are a Store's settings.
+type Options struct {
+	// MaxMessageSize bounds appended and delivered messages (0: 64 MiB).
+	MaxMessageSize int64
+	// BodyCache is the memory, in bytes, for recently stored or read
+	// message bodies (0: none). Bodies are immutable, so a cached one is
+	// never stale; see bodyCache.
+	BodyCache int64
+	Logger    *slog.Logger
 }
+
+// New returns a store on the cluster c.
+func New(c *client.Client, opts Options) *Store {
+	if opts.MaxMessageSize <= 0 {
+		opts.MaxMessageSize = 64 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Store{
+		c: c, log: opts.Logger, maxSize: opts.MaxMessageSize, bodies: newBodyCache(opts.BodyCache),
+		batchTimeout: 30 * time.Second, queues: map[string]*mboxQueue{},
+	}
+}
+
+// CacheStats returns the body cache's counters.
+func (s *Store) CacheStats() CacheStats { return s.bodies.stats() }
 
 // Ping checks that the cluster answers a linearizable read.
 func (s *Store) Ping(ctx context.Context) error {
@@ -722,7 +741,8 @@ type NewMessage struct {
 
 // Append adds msg to mailbox name and returns its UIDVALIDITY and UID,
 // once the bytes are durable on their replicas and the index entry is
-// committed.
+// committed. msg.Body may be kept by the body cache: the caller must not
+// modify it afterwards.
 func (s *Store) Append(ctx context.Context, user, name string, msg NewMessage) (uidValidity, uid uint32, err error) {
 	if int64(len(msg.Body)) > s.maxSize {
 		return 0, 0, fmt.Errorf("%d bytes, limit %d: %w", len(msg.Body), s.maxSize, ErrTooLarge)
@@ -746,6 +766,9 @@ func (s *Store) Append(ctx context.Context, user, name string, msg NewMessage) (
 		uv, uid, err := s.index(ctx, user, name, obj, up, msg.Body, flags, msg.Date)
 		if attempt < 2 && uploadGone(err) {
 			continue
+		}
+		if err == nil {
+			s.bodies.add(obj, msg.Body)
 		}
 		return uv, uid, err
 	}
@@ -928,7 +951,8 @@ type Recipient struct {
 
 // Deliver stores body once and indexes it in each recipient's mailbox;
 // errs[i] is recipient i's outcome (nil: delivered and durable). The
-// bytes are uploaded once; the other recipients' objects are links.
+// bytes are uploaded once; the other recipients' objects are links. body
+// may be kept by the body cache: the caller must not modify it afterwards.
 func (s *Store) Deliver(ctx context.Context, rcpts []Recipient, body []byte, date time.Time) []error {
 	errs := make([]error, len(rcpts))
 	if int64(len(body)) > s.maxSize {
@@ -969,6 +993,9 @@ func (s *Store) Deliver(ctx context.Context, rcpts []Recipient, body []byte, dat
 			defer func() { <-sem }()
 			for attempt := 0; ; attempt++ {
 				_, _, err := s.index(ctx, r.User, name, obj, up, body, nil, date)
+				if err == nil {
+					s.bodies.add(obj, body)
+				}
 				if attempt < 2 && uploadGone(err) {
 					// The lease ran out: this recipient uploads again.
 					if up, err = s.c.Upload(ctx, obj, bytes.NewReader(body), nil); err == nil {
@@ -1299,8 +1326,12 @@ func (s *Store) Headers(ctx context.Context, user string, m Mailbox) (map[uint32
 	}
 }
 
-// Body returns msg's bytes, verified.
+// Body returns msg's bytes, verified. The slice may be shared with the
+// body cache: it must not be modified.
 func (s *Store) Body(ctx context.Context, msg Message) ([]byte, error) {
+	if b, ok := s.bodies.get(msg.obj); ok {
+		return b, nil
+	}
 	r, err := s.c.Get(ctx, msg.obj)
 	if err != nil {
 		return nil, fmt.Errorf("read message %d: %w", msg.UID, err)
@@ -1311,6 +1342,7 @@ func (s *Store) Body(ctx context.Context, msg Message) ([]byte, error) {
 	if _, err := buf.ReadFrom(r); err != nil {
 		return nil, fmt.Errorf("read message %d: %w", msg.UID, err)
 	}
+	s.bodies.add(msg.obj, buf.Bytes())
 	return buf.Bytes(), nil
 }
 
@@ -1318,6 +1350,9 @@ func (s *Store) Body(ctx context.Context, msg Message) ([]byte, error) {
 func (s *Store) Range(ctx context.Context, msg Message, off, length int64) ([]byte, error) {
 	if length == 0 || off >= msg.Size {
 		return nil, nil
+	}
+	if b, ok := s.bodies.get(msg.obj); ok {
+		return b[off:min(off+length, int64(len(b)))], nil
 	}
 	b, err := s.c.GetRange(ctx, msg.obj, off, length)
 	if err != nil {

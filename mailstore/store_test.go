@@ -21,7 +21,7 @@ func newStore(t *testing.T, addrs []string) *Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return New(c, 1<<20, testcluster.Logger(t))
+	return New(c, Options{MaxMessageSize: 1 << 20, Logger: testcluster.Logger(t)})
 }
 
 func ctxT(t *testing.T) context.Context {

@@ -34,6 +34,7 @@ func runIMAP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tlsKey := fl.String("tls-key", "", "PEM private key for STARTTLS")
 	allowPlain := fl.Bool("allow-plaintext", false, "allow LOGIN without TLS from any address (without it: loopback only)")
 	maxSize := fl.Int64("max-message-size", 64<<20, "largest message accepted by APPEND and LMTP, in bytes")
+	bodyCache := fl.Int64("body-cache", 64<<20, "memory for recently stored or read message bodies, in bytes (0: none); bodies never change, so a cached one is never stale")
 	hostname := fl.String("hostname", "localhost", "name announced in the LMTP greeting")
 	httpAddr := fl.String("http-addr", "", "HOST:PORT serving /metrics and /healthz (200 when the cluster answers; empty: none)")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
@@ -80,7 +81,7 @@ func runIMAP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer c.Close()
 	srv, err := mailfront.New(mailfront.Config{
-		Store: mailstore.New(c, *maxSize, logger), Users: users, TLS: tlsCfg,
+		Store: mailstore.New(c, mailstore.Options{MaxMessageSize: *maxSize, BodyCache: *bodyCache, Logger: logger}), Users: users, TLS: tlsCfg,
 		AllowPlaintext: *allowPlain, Hostname: *hostname, Logger: logger,
 	})
 	if err != nil {
