@@ -3,6 +3,7 @@ package mailfront
 import (
 	"context"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,12 +46,14 @@ func newMetrics(store *mailstore.Store) *metrics {
 	return m
 }
 
-// HTTPHandler serves /metrics (Prometheus) and /healthz: 200 when the
-// cluster answers a linearizable read within two seconds, 503 otherwise
-// (for a load balancer in front of several front ends).
+// HTTPHandler serves /metrics (Prometheus), /debug/pprof/ and /healthz:
+// 200 when the cluster answers a linearizable read within two seconds,
+// 503 otherwise (for a load balancer in front of several front ends).
 func (s *Server) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
