@@ -52,6 +52,7 @@ type view struct {
 	uids     []uint32                     // seq n is uids[n-1]
 	state    map[uint32]mailstore.Message // latest known, by UID
 	reported map[uint32]uint64            // MODSEQ whose flags the client has seen
+	dirty    map[uint32]bool              // UIDs whose flags may differ from what was reported
 	gone     map[uint32]bool              // expunged elsewhere, not yet reported
 	fresh    []uint32                     // new UIDs, not yet reported
 	saved    imap.UIDSet                  // SEARCHRES
@@ -143,7 +144,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	if err != nil {
 		return nil, imapErr(err)
 	}
-	v := &view{name: m.Name, mbox: m, readOnly: options.ReadOnly, state: map[uint32]mailstore.Message{}, reported: map[uint32]uint64{}, gone: map[uint32]bool{}}
+	v := &view{name: m.Name, mbox: m, readOnly: options.ReadOnly, state: map[uint32]mailstore.Message{}, reported: map[uint32]uint64{}, dirty: map[uint32]bool{}, gone: map[uint32]bool{}}
 	var firstUnseen uint32
 	keywords := map[string]bool{}
 	for i, msg := range msgs {
@@ -439,6 +440,9 @@ func (s *session) syncOnce(ctx context.Context) error {
 			v.fresh = append(v.fresh, msg.UID)
 			v.reported[msg.UID] = msg.ModSeq
 		}
+		if v.reported[msg.UID] != msg.ModSeq {
+			v.dirty[msg.UID] = true
+		}
 		v.state[msg.UID] = msg
 	}
 	return nil
@@ -512,9 +516,22 @@ func (s *session) report(w *imapserver.UpdateWriter, allowExpunge bool) error {
 			return err
 		}
 	}
-	for i, uid := range v.uids {
+	// Only the UIDs whose flags may have changed: walking the whole
+	// mailbox after every command cost more than the command itself in a
+	// mailbox of thousands. v.uids is in UID order: a UID's sequence
+	// number is found by binary search.
+	if len(v.dirty) == 0 {
+		return nil
+	}
+	dirty := slices.Sorted(maps.Keys(v.dirty))
+	clear(v.dirty)
+	for _, uid := range dirty {
 		msg, ok := v.state[uid]
 		if !ok || v.gone[uid] || v.reported[uid] == msg.ModSeq {
+			continue
+		}
+		i, found := slices.BinarySearch(v.uids, uid)
+		if !found {
 			continue
 		}
 		v.reported[uid] = msg.ModSeq
@@ -643,6 +660,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			v.applied(ch)
 			for _, m := range msgs {
 				v.state[m.UID] = m
+				v.dirty[m.UID] = true
 			}
 			options.Flags = true // a changed flag is reported with the fetch
 		}

@@ -151,7 +151,7 @@ func TestIMAP_TwoFrontEnds(t *testing.T) {
 	c1 := login(t, f1.imap, "alice", "pw-a", nil)
 	var mu sync.Mutex
 	var exists []uint32
-	var flagUpdates []*imapclient.FetchMessageData
+	var flagUpdates []*imapclient.FetchMessageBuffer
 	var expunged []uint32
 	c2 := login(t, f2.imap, "alice", "pw-a", &imapclient.UnilateralDataHandler{
 		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
@@ -161,7 +161,16 @@ func TestIMAP_TwoFrontEnds(t *testing.T) {
 				mu.Unlock()
 			}
 		},
-		Fetch:   func(m *imapclient.FetchMessageData) { mu.Lock(); flagUpdates = append(flagUpdates, m); mu.Unlock() },
+		Fetch: func(m *imapclient.FetchMessageData) {
+			buf, err := m.Collect()
+			if err != nil {
+				t.Errorf("unilateral FETCH: %v", err)
+				return
+			}
+			mu.Lock()
+			flagUpdates = append(flagUpdates, buf)
+			mu.Unlock()
+		},
 		Expunge: func(seq uint32) { mu.Lock(); expunged = append(expunged, seq); mu.Unlock() },
 	})
 	bad, err := imapclient.DialInsecure(f1.imap, nil)
@@ -207,6 +216,24 @@ func TestIMAP_TwoFrontEnds(t *testing.T) {
 	}
 	if _, err := c1.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{`\flagged`, `\deleted`}, Silent: true}, nil).Collect(); err != nil {
 		t.Fatal(err)
+	}
+	// A NOOP on 2 reports the change unasked (FETCH FLAGS), once.
+	if err := c2.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	var reported []string
+	for _, u := range flagUpdates {
+		if u.SeqNum == 1 {
+			reported = append(reported, fmt.Sprint(u.Flags))
+		}
+	}
+	mu.Unlock()
+	if !slices.Equal(reported, []string{`[\Deleted \Flagged]`}) {
+		t.Fatalf("flag changes reported to the other front end's client at NOOP: %q, want one FETCH (\\Deleted \\Flagged)", reported)
 	}
 	msgs = fetchAll(t, c2, imap.SeqSetNum(1), &imap.FetchOptions{Flags: true})
 	if !slices.Equal(msgs[0].Flags, []imap.Flag{`\Deleted`, `\Flagged`}) {
