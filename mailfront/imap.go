@@ -999,13 +999,14 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 		defer pf.stop()
 	}
 	k := -1 // index into live
+	resolved := map[any]map[uint32]bool{}
 	for i, uid := range v.uids {
 		if v.gone[uid] {
 			continue
 		}
 		k++
 		seq := uint32(i + 1)
-		m := &matcher{s: s, ctx: ctx, msg: v.state[uid], seq: seq, cached: headers[uid]}
+		m := &matcher{s: s, ctx: ctx, msg: v.state[uid], seq: seq, cached: headers[uid], resolved: resolved}
 		if pf != nil {
 			j := k
 			m.pre = func() ([]byte, error) { return pf.body(ctx, s, j) }
@@ -1055,6 +1056,27 @@ type matcher struct {
 	body   []byte
 	cached []byte                 // the header block, if read ahead
 	pre    func() ([]byte, error) // the body, if read ahead
+	// resolved holds the search's sequence and UID sets, resolved once
+	// (keyed by the set's address in the criteria) instead of once per
+	// message.
+	resolved map[any]map[uint32]bool
+}
+
+// in reports whether num is in the set at key, resolving it on first use.
+func (m *matcher) in(key any, set imap.NumSet, num uint32, seqs bool) bool {
+	r, ok := m.resolved[key]
+	if !ok {
+		ss, us := m.s.sel.resolve(set)
+		if !seqs {
+			ss = us
+		}
+		r = make(map[uint32]bool, len(ss))
+		for _, n := range ss {
+			r[n] = true
+		}
+		m.resolved[key] = r
+	}
+	return r[num]
 }
 
 // anyCriterion reports whether has holds for c or any criteria nested in
@@ -1122,16 +1144,13 @@ func (m *matcher) entity() (*gomessage.Entity, error) {
 }
 
 func (m *matcher) match(c *imap.SearchCriteria) (bool, error) {
-	v := m.s.sel
-	for _, set := range c.SeqNum {
-		seqs, _ := v.resolve(set)
-		if !slices.Contains(seqs, m.seq) {
+	for i := range c.SeqNum {
+		if !m.in(&c.SeqNum[i], c.SeqNum[i], m.seq, true) {
 			return false, nil
 		}
 	}
-	for _, set := range c.UID {
-		_, uids := v.resolve(set)
-		if !slices.Contains(uids, m.msg.UID) {
+	for i := range c.UID {
+		if !m.in(&c.UID[i], c.UID[i], m.msg.UID, false) {
 			return false, nil
 		}
 	}

@@ -702,3 +702,49 @@ func TestHTTP_HealthAndMetrics(t *testing.T) {
 		t.Fatalf("/healthz with every master down = %d, want 503", code)
 	}
 }
+
+// Searches by sequence and UID sets, alone and nested in NOT and OR, with
+// "*" and after an expunge (sequence numbers and UIDs then differ).
+func TestIMAP_SearchBySets(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f := startFront(t, cl.MasterAddrs(), 1<<20)
+	c := login(t, f.imap, "alice", "pw-a", nil)
+	for i := range 6 {
+		var flags []imap.Flag
+		if i%2 == 1 {
+			flags = append(flags, imap.FlagFlagged)
+		}
+		appendMsg(t, c, "INBOX", fmt.Appendf(nil, "Subject: %d\r\n\r\nbody\r\n", i), flags...)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// Expunge UID 1: sequence n is then UID n+1.
+	if _, err := c.Store(imap.UIDSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagDeleted}, Silent: true}, nil).Collect(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Expunge().Close(); err != nil {
+		t.Fatal(err)
+	}
+	seqs := func(ss ...uint32) imap.SeqSet { return imap.SeqSetNum(ss...) }
+	for _, tc := range []struct {
+		name string
+		c    imap.SearchCriteria
+		want []imap.UID
+	}{
+		{"2:4", imap.SearchCriteria{SeqNum: []imap.SeqSet{{{Start: 2, Stop: 4}}}}, []imap.UID{3, 4, 5}},
+		{"UID 4:*", imap.SearchCriteria{UID: []imap.UIDSet{{{Start: 4, Stop: 0}}}}, []imap.UID{4, 5, 6}},
+		{"NOT 1:2", imap.SearchCriteria{Not: []imap.SearchCriteria{{SeqNum: []imap.SeqSet{{{Start: 1, Stop: 2}}}}}}, []imap.UID{4, 5, 6}},
+		{"OR 1 5", imap.SearchCriteria{Or: [][2]imap.SearchCriteria{{{SeqNum: []imap.SeqSet{seqs(1)}}, {SeqNum: []imap.SeqSet{seqs(5)}}}}}, []imap.UID{2, 6}},
+		{"2:* FLAGGED", imap.SearchCriteria{SeqNum: []imap.SeqSet{{{Start: 2, Stop: 0}}}, Flag: []imap.Flag{imap.FlagFlagged}}, []imap.UID{4, 6}},
+		{"UID 2:5 NOT UID 3", imap.SearchCriteria{UID: []imap.UIDSet{{{Start: 2, Stop: 5}}}, Not: []imap.SearchCriteria{{UID: []imap.UIDSet{imap.UIDSetNum(3)}}}}, []imap.UID{2, 4, 5}},
+	} {
+		sd, err := c.UIDSearch(&tc.c, nil).Wait()
+		if err != nil {
+			t.Fatalf("SEARCH %s: %v", tc.name, err)
+		}
+		if got := sd.AllUIDs(); !slices.Equal(got, tc.want) {
+			t.Errorf("UID SEARCH %s = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
