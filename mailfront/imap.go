@@ -988,25 +988,30 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 		headers = h
 	}
 	var pf *prefetcher
-	live := make([]mailstore.Message, 0, len(v.uids))
-	for _, uid := range v.uids {
-		if !v.gone[uid] {
-			live = append(live, v.state[uid])
-		}
-	}
 	if needsBodies(criteria) {
+		live := make([]mailstore.Message, 0, len(v.uids))
+		for _, uid := range v.uids {
+			if !v.gone[uid] {
+				live = append(live, v.state[uid])
+			}
+		}
 		pf = s.prefetch(ctx, live)
 		defer pf.stop()
 	}
-	k := -1 // index into live
+	k := -1 // index into the live messages
 	resolved := map[any]map[uint32]bool{}
+	anyGone := len(v.gone) > 0
+	m := &matcher{s: s, ctx: ctx, resolved: resolved}
 	for i, uid := range v.uids {
-		if v.gone[uid] {
+		if anyGone && v.gone[uid] {
 			continue
 		}
 		k++
 		seq := uint32(i + 1)
-		m := &matcher{s: s, ctx: ctx, msg: v.state[uid], seq: seq, cached: headers[uid], resolved: resolved}
+		*m = matcher{s: s, ctx: ctx, msg: v.state[uid], seq: seq, resolved: resolved}
+		if headers != nil {
+			m.cached = headers[uid]
+		}
 		if pf != nil {
 			j := k
 			m.pre = func() ([]byte, error) { return pf.body(ctx, s, j) }
@@ -1232,6 +1237,9 @@ func (m *matcher) match(c *imap.SearchCriteria) (bool, error) {
 
 // matchDate compares dates only, ignoring time and zone (RFC 3501).
 func matchDate(t, since, before time.Time) bool {
+	if since.IsZero() && before.IsZero() {
+		return true
+	}
 	t = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
 	if !since.IsZero() && t.Before(since) {
 		return false
