@@ -51,9 +51,13 @@ func runMailBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *rcpt == "" {
 		*rcpt = *user + "@localhost"
 	}
+	// Every run's messages differ from the last run's (the Message-ID
+	// names the run): a store that deduplicates content must not find
+	// them stored already.
+	run := time.Now().UnixNano()
 	body := func(i int) []byte {
 		var b bytes.Buffer
-		fmt.Fprintf(&b, "From: bench@example.com\r\nTo: %s\r\nSubject: bench %d\r\nMessage-ID: <%d.bench@example.com>\r\n\r\n", *rcpt, i, i)
+		fmt.Fprintf(&b, "From: bench@example.com\r\nTo: %s\r\nSubject: bench %d\r\nMessage-ID: <%d.%d.bench@example.com>\r\n\r\n", *rcpt, i, i, run)
 		line := []byte("The quick brown fox jumps over the lazy dog; all work and no play.\r\n")
 		for b.Len()+len(line) <= *size-2 {
 			b.Write(line)
