@@ -91,3 +91,38 @@ func TestLookupCache_StaleEntryIsLookedUpAgain(t *testing.T) {
 		t.Fatal("Get after Delete through the same client succeeded")
 	}
 }
+
+// With LookupCache, a Put leaves its location in the cache: the Get that
+// follows reads from the chunk servers without asking the masters (here
+// they are all stopped).
+func TestLookupCache_PutFillsIt(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := New(ctx, Config{Masters: cl.MasterAddrs(), LookupCache: 10, Logger: testcluster.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	body := []byte("Subject: put\r\n\r\nbody\r\n")
+	if _, err := c.Put(ctx, "mail/p", bytes.NewReader(body), nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range cl.MasterAddrs() {
+		cl.StopMaster(i)
+	}
+	r, err := c.Get(ctx, "mail/p")
+	if err != nil {
+		t.Fatalf("Get with the masters down: %v", err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("Get = %q, %v", got, err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, time.Second)
+	defer cancelShort()
+	if _, err := c.Get(short, "mail/never-put"); err == nil {
+		t.Fatal("Get of an unknown key succeeded with the masters down")
+	}
+}

@@ -189,6 +189,9 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts *PutOpti
 		}
 		switch {
 		case err == nil:
+			// Its location is known without a look-up (Config.LookupCache).
+			c.store(key, &masterpb.LookupResponse{Hash: b.hash[:], Size: b.size, Class: opts.Class,
+				CreatedUnixNano: time.Now().UnixNano(), Volume: bp.Volume, Replicas: bp.Replicas})
 			return obj, nil
 		case errors.Is(err, raisfs.ErrLeaseExpired):
 			lastErr = err
