@@ -829,9 +829,19 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	if err := s.sync(ctx); err != nil {
-		return imapErr(err)
+	// A change is tried against the session's picture without reading the
+	// mailbox first: the transaction compares the mailbox's version, so a
+	// commit proves the picture was current (and a stale one fails the
+	// compare and is read afresh). Only a change that wrote nothing proved
+	// nothing, and is confirmed below.
+	known := v.known()
+	if known == nil {
+		if err := s.sync(ctx); err != nil {
+			return imapErr(err)
+		}
+		known = v.known()
 	}
+	s.synced = false
 	seqs, uids := v.resolve(numSet)
 	if len(uids) == 0 {
 		return nil
@@ -841,11 +851,26 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		fs = append(fs, string(f))
 	}
 	op := map[imap.StoreFlagsOp]mailstore.FlagOp{imap.StoreFlagsAdd: mailstore.FlagsAdd, imap.StoreFlagsDel: mailstore.FlagsRemove, imap.StoreFlagsSet: mailstore.FlagsSet}[flags.Op]
-	msgs, ch, err := s.s.store.StoreFlags(ctx, s.user, v.name, mailstore.UIDs(uids...), op, fs, v.known())
+	before := v.mbox.Version
+	msgs, ch, err := s.s.store.StoreFlags(ctx, s.user, v.name, mailstore.UIDs(uids...), op, fs, known)
+	if err == nil && known != nil && ch.To == ch.From {
+		// Nothing written, decided on a picture nobody checked: read the
+		// mailbox, and decide again if it moved on.
+		if err := s.sync(ctx); err != nil {
+			return imapErr(err)
+		}
+		if v.mbox.Version != ch.From {
+			before = v.mbox.Version
+			msgs, ch, err = s.s.store.StoreFlags(ctx, s.user, v.name, mailstore.UIDs(uids...), op, fs, v.known())
+		}
+	}
 	if err != nil {
 		return imapErr(err)
 	}
 	v.applied(ch)
+	// Current as of this change when it committed on the picture (or the
+	// picture was just confirmed); otherwise the next poll reads.
+	s.synced = ch.From == before && (ch.To != ch.From || known != nil)
 	for _, m := range msgs {
 		v.state[m.UID] = m
 		v.reported[m.UID] = m.ModSeq

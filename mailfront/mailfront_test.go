@@ -748,3 +748,45 @@ func TestIMAP_SearchBySets(t *testing.T) {
 		}
 	}
 }
+
+// A STORE decided on a session's picture that another front end has made
+// stale: a change fails its compare and is made on the current flags; a
+// change that looks like a no-op on the stale picture is checked, and made.
+func TestIMAP_StoreOnAStalePicture(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f1, f2 := startFront(t, cl.MasterAddrs(), 1<<20), startFront(t, cl.MasterAddrs(), 1<<20)
+	c1 := login(t, f1.imap, "alice", "pw-a", nil)
+	c2 := login(t, f2.imap, "alice", "pw-a", nil)
+	appendMsg(t, c1, "INBOX", []byte("Subject: one\r\n\r\n1\r\n"), imap.FlagFlagged)
+	appendMsg(t, c1, "INBOX", []byte("Subject: two\r\n\r\n2\r\n"))
+	for _, c := range []*imapclient.Client{c1, c2} {
+		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := func(c *imapclient.Client, uid imap.UID, op imap.StoreFlagsOp, f imap.Flag) []imap.Flag {
+		t.Helper()
+		msgs, err := c.Store(imap.UIDSetNum(uid), &imap.StoreFlags{Op: op, Flags: []imap.Flag{f}}, nil).Collect()
+		if err != nil || len(msgs) != 1 {
+			t.Fatalf("UID STORE %d: %d messages, %v", uid, len(msgs), err)
+		}
+		return msgs[0].Flags
+	}
+	// Through 2: 1 loses \Flagged, 2 gains \Seen. 1 has not looked since.
+	store(c2, 1, imap.StoreFlagsDel, imap.FlagFlagged)
+	store(c2, 2, imap.StoreFlagsAdd, imap.FlagSeen)
+
+	if got := store(c1, 1, imap.StoreFlagsAdd, imap.FlagFlagged); !slices.Equal(got, []imap.Flag{imap.FlagFlagged}) {
+		t.Errorf("STORE +\\Flagged on a picture that already had it: flags %v", got)
+	}
+	if got := store(c1, 2, imap.StoreFlagsAdd, imap.FlagAnswered); !slices.Equal(got, []imap.Flag{imap.FlagAnswered, imap.FlagSeen}) {
+		t.Errorf("STORE +\\Answered on a stale picture: flags %v, want \\Answered \\Seen", got)
+	}
+	msgs := fetchAll(t, c2, imap.UIDSet{{Start: 1, Stop: 2}}, &imap.FetchOptions{UID: true, Flags: true})
+	want := map[imap.UID][]imap.Flag{1: {imap.FlagFlagged}, 2: {imap.FlagAnswered, imap.FlagSeen}}
+	for _, m := range msgs {
+		if !slices.Equal(m.Flags, want[m.UID]) {
+			t.Errorf("UID %d as the other front end sees it: %v, want %v", m.UID, m.Flags, want[m.UID])
+		}
+	}
+}
