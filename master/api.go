@@ -124,7 +124,7 @@ func (s *Server) applyAnywhere(ctx context.Context, op *fsmpb.SetMaster) error {
 		_, err := s.apply(ctx, op)
 		return err
 	}
-	_, err = c.AnnounceMaster(forwardCtx(ctx), &masterpb.AddMasterRequest{Id: op.Id, ApiAddress: op.ApiAddress})
+	_, err = c.AnnounceMaster(forwardCtx(ctx), &masterpb.AddMasterRequest{Id: op.Id, ApiAddress: op.ApiAddress, OpsVersion: op.OpsVersion})
 	return err
 }
 
@@ -136,7 +136,7 @@ func (s *Server) AnnounceMaster(ctx context.Context, req *masterpb.AddMasterRequ
 	if !raisfs.ValidNodeID(req.Id) || req.ApiAddress == "" {
 		return nil, fmt.Errorf("announce master: bad id or address: %w", raisfs.ErrInvalidArgument)
 	}
-	_, err := s.apply(ctx, &fsmpb.SetMaster{Id: req.Id, ApiAddress: req.ApiAddress})
+	_, err := s.apply(ctx, &fsmpb.SetMaster{Id: req.Id, ApiAddress: req.ApiAddress, OpsVersion: req.OpsVersion})
 	return &masterpb.AddMasterResponse{}, err
 }
 

@@ -90,7 +90,8 @@ func mustCluster(t testing.TB, n int, mod func(*Config)) *testCluster {
 }
 
 // waitLeader waits for a leader that every live master agrees on and that
-// has announced its API address.
+// has announced its API address, and for every live master's announced
+// command set.
 func (c *testCluster) waitLeader() *Server {
 	c.t.Helper()
 	var leader *Server
@@ -105,7 +106,18 @@ func (c *testCluster) waitLeader() *Server {
 			return false
 		}
 		ms, _ := leader.fsm.Masters()
-		return ms[leader.ID()] != ""
+		if ms[leader.ID()] == "" {
+			return false
+		}
+		// Every live master has announced its command set (Txn waits
+		// for that).
+		ops, _ := leader.fsm.MasterOps()
+		for _, s := range c.masters {
+			if s != nil && ops[s.ID()] != s.opsVersion() {
+				return false
+			}
+		}
+		return true
 	})
 	return leader
 }

@@ -113,6 +113,10 @@ type Config struct {
 
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
+
+	// opsVersion, when set, is announced instead of raftfsm.OpsVersion
+	// (tests: a master of an older build).
+	opsVersion uint32
 }
 
 // DefaultConfig returns the defaults, with no ID, Dir or addresses.

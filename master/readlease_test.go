@@ -1,36 +1,11 @@
 package master
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/raisfs/raisfs/api/masterpb"
-	"github.com/raisfs/raisfs/api/txnpb"
 )
-
-func putRecord(t *testing.T, m masterpb.MasterClient, key, value string) error {
-	t.Helper()
-	_, err := m.Txn(ctxT(t), &txnpb.Txn{Ops: []*txnpb.TxnOp{{Op: &txnpb.TxnOp_Put{Put: &txnpb.RecordPut{Key: []byte(key), Value: []byte(value)}}}}})
-	return err
-}
-
-func readRecord(t *testing.T, m masterpb.MasterClient, key string) (string, error) {
-	t.Helper()
-	// Short: a master with no leader waits for one until the deadline.
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	r, err := m.Records(ctx, &masterpb.RecordsRequest{Prefix: []byte(key)})
-	if err != nil {
-		return "", err
-	}
-	if len(r.Records) == 0 {
-		return "", nil
-	}
-	return string(r.Records[0].Value), nil
-}
 
 func barriers(s *Server, kind string) float64 {
 	return testutil.ToFloat64(s.metrics.readBarriers.WithLabelValues(kind))

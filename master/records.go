@@ -3,7 +3,9 @@ package master
 import (
 	"context"
 	"fmt"
+	"strings"
 
+	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
 	"github.com/raisfs/raisfs/api/txnpb"
 	"github.com/raisfs/raisfs/raftfsm"
@@ -19,6 +21,9 @@ func (s *Server) Txn(ctx context.Context, req *txnpb.Txn) (*masterpb.TxnResponse
 	}
 	if err := raftfsm.ValidateTxn(req); err != nil {
 		return nil, err
+	}
+	if err := s.opsReady(raftfsm.OpsTxn); err != nil {
+		return nil, fmt.Errorf("txn: %w", err)
 	}
 	// Commits of uploads carry the write lease the upload was made under,
 	// checked as CommitPut checks it; the state machine checks its expiry.
@@ -61,4 +66,37 @@ func (s *Server) Records(ctx context.Context, req *masterpb.RecordsRequest) (*ma
 		resp.Records = append(resp.Records, &masterpb.RecordEntry{Key: r.Key, Value: r.Value, Version: r.Version})
 	}
 	return resp, nil
+}
+
+// opsReady reports whether every master in the Raft configuration has
+// announced that its build applies command set want (see
+// raftfsm.OpsVersion). During a rolling upgrade a master still on an
+// older build would stop at the first entry it cannot apply; until all
+// have announced, commands of the newer set are refused as unavailable
+// (callers retry later; an MTA defers the delivery). A positive answer is
+// remembered for the configuration it was given for.
+func (s *Server) opsReady(want uint32) error {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("raft configuration: %w", err)
+	}
+	var ids []string
+	for _, srv := range f.Configuration().Servers {
+		ids = append(ids, string(srv.ID))
+	}
+	key := fmt.Sprintf("%d:%s", want, strings.Join(ids, ","))
+	if p := s.opsChecked.Load(); p != nil && *p == key {
+		return nil
+	}
+	ops, err := s.fsm.MasterOps()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if ops[id] < want {
+			return fmt.Errorf("master %s has not announced a build that applies this command (it runs an older version, or has not started since the upgrade): upgrade and start every master: %w", id, raisfs.ErrUnavailable)
+		}
+	}
+	s.opsChecked.Store(&key)
+	return nil
 }

@@ -58,14 +58,15 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background loops
 
-	ready          atomic.Bool  // leader, and its first barrier is applied: reads may be served
-	lease          readLease    // reads without a quorum round, on the leader
-	raftCut        atomic.Bool  // set by tests: this master's Raft traffic fails (a partition)
-	repairing      atomic.Int64 // volumes being repaired by this leader
-	repairingBytes atomic.Int64 // their bytes to copy
-	forceReplace   sync.Map     // copyKey → true: copies fsck found damaged, replaced by repair
-	moves          sync.Map     // copyKey → target server id: rebalance moves not done yet
-	corruptSince   sync.Map     // copyKey → time.Time: when the copy first reported corrupt needles
+	ready          atomic.Bool            // leader, and its first barrier is applied: reads may be served
+	lease          readLease              // reads without a quorum round, on the leader
+	raftCut        atomic.Bool            // set by tests: this master's Raft traffic fails (a partition)
+	opsChecked     atomic.Pointer[string] // the configuration opsReady last found ready
+	repairing      atomic.Int64           // volumes being repaired by this leader
+	repairingBytes atomic.Int64           // their bytes to copy
+	forceReplace   sync.Map               // copyKey → true: copies fsck found damaged, replaced by repair
+	moves          sync.Map               // copyKey → target server id: rebalance moves not done yet
+	corruptSince   sync.Map               // copyKey → time.Time: when the copy first reported corrupt needles
 	placementCache atomic.Pointer[placementView]
 	registry       *registry  // soft state of chunk servers, on the leader
 	volMu          sync.Mutex // serialises volume creation on the leader
@@ -443,7 +444,7 @@ func (s *Server) leaderDuties(ctx context.Context) {
 	// the commit index and readBarrier would wait for nothing.
 	for ctx.Err() == nil {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := s.apply(actx, &fsmpb.SetMaster{Id: s.cfg.ID, ApiAddress: s.APIAddr()})
+		_, err := s.apply(actx, &fsmpb.SetMaster{Id: s.cfg.ID, ApiAddress: s.APIAddr(), OpsVersion: s.opsVersion()})
 		cancel()
 		if err == nil {
 			break
@@ -487,14 +488,15 @@ func (s *Server) initCluster(ctx context.Context) error {
 func (s *Server) announceLoop(ctx context.Context) {
 	for {
 		ms, err := s.fsm.Masters()
-		if err == nil && ms[s.cfg.ID] == s.APIAddr() {
+		ops, oerr := s.fsm.MasterOps()
+		if err == nil && oerr == nil && ms[s.cfg.ID] == s.APIAddr() && ops[s.cfg.ID] == s.opsVersion() {
 			if !sleepCtx(ctx, 5*time.Second) {
 				return
 			}
 			continue
 		}
 		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err = s.applyAnywhere(actx, &fsmpb.SetMaster{Id: s.cfg.ID, ApiAddress: s.APIAddr()})
+		err = s.applyAnywhere(actx, &fsmpb.SetMaster{Id: s.cfg.ID, ApiAddress: s.APIAddr(), OpsVersion: s.opsVersion()})
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			s.log.Debug("announce api address", "err", err)
@@ -503,6 +505,15 @@ func (s *Server) announceLoop(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// opsVersion is the command set this master announces: its build's,
+// unless a test pretends to be an older build.
+func (s *Server) opsVersion() uint32 {
+	if s.cfg.opsVersion != 0 {
+		return s.cfg.opsVersion
+	}
+	return raftfsm.OpsVersion
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

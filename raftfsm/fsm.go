@@ -26,6 +26,18 @@ import (
 // newest it applies.
 const CommandVersion = 1
 
+// OpsVersion is the newest set of commands this build applies. A build
+// that meets a command it does not know stops (it cannot apply the log),
+// so a leader proposes a command only once every master has announced a
+// set that includes it:
+//
+//	1: objects, volumes, servers, classes, masters, deletions
+//	2: Txn (the records namespace)
+const OpsVersion = 2
+
+// OpsTxn is the first OpsVersion with the Txn command.
+const OpsTxn = 2
+
 // MaxKeyLen is the longest object key accepted.
 const MaxKeyLen = 1024
 
@@ -386,7 +398,7 @@ func applyCommand(tx *bolt.Tx, d *deltas, cmd *fsmpb.Command) (Result, error) {
 		if op.SetMaster.Id == "" {
 			return reject(fmt.Errorf("set master: empty id: %w", raisfs.ErrInvalidArgument))
 		}
-		return Result{}, putProto(b, []byte(op.SetMaster.Id), &fsmpb.Master{ApiAddress: op.SetMaster.ApiAddress})
+		return Result{}, putProto(b, []byte(op.SetMaster.Id), &fsmpb.Master{ApiAddress: op.SetMaster.ApiAddress, OpsVersion: op.SetMaster.OpsVersion})
 	default:
 		panic(fmt.Sprintf("raftfsm: unknown command %T", cmd.Op))
 	}
@@ -1040,6 +1052,23 @@ func (f *FSM) Masters() (map[string]string, error) {
 				return err
 			}
 			out[string(k)] = m.ApiAddress
+			return nil
+		})
+	})
+	return out, err
+}
+
+// MasterOps returns the command set each master announced it applies
+// (OpsVersion of its build; 1 for builds that announced none).
+func (f *FSM) MasterOps() (map[string]uint32, error) {
+	out := map[string]uint32{}
+	err := f.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMasters).ForEach(func(k, v []byte) error {
+			var m fsmpb.Master
+			if err := proto.Unmarshal(v, &m); err != nil {
+				return err
+			}
+			out[string(k)] = max(m.OpsVersion, 1)
 			return nil
 		})
 	})

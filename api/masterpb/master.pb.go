@@ -1599,10 +1599,13 @@ func (x *StatusResponse) GetRepairingBytes() int64 {
 }
 
 type AddMasterRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	RaftAddress   string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
-	ApiAddress    string                 `protobuf:"bytes,3,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	ApiAddress  string                 `protobuf:"bytes,3,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	// AnnounceMaster: the command set the master's build applies (0 from
+	// builds older than the field).
+	OpsVersion    uint32 `protobuf:"varint,4,opt,name=ops_version,json=opsVersion,proto3" json:"ops_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1656,6 +1659,13 @@ func (x *AddMasterRequest) GetApiAddress() string {
 		return x.ApiAddress
 	}
 	return ""
+}
+
+func (x *AddMasterRequest) GetOpsVersion() uint32 {
+	if x != nil {
+		return x.OpsVersion
+	}
+	return 0
 }
 
 type AddMasterResponse struct {
@@ -2597,12 +2607,14 @@ const file_master_proto_rawDesc = "" +
 	"\trepairing\x18\t \x01(\rR\trepairing\x12#\n" +
 	"\rmoves_pending\x18\n" +
 	" \x01(\rR\fmovesPending\x12'\n" +
-	"\x0frepairing_bytes\x18\v \x01(\x03R\x0erepairingBytes\"f\n" +
+	"\x0frepairing_bytes\x18\v \x01(\x03R\x0erepairingBytes\"\x87\x01\n" +
 	"\x10AddMasterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
 	"\vapi_address\x18\x03 \x01(\tR\n" +
-	"apiAddress\"\x13\n" +
+	"apiAddress\x12\x1f\n" +
+	"\vops_version\x18\x04 \x01(\rR\n" +
+	"opsVersion\"\x13\n" +
 	"\x11AddMasterResponse\"%\n" +
 	"\x13RemoveMasterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +

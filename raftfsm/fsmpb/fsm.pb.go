@@ -1051,10 +1051,13 @@ func (x *InitCluster) GetDefaultClass() *ReplicationClass {
 // SetMaster records a master's client API address, so followers can
 // forward to the leader and status can list every master.
 type SetMaster struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	ApiAddress    string                 `protobuf:"bytes,2,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
-	Remove        bool                   `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	ApiAddress string                 `protobuf:"bytes,2,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	Remove     bool                   `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
+	// The newest set of commands the master's build applies (see
+	// raftfsm.OpsVersion); 0 from builds older than the field (1).
+	OpsVersion    uint32 `protobuf:"varint,4,opt,name=ops_version,json=opsVersion,proto3" json:"ops_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1108,6 +1111,13 @@ func (x *SetMaster) GetRemove() bool {
 		return x.Remove
 	}
 	return false
+}
+
+func (x *SetMaster) GetOpsVersion() uint32 {
+	if x != nil {
+		return x.OpsVersion
+	}
+	return 0
 }
 
 type Object struct {
@@ -1474,6 +1484,7 @@ func (x *ReplicationClass) GetMinDcs() uint32 {
 type Master struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ApiAddress    string                 `protobuf:"bytes,1,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	OpsVersion    uint32                 `protobuf:"varint,2,opt,name=ops_version,json=opsVersion,proto3" json:"ops_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1513,6 +1524,13 @@ func (x *Master) GetApiAddress() string {
 		return x.ApiAddress
 	}
 	return ""
+}
+
+func (x *Master) GetOpsVersion() uint32 {
+	if x != nil {
+		return x.OpsVersion
+	}
+	return 0
 }
 
 var File_fsm_proto protoreflect.FileDescriptor
@@ -1578,12 +1596,14 @@ const file_fsm_proto_rawDesc = "" +
 	"\x05class\x18\x01 \x01(\v2\x1f.raisfs.fsm.v1.ReplicationClassR\x05class\"p\n" +
 	"\vInitCluster\x12\x1b\n" +
 	"\tlease_key\x18\x01 \x01(\fR\bleaseKey\x12D\n" +
-	"\rdefault_class\x18\x02 \x01(\v2\x1f.raisfs.fsm.v1.ReplicationClassR\fdefaultClass\"T\n" +
+	"\rdefault_class\x18\x02 \x01(\v2\x1f.raisfs.fsm.v1.ReplicationClassR\fdefaultClass\"u\n" +
 	"\tSetMaster\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vapi_address\x18\x02 \x01(\tR\n" +
 	"apiAddress\x12\x16\n" +
-	"\x06remove\x18\x03 \x01(\bR\x06remove\"r\n" +
+	"\x06remove\x18\x03 \x01(\bR\x06remove\x12\x1f\n" +
+	"\vops_version\x18\x04 \x01(\rR\n" +
+	"opsVersion\"r\n" +
 	"\x06Object\x12\x12\n" +
 	"\x04hash\x18\x01 \x01(\fR\x04hash\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x14\n" +
@@ -1610,10 +1630,12 @@ const file_fsm_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06copies\x18\x02 \x01(\rR\x06copies\x12!\n" +
 	"\fwrite_quorum\x18\x03 \x01(\rR\vwriteQuorum\x12\x17\n" +
-	"\amin_dcs\x18\x04 \x01(\rR\x06minDcs\")\n" +
+	"\amin_dcs\x18\x04 \x01(\rR\x06minDcs\"J\n" +
 	"\x06Master\x12\x1f\n" +
 	"\vapi_address\x18\x01 \x01(\tR\n" +
-	"apiAddress*~\n" +
+	"apiAddress\x12\x1f\n" +
+	"\vops_version\x18\x02 \x01(\rR\n" +
+	"opsVersion*~\n" +
 	"\vVolumeState\x12\x1c\n" +
 	"\x18VOLUME_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fVOLUME_CREATING\x10\x01\x12\x13\n" +
