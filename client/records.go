@@ -113,9 +113,13 @@ func (c *Client) Commit(ctx context.Context, t *Txn) (uint64, error) {
 		if err == nil || notSent(err) {
 			return err
 		}
+		// Answers a master gives before proposing anything (a master's
+		// own UNAVAILABLE, such as a master still on an older build, is
+		// one: retried); a transport error carries no reason and stays
+		// uncertain.
 		if e := rpcerr.FromStatus(err); errors.Is(e, raisfs.ErrNotLeader) || errors.Is(e, raisfs.ErrCompareFailed) ||
 			errors.Is(e, raisfs.ErrInvalidArgument) || errors.Is(e, raisfs.ErrNotFound) || errors.Is(e, raisfs.ErrConflict) ||
-			errors.Is(e, raisfs.ErrLeaseExpired) || errors.Is(e, raisfs.ErrPermissionDenied) {
+			errors.Is(e, raisfs.ErrLeaseExpired) || errors.Is(e, raisfs.ErrPermissionDenied) || errors.Is(e, raisfs.ErrUnavailable) {
 			return err
 		}
 		outcomeUnknown = fmt.Errorf("a txn attempt failed after it may have applied (%v): %w", rpcerr.FromStatus(err), ErrOutcomeUnknown)
