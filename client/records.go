@@ -152,6 +152,14 @@ type RecordPage struct {
 // start with prefix, after key after, in key order. The read is
 // linearizable: it sees every transaction committed before it began.
 func (c *Client) Records(ctx context.Context, prefix, after string, limit int) (RecordPage, error) {
+	return c.RecordsSince(ctx, prefix, after, limit, 0)
+}
+
+// RecordsSince is Records restricted to records written after revision
+// since (a Record's Version): what changed since an earlier read, without
+// shipping what did not. Deleted records do not show. A page may hold
+// fewer records than limit, or none, and still have a Next.
+func (c *Client) RecordsSince(ctx context.Context, prefix, after string, limit int, since uint64) (RecordPage, error) {
 	if limit < 0 || limit > 10000 {
 		return RecordPage{}, fmt.Errorf("records limit %d: %w", limit, ErrInvalidArgument)
 	}
@@ -159,7 +167,7 @@ func (c *Client) Records(ctx context.Context, prefix, after string, limit int) (
 	defer cancel()
 	var rr *masterpb.RecordsResponse
 	err := c.call(ctx, "records", func(ctx context.Context, m masterpb.MasterClient) (err error) {
-		rr, err = m.Records(ctx, &masterpb.RecordsRequest{Prefix: []byte(prefix), After: []byte(after), Limit: uint32(limit)})
+		rr, err = m.Records(ctx, &masterpb.RecordsRequest{Prefix: []byte(prefix), After: []byte(after), Limit: uint32(limit), MinVersion: since})
 		return err
 	})
 	if err != nil {
@@ -167,10 +175,18 @@ func (c *Client) Records(ctx context.Context, prefix, after string, limit int) (
 	}
 	p := RecordPage{Revision: rr.Revision}
 	for _, r := range rr.Records {
+		if r.Version <= since {
+			continue // a master that predates MinVersion sends everything
+		}
 		p.Records = append(p.Records, Record{Key: string(r.Key), Value: r.Value, Version: r.Version})
 	}
-	if rr.More && len(p.Records) > 0 {
-		p.Next = p.Records[len(p.Records)-1].Key
+	if rr.More {
+		switch {
+		case len(rr.Next) > 0:
+			p.Next = string(rr.Next)
+		case len(rr.Records) > 0:
+			p.Next = string(rr.Records[len(rr.Records)-1].Key)
+		}
 	}
 	return p, nil
 }

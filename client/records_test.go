@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -135,5 +136,44 @@ func TestClient_UploadCommittedByTxn(t *testing.T) {
 	}
 	if st, err := c.Stat(ctx, "mail/u3"); err != nil || st.Hash != u.Hash {
 		t.Fatalf("Stat(u3) = %+v, %v", st, err)
+	}
+}
+
+// RecordsSince returns only the records written after a revision, and
+// pages through a prefix even when a page holds none of them.
+func TestClient_RecordsSince(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	c := mustClient(t, cl.MasterAddrs(), nil)
+	ctx := ctxT(t)
+	var rev uint64
+	for i := range 30 {
+		r, err := c.Commit(ctx, new(client.Txn).Put(fmt.Sprintf("s/%02d", i), []byte("v")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 24 {
+			rev = r
+		}
+	}
+	if _, err := c.Commit(ctx, new(client.Txn).Put("s/03", []byte("again"))); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	after := ""
+	for pages := 0; ; pages++ {
+		p, err := c.RecordsSince(ctx, "s/", after, 2, rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range p.Records {
+			got = append(got, r.Key)
+		}
+		if p.Next == "" {
+			break
+		}
+		after = p.Next
+	}
+	if want := []string{"s/03", "s/25", "s/26", "s/27", "s/28", "s/29"}; !slices.Equal(got, want) {
+		t.Fatalf("RecordsSince = %v, want %v", got, want)
 	}
 }

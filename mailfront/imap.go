@@ -407,6 +407,13 @@ func (s *session) syncOnce(ctx context.Context) error {
 	if m.Version == v.mbox.Version {
 		return nil
 	}
+	if done, err := s.syncChanged(ctx, m); done || err != nil {
+		if done {
+			s.s.metrics.syncs.WithLabelValues("changes").Inc()
+		}
+		return err
+	}
+	s.s.metrics.syncs.WithLabelValues("full").Inc()
 	msgs, err := s.s.store.Messages(ctx, s.user, m)
 	if err != nil {
 		return err
@@ -446,6 +453,51 @@ func (s *session) syncOnce(ctx context.Context) error {
 		v.state[msg.UID] = msg
 	}
 	return nil
+}
+
+// syncChanged catches the view up with mailbox m by reading only the
+// index entries written since the view's version: new messages and flag
+// changes, the common case (a delivery, a flag set elsewhere), without
+// reading a mailbox of thousands again. Expunged entries leave no trace in
+// that read; they show in the count: the messages the view holds plus the
+// new ones must be m.Messages, or something was expunged (or m is older
+// than the entries read), and done is false: the caller reads everything.
+func (s *session) syncChanged(ctx context.Context, m mailstore.Mailbox) (done bool, err error) {
+	v := s.sel
+	msgs, err := s.s.store.Changed(ctx, s.user, m, v.mbox.Version)
+	if err != nil {
+		return false, err
+	}
+	last := uint32(0)
+	if len(v.uids) > 0 {
+		last = v.uids[len(v.uids)-1]
+	}
+	if len(v.fresh) > 0 {
+		last = max(last, v.fresh[len(v.fresh)-1])
+	}
+	added := 0
+	for _, msg := range msgs {
+		if msg.UID > last {
+			added++
+		} else if _, ok := v.state[msg.UID]; !ok || v.gone[msg.UID] {
+			return false, nil // not in the picture: read it whole
+		}
+	}
+	if len(v.uids)-len(v.gone)+len(v.fresh)+added != int(m.Messages) {
+		return false, nil
+	}
+	v.mbox = m
+	for _, msg := range msgs {
+		if msg.UID > last {
+			v.fresh = append(v.fresh, msg.UID)
+			v.reported[msg.UID] = msg.ModSeq
+		}
+		if v.reported[msg.UID] != msg.ModSeq {
+			v.dirty[msg.UID] = true
+		}
+		v.state[msg.UID] = msg
+	}
+	return true, nil
 }
 
 // applied notes a change this session made itself: when the view was

@@ -790,3 +790,122 @@ func TestIMAP_StoreOnAStalePicture(t *testing.T) {
 		}
 	}
 }
+
+// metric reads one counter from the front end's /metrics.
+func metric(t *testing.T, f *front, series string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	f.srv.HTTPHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			var x float64
+			fmt.Sscan(v, &x)
+			return x
+		}
+	}
+	return 0
+}
+
+// A session catches up with deliveries and flag changes made through
+// another front end by reading only the index entries that changed; an
+// expunge elsewhere makes it read the whole mailbox. Either way it ends
+// with what a fresh session sees.
+func TestIMAP_SessionReadsOnlyWhatChanged(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f1, f2 := startFront(t, cl.MasterAddrs(), 1<<20), startFront(t, cl.MasterAddrs(), 1<<20)
+	c1 := login(t, f1.imap, "alice", "pw-a", nil)
+	var mu sync.Mutex
+	var exists []uint32
+	var expunged []uint32
+	c2 := login(t, f2.imap, "alice", "pw-a", &imapclient.UnilateralDataHandler{
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				mu.Lock()
+				exists = append(exists, *d.NumMessages)
+				mu.Unlock()
+			}
+		},
+		Expunge: func(seq uint32) { mu.Lock(); expunged = append(expunged, seq); mu.Unlock() },
+		Fetch: func(m *imapclient.FetchMessageData) {
+			if _, err := m.Collect(); err != nil {
+				t.Errorf("unilateral FETCH: %v", err)
+			}
+		},
+	})
+	for i := range 5 {
+		appendMsg(t, c1, "INBOX", fmt.Appendf(nil, "Subject: %d\r\n\r\nbody\r\n", i))
+	}
+	for _, c := range []*imapclient.Client{c1, c2} {
+		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flags := func(c *imapclient.Client) map[imap.UID][]imap.Flag {
+		t.Helper()
+		out := map[imap.UID][]imap.Flag{}
+		for _, m := range fetchAll(t, c, imap.UIDSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true}) {
+			out[m.UID] = m.Flags
+		}
+		return out
+	}
+	noop := func() {
+		t.Helper()
+		if err := c2.Noop().Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	changes0, full0 := metric(t, f2, `rais_imap_mailbox_reads_total{kind="changes"}`), metric(t, f2, `rais_imap_mailbox_reads_total{kind="full"}`)
+
+	// A delivery and a flag change through 1.
+	if _, err := deliver(t, f1.lmtp, []byte("Subject: new\r\n\r\nhi\r\n"), "alice@localhost"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c1.Store(imap.UIDSetNum(2), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}, Silent: true}, nil).Collect(); err != nil {
+		t.Fatal(err)
+	}
+	noop()
+	mu.Lock()
+	gotExists := slices.Contains(exists, 6)
+	mu.Unlock()
+	if !gotExists {
+		t.Fatalf("EXISTS after a delivery elsewhere: %v, want 6", exists)
+	}
+	if d := metric(t, f2, `rais_imap_mailbox_reads_total{kind="changes"}`) - changes0; d < 1 {
+		t.Errorf("no read of only the changed entries after a delivery and a flag change")
+	}
+	if d := metric(t, f2, `rais_imap_mailbox_reads_total{kind="full"}`) - full0; d != 0 {
+		t.Errorf("%v whole-mailbox reads after a delivery and a flag change, want 0", d)
+	}
+	if got, want := flags(c2), flags(c1); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("flags seen by 2: %v, by 1: %v", got, want)
+	}
+
+	// An expunge and a delivery through 1: the count tells, 2 reads all.
+	if _, err := c1.Store(imap.UIDSetNum(3), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagDeleted}, Silent: true}, nil).Collect(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c1.Expunge().Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := deliver(t, f1.lmtp, []byte("Subject: newer\r\n\r\nhi\r\n"), "alice@localhost"); err != nil {
+		t.Fatal(err)
+	}
+	full1 := metric(t, f2, `rais_imap_mailbox_reads_total{kind="full"}`)
+	noop()
+	mu.Lock()
+	gotExpunge, gotExists := slices.Equal(expunged, []uint32{3}), slices.Contains(exists, 6) && exists[len(exists)-1] == 6
+	mu.Unlock()
+	if !gotExpunge || !gotExists {
+		t.Fatalf("after an expunge and a delivery elsewhere: EXPUNGE %v (want [3]), EXISTS %v (want last 6)", expunged, exists)
+	}
+	if d := metric(t, f2, `rais_imap_mailbox_reads_total{kind="full"}`) - full1; d != 1 {
+		t.Errorf("%v whole-mailbox reads after an expunge elsewhere, want 1", d)
+	}
+	fresh := login(t, f1.imap, "alice", "pw-a", nil)
+	if _, err := fresh.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := flags(c2), flags(fresh); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("flags seen by 2: %v, by a new session: %v", got, want)
+	}
+}

@@ -19,6 +19,7 @@ type metrics struct {
 	appends    *prometheus.CounterVec
 	deliveries *prometheus.CounterVec
 	deliverDur prometheus.Histogram
+	syncs      *prometheus.CounterVec
 }
 
 func newMetrics(store *mailstore.Store) *metrics {
@@ -35,7 +36,9 @@ func newMetrics(store *mailstore.Store) *metrics {
 		deliverDur: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "rais", Subsystem: "lmtp", Name: "delivery_seconds",
 			Help: "Time to store and index one LMTP message for all its recipients.", Buckets: prometheus.ExponentialBuckets(1e-3, 2, 14)}),
 	}
-	m.reg.MustRegister(m.sessions, m.logins, m.appends, m.deliveries, m.deliverDur)
+	m.syncs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "rais", Subsystem: "imap", Name: "mailbox_reads_total",
+		Help: "Index reads by sessions catching up with changes made elsewhere: only the entries changed since the session's version (changes), or the whole mailbox (full: select, or after an expunge)."}, []string{"kind"})
+	m.reg.MustRegister(m.sessions, m.logins, m.appends, m.deliveries, m.deliverDur, m.syncs)
 	counter := func(name, help string, f func() float64) {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "rais", Subsystem: "imap", Name: name, Help: help}, f))
 	}

@@ -633,10 +633,18 @@ func uidOfKey(k string) uint32 {
 
 // Messages returns every message of m, by UID.
 func (s *Store) Messages(ctx context.Context, user string, m Mailbox) ([]Message, error) {
+	return s.Changed(ctx, user, m, 0)
+}
+
+// Changed returns the index entries of mailbox m written after version
+// since (a Mailbox.Version read earlier), in UID order: messages added
+// and messages whose flags changed since then. Expunged messages do not
+// show; a reader learns of them from m.Messages (see mailfront's sync).
+func (s *Store) Changed(ctx context.Context, user string, m Mailbox, since uint64) ([]Message, error) {
 	var out []Message
 	after := ""
 	for {
-		p, err := s.c.Records(ctx, msgPrefix(user, m.ID), after, 10000)
+		p, err := s.c.RecordsSince(ctx, msgPrefix(user, m.ID), after, 10000, since)
 		if err != nil {
 			return nil, fmt.Errorf("read messages of %q: %w", m.Name, err)
 		}

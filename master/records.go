@@ -57,11 +57,11 @@ func (s *Server) Records(ctx context.Context, req *masterpb.RecordsRequest) (*ma
 		limit = 1000
 	}
 	// Pages stay well under gRPC's 4 MiB message limit.
-	recs, more, rev, err := s.fsm.Records(req.Prefix, req.After, limit, 2<<20)
+	recs, more, next, rev, err := s.fsm.Records(req.Prefix, req.After, limit, 2<<20, req.MinVersion)
 	if err != nil {
 		return nil, err
 	}
-	resp := &masterpb.RecordsResponse{More: more, Revision: rev}
+	resp := &masterpb.RecordsResponse{More: more, Revision: rev, Next: next}
 	for _, r := range recs {
 		resp.Records = append(resp.Records, &masterpb.RecordEntry{Key: r.Key, Value: r.Value, Version: r.Version})
 	}

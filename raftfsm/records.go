@@ -242,24 +242,36 @@ func (f *FSM) Record(key []byte) (RecordKV, bool, error) {
 // least one record is returned). The revision is the newest any Txn has
 // written, for the caller to tell whether anything changed since an
 // earlier read.
-func (f *FSM) Records(prefix, after []byte, limit, maxBytes int) (out []RecordKV, more bool, revision uint64, err error) {
+//
+// With minVersion, only records written after that revision are returned
+// (a reader catching up on what changed); a page then also ends after
+// maxScan keys, and next is the last key examined, where the following
+// page starts.
+func (f *FSM) Records(prefix, after []byte, limit, maxBytes int, minVersion uint64) (out []RecordKV, more bool, next []byte, revision uint64, err error) {
+	const maxScan = 100000
 	err = f.view(func(tx *bolt.Tx) error {
 		revision = getU64(tx.Bucket(bucketMeta).Get(keyRevision))
 		c := tx.Bucket(bucketRecords).Cursor()
-		size := 0
+		size, scanned := 0, 0
+		var last []byte
 		for k, v := seekAfter(c, prefix, after); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if len(out) == limit || (len(out) > 0 && size+len(k)+len(v) > maxBytes) {
-				more = true
+			if len(out) == limit || (len(out) > 0 && size+len(k)+len(v) > maxBytes) || scanned == maxScan {
+				more, next = true, bytes.Clone(last)
 				break
 			}
-			size += len(k) + len(v)
+			scanned++
+			last = k
 			var r fsmpb.Record
 			if err := proto.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("decode record %q: %w", truncKey(k), err)
 			}
+			if r.Version <= minVersion {
+				continue
+			}
+			size += len(k) + len(v)
 			out = append(out, RecordKV{Key: bytes.Clone(k), Value: r.Value, Version: r.Version})
 		}
 		return nil
 	})
-	return out, more, revision, err
+	return out, more, next, revision, err
 }

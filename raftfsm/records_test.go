@@ -41,16 +41,24 @@ func TestTxn_ComparesAndVersions(t *testing.T) {
 	h.ok(&txnpb.Txn{Ops: []*txnpb.TxnOp{put("mb/a", "3")}})
 	h.rejected(&txnpb.Txn{Compares: []*txnpb.Compare{{Key: []byte("mb/a"), Version: v2}}, Ops: []*txnpb.TxnOp{put("mb/c", "2")}}, raisfs.ErrCompareFailed)
 
-	recs, more, rev, err := h.f.Records([]byte("mb/"), nil, 1, 1<<20)
-	if err != nil || len(recs) != 1 || !more || string(recs[0].Key) != "mb/a" || rev < v2 {
-		t.Fatalf("Records = %+v %v %d %v", recs, more, rev, err)
+	recs, more, next, rev, err := h.f.Records([]byte("mb/"), nil, 1, 1<<20, 0)
+	if err != nil || len(recs) != 1 || !more || string(recs[0].Key) != "mb/a" || string(next) != "mb/a" || rev < v2 {
+		t.Fatalf("Records = %+v %v %q %d %v", recs, more, next, rev, err)
 	}
-	if recs, more, _, _ := h.f.Records([]byte("mb/"), nil, 10, 1); len(recs) != 1 || !more {
+	if recs, more, _, _, _ := h.f.Records([]byte("mb/"), nil, 10, 1, 0); len(recs) != 1 || !more {
 		t.Fatalf("Records with a byte limit = %+v %v, want one record and more", recs, more)
 	}
-	recs, more, _, _ = h.f.Records([]byte("mb/"), recs[0].Key, 10, 1<<20)
+	recs, more, _, _, _ = h.f.Records([]byte("mb/"), recs[0].Key, 10, 1<<20, 0)
 	if len(recs) != 1 || more || string(recs[0].Key) != "mb/b" {
 		t.Fatalf("Records after = %+v %v", recs, more)
+	}
+	// Only what changed after a revision: mb/a was written last.
+	recs, more, _, _, _ = h.f.Records([]byte("mb/"), nil, 10, 1<<20, recs[0].Version)
+	if len(recs) != 1 || more || string(recs[0].Key) != "mb/a" {
+		t.Fatalf("Records since mb/b was written = %+v %v, want mb/a", recs, more)
+	}
+	if recs, more, _, _, _ := h.f.Records([]byte("mb/"), nil, 10, 1<<20, rev); len(recs) != 0 || more {
+		t.Fatalf("Records since the newest revision = %+v %v, want none", recs, more)
 	}
 }
 

@@ -70,10 +70,13 @@ func (x *TxnResponse) GetRevision() uint64 {
 }
 
 type RecordsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Prefix        []byte                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
-	After         []byte                 `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`  // start after this key (paging)
-	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"` // 0: 1000; at most 10000
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Prefix []byte                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	After  []byte                 `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`  // start after this key (paging)
+	Limit  uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"` // 0: 1000; at most 10000
+	// Only records written after this revision (0: all). Older masters
+	// ignore it: callers filter too.
+	MinVersion    uint64 `protobuf:"varint,4,opt,name=min_version,json=minVersion,proto3" json:"min_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -125,6 +128,13 @@ func (x *RecordsRequest) GetAfter() []byte {
 func (x *RecordsRequest) GetLimit() uint32 {
 	if x != nil {
 		return x.Limit
+	}
+	return 0
+}
+
+func (x *RecordsRequest) GetMinVersion() uint64 {
+	if x != nil {
+		return x.MinVersion
 	}
 	return 0
 }
@@ -190,10 +200,13 @@ func (x *RecordEntry) GetVersion() uint64 {
 }
 
 type RecordsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Records       []*RecordEntry         `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
-	More          bool                   `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
-	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"` // newest revision written to any record
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Records  []*RecordEntry         `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	More     bool                   `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
+	Revision uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"` // newest revision written to any record
+	// With more: the last key examined, where the next page starts (with
+	// min_version it can be past the last record returned).
+	Next          []byte `protobuf:"bytes,4,opt,name=next,proto3" json:"next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -247,6 +260,13 @@ func (x *RecordsResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *RecordsResponse) GetNext() []byte {
+	if x != nil {
+		return x.Next
+	}
+	return nil
 }
 
 type Replica struct {
@@ -2486,19 +2506,22 @@ const file_master_proto_rawDesc = "" +
 	"\n" +
 	"\fmaster.proto\x12\x10raisfs.master.v1\x1a\x13api/txnpb/txn.proto\")\n" +
 	"\vTxnResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"T\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"u\n" +
 	"\x0eRecordsRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\fR\x06prefix\x12\x14\n" +
 	"\x05after\x18\x02 \x01(\fR\x05after\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"O\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x1f\n" +
+	"\vmin_version\x18\x04 \x01(\x04R\n" +
+	"minVersion\"O\n" +
 	"\vRecordEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
-	"\aversion\x18\x03 \x01(\x04R\aversion\"z\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\"\x8e\x01\n" +
 	"\x0fRecordsResponse\x127\n" +
 	"\arecords\x18\x01 \x03(\v2\x1d.raisfs.master.v1.RecordEntryR\arecords\x12\x12\n" +
 	"\x04more\x18\x02 \x01(\bR\x04more\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision\"3\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\x12\x12\n" +
+	"\x04next\x18\x04 \x01(\fR\x04next\"3\n" +
 	"\aReplica\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"\x84\x01\n" +
