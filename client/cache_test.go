@@ -15,15 +15,22 @@ import (
 // With LookupCache, a repeated Get skips the masters; a cached look-up
 // that has gone stale (here: replicas that are not there) is noticed, and
 // the key is looked up again.
-func TestLookupCache_StaleEntryIsLookedUpAgain(t *testing.T) {
+// cachingClient starts a cluster and a client with a look-up cache.
+func cachingClient(t *testing.T) (*testcluster.Cluster, *Client, context.Context) {
+	t.Helper()
 	cl := testcluster.Start(t, testcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	c, err := New(ctx, Config{Masters: cl.MasterAddrs(), LookupCache: 10, Logger: testcluster.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return cl, c, ctx
+}
+
+func TestLookupCache_StaleEntryIsLookedUpAgain(t *testing.T) {
+	_, c, ctx := cachingClient(t)
 	body := []byte("Subject: cached\r\n\r\nbody\r\n")
 	if _, err := c.Put(ctx, "mail/x", bytes.NewReader(body), nil); err != nil {
 		t.Fatal(err)
@@ -96,14 +103,7 @@ func TestLookupCache_StaleEntryIsLookedUpAgain(t *testing.T) {
 // follows reads from the chunk servers without asking the masters (here
 // they are all stopped).
 func TestLookupCache_PutFillsIt(t *testing.T) {
-	cl := testcluster.Start(t, testcluster.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := New(ctx, Config{Masters: cl.MasterAddrs(), LookupCache: 10, Logger: testcluster.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	cl, c, ctx := cachingClient(t)
 	body := []byte("Subject: put\r\n\r\nbody\r\n")
 	if _, err := c.Put(ctx, "mail/p", bytes.NewReader(body), nil); err != nil {
 		t.Fatal(err)

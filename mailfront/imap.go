@@ -423,13 +423,7 @@ func (s *session) syncOnce(ctx context.Context) error {
 	for _, msg := range msgs {
 		now[msg.UID] = msg
 	}
-	last := uint32(0)
-	if len(v.uids) > 0 {
-		last = v.uids[len(v.uids)-1]
-	}
-	if len(v.fresh) > 0 {
-		last = max(last, v.fresh[len(v.fresh)-1])
-	}
+	last := v.lastUID()
 	for _, uid := range v.uids {
 		if _, ok := now[uid]; !ok {
 			v.gone[uid] = true
@@ -442,6 +436,25 @@ func (s *session) syncOnce(ctx context.Context) error {
 		}
 	}
 	v.fresh = kept
+	v.take(msgs, last)
+	return nil
+}
+
+// lastUID is the highest UID the view knows of, reported or not.
+func (v *view) lastUID() uint32 {
+	last := uint32(0)
+	if len(v.uids) > 0 {
+		last = v.uids[len(v.uids)-1]
+	}
+	if len(v.fresh) > 0 {
+		last = max(last, v.fresh[len(v.fresh)-1])
+	}
+	return last
+}
+
+// take records index entries read from the mailbox (in UID order): those
+// above last are new, the others' flag changes are to be reported.
+func (v *view) take(msgs []mailstore.Message, last uint32) {
 	for _, msg := range msgs {
 		if msg.UID > last {
 			v.fresh = append(v.fresh, msg.UID)
@@ -452,7 +465,6 @@ func (s *session) syncOnce(ctx context.Context) error {
 		}
 		v.state[msg.UID] = msg
 	}
-	return nil
 }
 
 // syncChanged catches the view up with mailbox m by reading only the
@@ -468,13 +480,7 @@ func (s *session) syncChanged(ctx context.Context, m mailstore.Mailbox) (done bo
 	if err != nil {
 		return false, err
 	}
-	last := uint32(0)
-	if len(v.uids) > 0 {
-		last = v.uids[len(v.uids)-1]
-	}
-	if len(v.fresh) > 0 {
-		last = max(last, v.fresh[len(v.fresh)-1])
-	}
+	last := v.lastUID()
 	added := 0
 	for _, msg := range msgs {
 		if msg.UID > last {
@@ -487,16 +493,7 @@ func (s *session) syncChanged(ctx context.Context, m mailstore.Mailbox) (done bo
 		return false, nil
 	}
 	v.mbox = m
-	for _, msg := range msgs {
-		if msg.UID > last {
-			v.fresh = append(v.fresh, msg.UID)
-			v.reported[msg.UID] = msg.ModSeq
-		}
-		if v.reported[msg.UID] != msg.ModSeq {
-			v.dirty[msg.UID] = true
-		}
-		v.state[msg.UID] = msg
-	}
+	v.take(msgs, last)
 	return true, nil
 }
 
