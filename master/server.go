@@ -483,14 +483,18 @@ func (s *Server) initCluster(ctx context.Context) error {
 	return nil
 }
 
-// announceLoop makes sure this master's API address is in the replicated
-// state, so others can forward to it and status can list it.
+// announceLoop makes sure this master's API address and command set are
+// in the replicated state, so others can forward to it, status can list
+// it, and the leader knows which commands every master applies.
 func (s *Server) announceLoop(ctx context.Context) {
 	for {
 		ms, err := s.fsm.Masters()
 		ops, oerr := s.fsm.MasterOps()
 		if err == nil && oerr == nil && ms[s.cfg.ID] == s.APIAddr() && ops[s.cfg.ID] == s.opsVersion() {
-			if !sleepCtx(ctx, 5*time.Second) {
+			// Checked every second: a record rewritten without this
+			// master's command set (AddMaster writes only the address)
+			// holds transactions back until it is announced again.
+			if !sleepCtx(ctx, time.Second) {
 				return
 			}
 			continue
