@@ -149,30 +149,8 @@ func TestIMAP_TwoFrontEnds(t *testing.T) {
 	cl := testcluster.Start(t, testcluster.Options{})
 	f1, f2 := startFront(t, cl.MasterAddrs(), 1<<20), startFront(t, cl.MasterAddrs(), 1<<20)
 	c1 := login(t, f1.imap, "alice", "pw-a", nil)
-	var mu sync.Mutex
-	var exists []uint32
-	var flagUpdates []*imapclient.FetchMessageBuffer
-	var expunged []uint32
-	c2 := login(t, f2.imap, "alice", "pw-a", &imapclient.UnilateralDataHandler{
-		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
-			if d.NumMessages != nil {
-				mu.Lock()
-				exists = append(exists, *d.NumMessages)
-				mu.Unlock()
-			}
-		},
-		Fetch: func(m *imapclient.FetchMessageData) {
-			buf, err := m.Collect()
-			if err != nil {
-				t.Errorf("unilateral FETCH: %v", err)
-				return
-			}
-			mu.Lock()
-			flagUpdates = append(flagUpdates, buf)
-			mu.Unlock()
-		},
-		Expunge: func(seq uint32) { mu.Lock(); expunged = append(expunged, seq); mu.Unlock() },
-	})
+	u := &unsolicited{}
+	c2 := login(t, f2.imap, "alice", "pw-a", u.handler(t))
 	bad, err := imapclient.DialInsecure(f1.imap, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +182,7 @@ func TestIMAP_TwoFrontEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendMsg(t, c1, "INBOX", []byte("Subject: second\r\n\r\nmore\r\n"), imap.FlagSeen)
-	waitFor(t, "EXISTS 2 during IDLE", func() bool { mu.Lock(); defer mu.Unlock(); return slices.Contains(exists, 2) })
+	waitFor(t, "EXISTS 2 during IDLE", func() bool { u.mu.Lock(); defer u.mu.Unlock(); return slices.Contains(u.exists, 2) })
 	if err := idle.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -224,14 +202,14 @@ func TestIMAP_TwoFrontEnds(t *testing.T) {
 	if err := c2.Noop().Wait(); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
+	u.mu.Lock()
 	var reported []string
-	for _, u := range flagUpdates {
+	for _, u := range u.flags {
 		if u.SeqNum == 1 {
 			reported = append(reported, fmt.Sprint(u.Flags))
 		}
 	}
-	mu.Unlock()
+	u.mu.Unlock()
 	if !slices.Equal(reported, []string{`[\Deleted \Flagged]`}) {
 		t.Fatalf("flag changes reported to the other front end's client at NOOP: %q, want one FETCH (\\Deleted \\Flagged)", reported)
 	}
@@ -259,11 +237,11 @@ func TestIMAP_TwoFrontEnds(t *testing.T) {
 	if err := c2.Noop().Wait(); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	gotExpunge := slices.Equal(expunged, []uint32{1})
-	mu.Unlock()
+	u.mu.Lock()
+	gotExpunge := slices.Equal(u.expunged, []uint32{1})
+	u.mu.Unlock()
 	if !gotExpunge {
-		t.Fatalf("expunges seen by the other front end: %v", expunged)
+		t.Fatalf("expunges seen by the other front end: %v", u.expunged)
 	}
 	st, err := c2.Status("INBOX", &imap.StatusOptions{NumMessages: true, UIDNext: true, NumUnseen: true}).Wait()
 	if err != nil || *st.NumMessages != 1 || st.UIDNext != 3 || *st.NumUnseen != 0 {
@@ -814,24 +792,8 @@ func TestIMAP_SessionReadsOnlyWhatChanged(t *testing.T) {
 	cl := testcluster.Start(t, testcluster.Options{})
 	f1, f2 := startFront(t, cl.MasterAddrs(), 1<<20), startFront(t, cl.MasterAddrs(), 1<<20)
 	c1 := login(t, f1.imap, "alice", "pw-a", nil)
-	var mu sync.Mutex
-	var exists []uint32
-	var expunged []uint32
-	c2 := login(t, f2.imap, "alice", "pw-a", &imapclient.UnilateralDataHandler{
-		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
-			if d.NumMessages != nil {
-				mu.Lock()
-				exists = append(exists, *d.NumMessages)
-				mu.Unlock()
-			}
-		},
-		Expunge: func(seq uint32) { mu.Lock(); expunged = append(expunged, seq); mu.Unlock() },
-		Fetch: func(m *imapclient.FetchMessageData) {
-			if _, err := m.Collect(); err != nil {
-				t.Errorf("unilateral FETCH: %v", err)
-			}
-		},
-	})
+	u := &unsolicited{}
+	c2 := login(t, f2.imap, "alice", "pw-a", u.handler(t))
 	for i := range 5 {
 		appendMsg(t, c1, "INBOX", fmt.Appendf(nil, "Subject: %d\r\n\r\nbody\r\n", i))
 	}
@@ -864,11 +826,11 @@ func TestIMAP_SessionReadsOnlyWhatChanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	noop()
-	mu.Lock()
-	gotExists := slices.Contains(exists, 6)
-	mu.Unlock()
+	u.mu.Lock()
+	gotExists := slices.Contains(u.exists, 6)
+	u.mu.Unlock()
 	if !gotExists {
-		t.Fatalf("EXISTS after a delivery elsewhere: %v, want 6", exists)
+		t.Fatalf("EXISTS after a delivery elsewhere: %v, want 6", u.exists)
 	}
 	if d := metric(t, f2, `rais_imap_mailbox_reads_total{kind="changes"}`) - changes0; d < 1 {
 		t.Errorf("no read of only the changed entries after a delivery and a flag change")
@@ -892,11 +854,11 @@ func TestIMAP_SessionReadsOnlyWhatChanged(t *testing.T) {
 	}
 	full1 := metric(t, f2, `rais_imap_mailbox_reads_total{kind="full"}`)
 	noop()
-	mu.Lock()
-	gotExpunge, gotExists := slices.Equal(expunged, []uint32{3}), slices.Contains(exists, 6) && exists[len(exists)-1] == 6
-	mu.Unlock()
+	u.mu.Lock()
+	gotExpunge, gotExists := slices.Equal(u.expunged, []uint32{3}), slices.Contains(u.exists, 6) && u.exists[len(u.exists)-1] == 6
+	u.mu.Unlock()
 	if !gotExpunge || !gotExists {
-		t.Fatalf("after an expunge and a delivery elsewhere: EXPUNGE %v (want [3]), EXISTS %v (want last 6)", expunged, exists)
+		t.Fatalf("after an expunge and a delivery elsewhere: EXPUNGE %v (want [3]), EXISTS %v (want last 6)", u.expunged, u.exists)
 	}
 	if d := metric(t, f2, `rais_imap_mailbox_reads_total{kind="full"}`) - full1; d != 1 {
 		t.Errorf("%v whole-mailbox reads after an expunge elsewhere, want 1", d)
@@ -907,5 +869,37 @@ func TestIMAP_SessionReadsOnlyWhatChanged(t *testing.T) {
 	}
 	if got, want := flags(c2), flags(fresh); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("flags seen by 2: %v, by a new session: %v", got, want)
+	}
+}
+
+// unsolicited collects what a server sends a client unasked: EXISTS
+// counts, EXPUNGEd sequence numbers and FETCH (flag) updates.
+type unsolicited struct {
+	mu       sync.Mutex
+	exists   []uint32
+	expunged []uint32
+	flags    []*imapclient.FetchMessageBuffer
+}
+
+func (u *unsolicited) handler(t *testing.T) *imapclient.UnilateralDataHandler {
+	return &imapclient.UnilateralDataHandler{
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				u.mu.Lock()
+				u.exists = append(u.exists, *d.NumMessages)
+				u.mu.Unlock()
+			}
+		},
+		Expunge: func(seq uint32) { u.mu.Lock(); u.expunged = append(u.expunged, seq); u.mu.Unlock() },
+		Fetch: func(m *imapclient.FetchMessageData) {
+			buf, err := m.Collect()
+			if err != nil {
+				t.Errorf("unilateral FETCH: %v", err)
+				return
+			}
+			u.mu.Lock()
+			u.flags = append(u.flags, buf)
+			u.mu.Unlock()
+		},
 	}
 }
