@@ -106,6 +106,22 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
+// spoolKey is the first half of Put and Upload: it checks key and reads
+// r into a spooled body, which the caller closes. opts may be nil.
+func (c *Client) spoolKey(ctx context.Context, op, key string, r io.Reader, opts *PutOptions) (*body, *PutOptions, error) {
+	if err := validKey(key); err != nil {
+		return nil, nil, err
+	}
+	if opts == nil {
+		opts = &PutOptions{}
+	}
+	b, err := c.spool(ctx, r)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %q: %w", op, key, err)
+	}
+	return b, opts, nil
+}
+
 func validKey(key string) error {
 	if len(key) == 0 || len(key) > 1024 {
 		return fmt.Errorf("key of %d bytes: want 1..1024: %w", len(key), ErrInvalidArgument)
@@ -119,17 +135,11 @@ func validKey(key string) error {
 // again succeeds (retries are safe); other content under an existing key
 // is ErrConflict: objects are immutable.
 func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts *PutOptions) (Object, error) {
-	if err := validKey(key); err != nil {
-		return Object{}, err
-	}
-	if opts == nil {
-		opts = &PutOptions{}
-	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	b, err := c.spool(ctx, r)
+	b, opts, err := c.spoolKey(ctx, "put", key, r, opts)
 	if err != nil {
-		return Object{}, fmt.Errorf("put %q: %w", key, err)
+		return Object{}, err
 	}
 	defer b.close()
 	obj := Object{Key: key, Hash: b.hash, Size: b.size, Class: opts.Class}

@@ -230,17 +230,11 @@ func (u *Upload) commit(key string) *txnpb.ObjectCommit {
 // at all. Bytes that are never committed are reclaimed once the lease
 // expires. Content stored already is not uploaded again.
 func (c *Client) Upload(ctx context.Context, key string, r io.Reader, opts *PutOptions) (*Upload, error) {
-	if err := validKey(key); err != nil {
-		return nil, err
-	}
-	if opts == nil {
-		opts = &PutOptions{}
-	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	b, err := c.spool(ctx, r)
+	b, opts, err := c.spoolKey(ctx, "upload", key, r, opts)
 	if err != nil {
-		return nil, fmt.Errorf("upload %q: %w", key, err)
+		return nil, err
 	}
 	defer b.close()
 	bp, err := c.beginAndUpload(ctx, key, b, opts.Class, true)
