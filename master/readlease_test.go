@@ -21,21 +21,30 @@ func TestReadLease_ReadsSkipTheQuorumRound(t *testing.T) {
 		if err := putRecord(t, m, "k", "v1"); err != nil {
 			t.Fatal(err)
 		}
-		q0, l0 := barriers(l, "quorum"), barriers(l, "lease")
-		for range 20 {
-			if v, err := readRecord(t, m, "k"); err != nil || v != "v1" {
-				t.Fatalf("read = %q, %v; want v1", v, err)
+		reads := func() (quorum, leased float64) {
+			q0, l0 := barriers(l, "quorum"), barriers(l, "lease")
+			for range 20 {
+				if v, err := readRecord(t, m, "k"); err != nil || v != "v1" {
+					t.Fatalf("read = %q, %v; want v1", v, err)
+				}
 			}
+			return barriers(l, "quorum") - q0, barriers(l, "lease") - l0
 		}
-		quorum, leased := barriers(l, "quorum")-q0, barriers(l, "lease")-l0
-		if lease < 0 && (quorum != 20 || leased != 0) {
-			t.Errorf("lease off: %v quorum rounds and %v leased reads for 20 reads, want 20 and 0", quorum, leased)
+		if lease < 0 {
+			if quorum, leased := reads(); quorum != 20 || leased != 0 {
+				t.Errorf("lease off: %v quorum rounds and %v leased reads for 20 reads, want 20 and 0", quorum, leased)
+			}
+			continue
 		}
-		// 20 reads take far less than a lease (150 ms) here; a slow
-		// machine may need a few more rounds, never one per read.
-		if lease == 0 && (leased < 10 || quorum > 10) {
-			t.Errorf("lease on: %v quorum rounds and %v leased reads for 20 reads, want most leased", quorum, leased)
-		}
+		// 20 reads take far less than a lease (150 ms); but a loaded
+		// machine that delays the lease clock's ticks past 40 ms turns
+		// leasing off for a while (it cannot tell that from a pause), so
+		// wait for a batch that ran undisturbed.
+		var quorum, leased float64
+		testPoll(t, 10*time.Second, "20 reads, most under the lease", func() bool {
+			quorum, leased = reads()
+			return leased >= 10 && quorum <= 10
+		})
 	}
 }
 
