@@ -216,8 +216,6 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts *PutOpti
 	return Object{}, fmt.Errorf("put %q: %w", key, lastErr)
 }
 
-// upload sends the body to every replica at once and waits until the
-// write quorum has it durably (all of them, by default).
 // beginAndUpload asks the masters where to write b and uploads it there,
 // asking for another placement when an upload fails (a member down, a
 // volume full). The answer may say there is nothing to upload (Stored, or
@@ -257,6 +255,8 @@ func (c *Client) beginAndUpload(ctx context.Context, key string, b *body, class 
 	return nil, fmt.Errorf("put %q: %w", key, lastErr)
 }
 
+// upload sends the body to every replica at once and waits until the
+// write quorum has it durably (all of them, by default).
 func (c *Client) upload(ctx context.Context, b *body, bp *masterpb.BeginPutResponse) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(bp.Replicas))
@@ -379,6 +379,18 @@ func (c *Client) store(key string, lr *masterpb.LookupResponse) {
 		delete(c.cache, k)
 	}
 	c.cache[key] = lr
+}
+
+// relookup replaces a cached look-up that failed on every replica with
+// a fresh one.
+func (c *Client) relookup(ctx context.Context, key string) (*masterpb.LookupResponse, error) {
+	c.uncache(key)
+	lr, err := c.lookup(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	c.store(key, lr)
+	return lr, nil
 }
 
 func (c *Client) uncache(keys ...string) {
@@ -553,11 +565,9 @@ func (c *Client) Get(ctx context.Context, key string) (*Reader, error) {
 					return &Reader{Object: obj, r: bytes.NewReader(data)}, nil
 				}
 			}
-			c.uncache(key)
-			if lr, err = c.lookup(ctx, key); err != nil {
+			if lr, err = c.relookup(ctx, key); err != nil {
 				return nil, err
 			}
-			c.store(key, lr)
 			obj = objectFrom(key, lr)
 		}
 		var tried []string
@@ -605,11 +615,9 @@ func (c *Client) GetRange(ctx context.Context, key string, off, length int64) ([
 				return data, nil
 			}
 		}
-		c.uncache(key)
-		if lr, err = c.lookup(ctx, key); err != nil {
+		if lr, err = c.relookup(ctx, key); err != nil {
 			return nil, err
 		}
-		c.store(key, lr)
 	}
 	var tried []string
 	for _, rep := range replicaOrder(lr.Replicas) {

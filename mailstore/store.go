@@ -762,23 +762,30 @@ func (s *Store) Append(ctx context.Context, user, name string, msg NewMessage) (
 	if !ValidUser(user) || !ValidMailbox(CanonicalMailbox(name)) {
 		return 0, 0, fmt.Errorf("append to %q for %q: %w", name, user, ErrBadName)
 	}
-	// The bytes are uploaded, then committed in the same transaction as
-	// the index entry: the message appears whole or not at all. An upload
-	// whose lease ran out meanwhile is made again.
-	obj := newObjKey(user)
+	return s.indexMessage(ctx, user, name, newObjKey(user), nil, msg.Body, flags, msg.Date)
+}
+
+// indexMessage indexes body in mailbox name of user, committing it as
+// object obj in the same transaction as the index entry: the message
+// appears whole or not at all. up is its upload, nil for none yet; an
+// upload that can no longer be committed (its lease ran out) is made
+// again, twice at most. An indexed body joins the body cache.
+func (s *Store) indexMessage(ctx context.Context, user, name, obj string, up *client.Upload, body []byte, flags []string, date time.Time) (uidValidity, uid uint32, err error) {
 	for attempt := 0; ; attempt++ {
-		up, err := s.c.Upload(ctx, obj, bytes.NewReader(msg.Body), nil)
-		if err != nil {
-			return 0, 0, fmt.Errorf("store message: %w", err)
+		if up == nil {
+			if up, err = s.c.Upload(ctx, obj, bytes.NewReader(body), nil); err != nil {
+				return 0, 0, fmt.Errorf("store message: %w", err)
+			}
 		}
-		uv, uid, err := s.index(ctx, user, name, obj, up, msg.Body, flags, msg.Date)
+		uidValidity, uid, err = s.index(ctx, user, name, obj, up, body, flags, date)
 		if attempt < 2 && uploadGone(err) {
+			up = nil
 			continue
 		}
 		if err == nil {
-			s.bodies.add(obj, msg.Body)
+			s.bodies.add(obj, body)
 		}
-		return uv, uid, err
+		return uidValidity, uid, err
 	}
 }
 
@@ -999,21 +1006,7 @@ func (s *Store) Deliver(ctx context.Context, rcpts []Recipient, body []byte, dat
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			for attempt := 0; ; attempt++ {
-				_, _, err := s.index(ctx, r.User, name, obj, up, body, nil, date)
-				if err == nil {
-					s.bodies.add(obj, body)
-				}
-				if attempt < 2 && uploadGone(err) {
-					// The lease ran out: this recipient uploads again.
-					if up, err = s.c.Upload(ctx, obj, bytes.NewReader(body), nil); err == nil {
-						continue
-					}
-					err = fmt.Errorf("store message: %w", err)
-				}
-				errs[i] = err
-				return
-			}
+			_, _, errs[i] = s.indexMessage(ctx, r.User, name, obj, up, body, nil, date)
 		})
 	}
 	wg.Wait()

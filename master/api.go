@@ -83,8 +83,8 @@ func (s *Server) leader(ctx context.Context) (masterpb.MasterClient, bool, error
 		}
 		if _, id := s.raft.LeaderWithID(); id != "" {
 			ms, err := s.fsm.Masters()
-			if err == nil && ms[string(id)] != "" {
-				c, err := s.peers.get(ms[string(id)])
+			if addr := ms[string(id)].APIAddress; err == nil && addr != "" {
+				c, err := s.peers.get(addr)
 				if err != nil {
 					return nil, false, err
 				}
@@ -302,7 +302,6 @@ func (s *Server) BeginPut(ctx context.Context, req *masterpb.BeginPutRequest) (*
 
 func isBlobGone(err error) bool { return errors.Is(err, raftfsm.ErrBlobGone) }
 
-// CommitPut implements masterpb.MasterServer.
 // checkPutLease checks that lease is this master group's write lease for
 // blob hash in volume, expiring at expiryUnixNano: it proves the group
 // chose the volume for this blob; the expiry is what the state machine
@@ -322,6 +321,7 @@ func (s *Server) checkPutLease(hash []byte, volume uint64, lease string, expiryU
 	return nil
 }
 
+// CommitPut implements masterpb.MasterServer.
 func (s *Server) CommitPut(ctx context.Context, req *masterpb.CommitPutRequest) (*masterpb.CommitPutResponse, error) {
 	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.CommitPut); ok || err != nil {
 		return resp, err
@@ -416,7 +416,7 @@ func (s *Server) Status(ctx context.Context, req *masterpb.StatusRequest) (*mast
 	if cf := s.raft.GetConfiguration(); cf.Error() == nil {
 		for _, srv := range cf.Configuration().Servers {
 			resp.Masters = append(resp.Masters, &masterpb.MasterStatus{
-				Id: string(srv.ID), Address: apis[string(srv.ID)], RaftAddress: string(srv.Address),
+				Id: string(srv.ID), Address: apis[string(srv.ID)].APIAddress, RaftAddress: string(srv.Address),
 				Leader: srv.ID == leaderID, Voter: srv.Suffrage == raft.Voter,
 			})
 		}

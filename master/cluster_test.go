@@ -106,14 +106,13 @@ func (c *testCluster) waitLeader() *Server {
 			return false
 		}
 		ms, _ := leader.fsm.Masters()
-		if ms[leader.ID()] == "" {
+		if ms[leader.ID()].APIAddress == "" {
 			return false
 		}
 		// Every live master has announced its command set (Txn waits
 		// for that).
-		ops, _ := leader.fsm.MasterOps()
 		for _, s := range c.masters {
-			if s != nil && ops[s.ID()] != s.opsVersion() {
+			if s != nil && ms[s.ID()].OpsVersion != s.opsVersion() {
 				return false
 			}
 		}

@@ -3,7 +3,7 @@ package master
 import (
 	"context"
 	"fmt"
-	"strings"
+	"slices"
 
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
@@ -84,19 +84,25 @@ func (s *Server) opsReady(want uint32) error {
 	for _, srv := range f.Configuration().Servers {
 		ids = append(ids, string(srv.ID))
 	}
-	key := fmt.Sprintf("%d:%s", want, strings.Join(ids, ","))
-	if p := s.opsChecked.Load(); p != nil && *p == key {
+	if p := s.opsChecked.Load(); p != nil && p.want >= want && slices.Equal(p.ids, ids) {
 		return nil
 	}
-	ops, err := s.fsm.MasterOps()
+	ms, err := s.fsm.Masters()
 	if err != nil {
 		return err
 	}
 	for _, id := range ids {
-		if ops[id] < want {
+		if ms[id].OpsVersion < want {
 			return fmt.Errorf("master %s has not announced a build that applies this command (it runs an older version, or has not started since the upgrade): upgrade and start every master: %w", id, raisfs.ErrUnavailable)
 		}
 	}
-	s.opsChecked.Store(&key)
+	s.opsChecked.Store(&opsCheck{want: want, ids: ids})
 	return nil
+}
+
+// opsCheck is a configuration (its servers, in order) that opsReady found
+// ready for command set want.
+type opsCheck struct {
+	want uint32
+	ids  []string
 }

@@ -48,8 +48,8 @@ func TestTxn_WaitsForEveryMasterToApplyIt(t *testing.T) {
 	l := c.waitLeader()
 	m := client(t, l.APIAddr())
 	testPoll(t, 10*time.Second, "m3 announced as an older build", func() bool {
-		ops, err := l.fsm.MasterOps()
-		return err == nil && ops["m1"] == raftfsm.OpsVersion && ops["m2"] == raftfsm.OpsVersion && ops["m3"] == 1
+		ms, err := l.fsm.Masters()
+		return err == nil && ms["m1"].OpsVersion == raftfsm.OpsVersion && ms["m2"].OpsVersion == raftfsm.OpsVersion && ms["m3"].OpsVersion == 1
 	})
 	err := putRecord(t, m, "k", "v")
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "m3") {

@@ -58,15 +58,15 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background loops
 
-	ready          atomic.Bool            // leader, and its first barrier is applied: reads may be served
-	lease          readLease              // reads without a quorum round, on the leader
-	raftCut        atomic.Bool            // set by tests: this master's Raft traffic fails (a partition)
-	opsChecked     atomic.Pointer[string] // the configuration opsReady last found ready
-	repairing      atomic.Int64           // volumes being repaired by this leader
-	repairingBytes atomic.Int64           // their bytes to copy
-	forceReplace   sync.Map               // copyKey → true: copies fsck found damaged, replaced by repair
-	moves          sync.Map               // copyKey → target server id: rebalance moves not done yet
-	corruptSince   sync.Map               // copyKey → time.Time: when the copy first reported corrupt needles
+	ready          atomic.Bool              // leader, and its first barrier is applied: reads may be served
+	lease          readLease                // reads without a quorum round, on the leader
+	raftCut        atomic.Bool              // set by tests: this master's Raft traffic fails (a partition)
+	opsChecked     atomic.Pointer[opsCheck] // the configuration opsReady last found ready
+	repairing      atomic.Int64             // volumes being repaired by this leader
+	repairingBytes atomic.Int64             // their bytes to copy
+	forceReplace   sync.Map                 // copyKey → true: copies fsck found damaged, replaced by repair
+	moves          sync.Map                 // copyKey → target server id: rebalance moves not done yet
+	corruptSince   sync.Map                 // copyKey → time.Time: when the copy first reported corrupt needles
 	placementCache atomic.Pointer[placementView]
 	registry       *registry  // soft state of chunk servers, on the leader
 	volMu          sync.Mutex // serialises volume creation on the leader
@@ -489,8 +489,7 @@ func (s *Server) initCluster(ctx context.Context) error {
 func (s *Server) announceLoop(ctx context.Context) {
 	for {
 		ms, err := s.fsm.Masters()
-		ops, oerr := s.fsm.MasterOps()
-		if err == nil && oerr == nil && ms[s.cfg.ID] == s.APIAddr() && ops[s.cfg.ID] == s.opsVersion() {
+		if err == nil && ms[s.cfg.ID] == (raftfsm.MasterInfo{APIAddress: s.APIAddr(), OpsVersion: s.opsVersion()}) {
 			// Checked every second: a record rewritten without this
 			// master's command set (AddMaster writes only the address)
 			// holds transactions back until it is announced again.

@@ -1042,33 +1042,24 @@ func (f *FSM) LeaseKey() []byte {
 	return k
 }
 
-// Masters returns the known masters' API addresses, by id.
-func (f *FSM) Masters() (map[string]string, error) {
-	out := map[string]string{}
-	err := f.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMasters).ForEach(func(k, v []byte) error {
-			var m fsmpb.Master
-			if err := proto.Unmarshal(v, &m); err != nil {
-				return err
-			}
-			out[string(k)] = m.ApiAddress
-			return nil
-		})
-	})
-	return out, err
+// MasterInfo is what a master announced of itself.
+type MasterInfo struct {
+	APIAddress string
+	// OpsVersion is the command set its build applies (1 for builds that
+	// announced none).
+	OpsVersion uint32
 }
 
-// MasterOps returns the command set each master announced it applies
-// (OpsVersion of its build; 1 for builds that announced none).
-func (f *FSM) MasterOps() (map[string]uint32, error) {
-	out := map[string]uint32{}
+// Masters returns what the known masters announced, by id.
+func (f *FSM) Masters() (map[string]MasterInfo, error) {
+	out := map[string]MasterInfo{}
 	err := f.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMasters).ForEach(func(k, v []byte) error {
 			var m fsmpb.Master
 			if err := proto.Unmarshal(v, &m); err != nil {
 				return err
 			}
-			out[string(k)] = max(m.OpsVersion, 1)
+			out[string(k)] = MasterInfo{APIAddress: m.ApiAddress, OpsVersion: max(m.OpsVersion, 1)}
 			return nil
 		})
 	})

@@ -391,7 +391,7 @@ func TestFSM_VolumesAndServers(t *testing.T) {
 		t.Fatal("re-registering a draining server undrained it")
 	}
 	h.ok(&fsmpb.SetMaster{Id: "m1", ApiAddress: "127.0.0.1:1"})
-	if ms, _ := h.f.Masters(); ms["m1"] != "127.0.0.1:1" {
+	if ms, _ := h.f.Masters(); ms["m1"].APIAddress != "127.0.0.1:1" {
 		t.Fatalf("masters = %v", ms)
 	}
 }
