@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,7 +164,7 @@ func (h *Heartbeater) close() {
 // exactly this operation, signed with the cluster's key, not expired.
 // Until the first heartbeat brings the key, writes are refused as
 // unavailable.
-func (h *Heartbeater) AuthorizeWrite(r *http.Request, op WriteOp) error {
+func (h *Heartbeater) AuthorizeWrite(token string, op WriteOp) error {
 	k := h.key.Load()
 	if k == nil {
 		return fmt.Errorf("not yet registered with the masters: %w", raisfs.ErrUnavailable)
@@ -177,7 +176,7 @@ func (h *Heartbeater) AuthorizeWrite(r *http.Request, op WriteOp) error {
 	case "delete":
 		leaseOp, hash = raisfs.LeaseOpDelete, op.Hash
 	}
-	return raisfs.VerifyLease(*k, r.Header.Get(raisfs.LeaseHeader), leaseOp, op.Volume, hash, time.Now())
+	return raisfs.VerifyLease(*k, token, leaseOp, op.Volume, hash, time.Now())
 }
 
 var _ Authorizer = (*Heartbeater)(nil)

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/raisfs/raisfs"
+	"github.com/raisfs/raisfs/api/blobbatch"
 )
 
 // WriteOp is one write the data API is asked to perform.
@@ -31,14 +32,14 @@ type WriteOp struct {
 // Implementations must be safe for concurrent use. A nil error allows the
 // write; an error should wrap raisfs.ErrPermissionDenied.
 type Authorizer interface {
-	AuthorizeWrite(r *http.Request, op WriteOp) error
+	AuthorizeWrite(token string, op WriteOp) error
 }
 
 // AllowAll is the Authorizer used until the master issues write tokens.
 type AllowAll struct{}
 
 // AuthorizeWrite implements Authorizer.
-func (AllowAll) AuthorizeWrite(*http.Request, WriteOp) error { return nil }
+func (AllowAll) AuthorizeWrite(string, WriteOp) error { return nil }
 
 // Server serves a Store over HTTP: the data API under /v1/, /healthz and
 // /metrics. It is an http.Handler; the caller owns the listener and the
@@ -79,6 +80,7 @@ func NewServer(id raisfs.NodeID, store *Store, auth Authorizer, logger *slog.Log
 	s.route("POST /v1/volumes/{vid}/blobs/{hash}/fill", "fill", s.fillBlob)
 	s.route("GET /v1/volumes/{vid}", "volume", s.volumeStatus)
 	s.route("PUT /v1/volumes/{vid}/blobs/{hash}", "put", s.putBlob)
+	s.route("POST /v1/volumes/{vid}/blobs", "put_batch", s.putBatch)
 	s.route("GET /v1/volumes/{vid}/blobs/{hash}", "get", s.getBlob) // also HEAD
 	s.route("DELETE /v1/volumes/{vid}/blobs/{hash}", "delete", s.deleteBlob)
 	return s
@@ -170,18 +172,22 @@ type ErrorBody struct {
 	Message string `json:"message"`
 }
 
-func (s *Server) writeError(w http.ResponseWriter, r *http.Request, op string, err error) {
-	code, name := http.StatusInternalServerError, "internal"
+// classify returns err's HTTP status and stable code.
+func classify(err error) (code int, name string) {
 	for _, e := range errorTable {
 		if errors.Is(err, e.err) {
-			code, name = e.code, e.name
-			break
+			return e.code, e.name
 		}
 	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		code, name = http.StatusRequestEntityTooLarge, "too_large"
+		return http.StatusRequestEntityTooLarge, "too_large"
 	}
+	return http.StatusInternalServerError, "internal"
+}
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, op string, err error) {
+	code, name := classify(err)
 	if code == http.StatusInternalServerError {
 		s.log.Error("request failed", "op", op, "path", r.URL.Path, "err", err)
 	}
@@ -217,7 +223,13 @@ func pathBlob(r *http.Request) (raisfs.VolumeID, raisfs.Hash, error) {
 }
 
 func (s *Server) authorize(r *http.Request, op WriteOp) error {
-	if err := s.auth.AuthorizeWrite(r, op); err != nil {
+	return s.authorizeToken(r.Header.Get(raisfs.LeaseHeader), op)
+}
+
+// authorizeToken is authorize for a lease that travels in a request's
+// body (one per blob of a batch).
+func (s *Server) authorizeToken(token string, op WriteOp) error {
+	if err := s.auth.AuthorizeWrite(token, op); err != nil {
 		return fmt.Errorf("%s %s: %w", op.Kind, op.Volume, err)
 	}
 	return nil
@@ -445,6 +457,65 @@ func (s *Server) putBlob(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusOK)
 	}
 	return nil
+}
+
+// maxBatchItems and maxBatchBytes bound one batch upload: it is read
+// whole into memory before anything is written, so that a malformed or
+// torn batch stores nothing.
+const (
+	maxBatchItems = 1024
+	maxBatchBytes = 32 << 20
+)
+
+// putBatch stores several blobs of one volume (api/blobbatch), each under
+// its own lease: one request, and their needles share group commits. The
+// answer is 200 with one result per item, each as its single PUT would
+// have answered; a malformed batch is refused whole.
+func (s *Server) putBatch(w http.ResponseWriter, r *http.Request) error {
+	vid, err := pathVolume(r)
+	if err != nil {
+		return err
+	}
+	if r.ContentLength > maxBatchBytes {
+		return fmt.Errorf("batch of %d bytes exceeds limit %d: %w", r.ContentLength, maxBatchBytes, raisfs.ErrTooLarge)
+	}
+	items, err := blobbatch.Decode(http.MaxBytesReader(w, r.Body, maxBatchBytes), maxBatchItems, s.store.cfg.MaxBlobSize)
+	if err != nil {
+		return err
+	}
+	results := make([]blobbatch.Result, len(items))
+	var blobs []BlobBody
+	var idx []int
+	for i, it := range items {
+		if err := s.authorizeToken(it.Lease, WriteOp{Kind: "put", Volume: vid, Hash: it.Hash}); err != nil {
+			results[i] = s.batchResult(vid, it.Hash, false, err)
+			continue
+		}
+		blobs = append(blobs, BlobBody{Hash: it.Hash, Body: it.Body})
+		idx = append(idx, i)
+	}
+	created, errs := s.store.PutMany(r.Context(), vid, blobs)
+	for j, i := range idx {
+		results[i] = s.batchResult(vid, blobs[j].Hash, created[j], errs[j])
+	}
+	return writeJSON(w, http.StatusOK, blobbatch.Response{Results: results})
+}
+
+// batchResult is one blob's answer in a batch: what its single PUT would
+// have answered.
+func (s *Server) batchResult(vid raisfs.VolumeID, h raisfs.Hash, created bool, err error) blobbatch.Result {
+	switch {
+	case err != nil:
+		code, name := classify(err)
+		if code == http.StatusInternalServerError {
+			s.log.Error("batch put failed", "volume", vid, "hash", h, "err", err)
+		}
+		return blobbatch.Result{Status: code, Code: name, Message: err.Error()}
+	case created:
+		return blobbatch.Result{Status: http.StatusCreated}
+	default:
+		return blobbatch.Result{Status: http.StatusOK}
+	}
 }
 
 // parseRange parses a single-range "bytes=" header against a blob of size

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/raisfs/raisfs"
+	"github.com/raisfs/raisfs/api/blobbatch"
 )
 
 type testServer struct {
@@ -291,8 +292,8 @@ func flipByte(t *testing.T, path string, off int64) {
 
 type denyPuts struct{}
 
-func (denyPuts) AuthorizeWrite(r *http.Request, op WriteOp) error {
-	if op.Kind == "put" && r.Header.Get("X-Token") != "ok" {
+func (denyPuts) AuthorizeWrite(token string, op WriteOp) error {
+	if op.Kind == "put" && token != "ok" {
 		return fmt.Errorf("no token: %w", raisfs.ErrPermissionDenied)
 	}
 	return nil
@@ -303,7 +304,7 @@ func TestServer_WritesGoThroughAuthorizer(t *testing.T) {
 	ts.expect(t, "PUT", "/v1/volumes/1", nil, 204, "")
 	body, h := payload(1, 100)
 	ts.expect(t, "PUT", blobPath(1, h), bytes.NewReader(body), 403, "permission_denied")
-	resp, _ := ts.do(t, "PUT", blobPath(1, h), bytes.NewReader(body), "X-Token", "ok")
+	resp, _ := ts.do(t, "PUT", blobPath(1, h), bytes.NewReader(body), raisfs.LeaseHeader, "ok")
 	if resp.StatusCode != 201 {
 		t.Fatalf("authorised put = %d", resp.StatusCode)
 	}
@@ -366,5 +367,91 @@ func TestServer_StatusListStreamImport(t *testing.T) {
 	b.expect(t, "POST", "/v1/volumes/4/compact", nil, 200, "")
 	if !strings.Contains(string(b.expect(t, "GET", "/healthz", nil, 200, "")), "ok") {
 		t.Fatal("healthz not ok")
+	}
+}
+
+// A batch upload answers each blob as its single PUT would, stores the
+// good ones together, and reopens intact.
+func TestServer_BatchUpload(t *testing.T) {
+	ts := mustServe(t, nil, denyPuts{})
+	ts.expect(t, "PUT", "/v1/volumes/1", nil, 204, "")
+	held, hh := payload(1, 100)
+	if resp, _ := ts.do(t, "PUT", blobPath(1, hh), bytes.NewReader(held), raisfs.LeaseHeader, "ok"); resp.StatusCode != 201 {
+		t.Fatalf("single put = %d", resp.StatusCode)
+	}
+	a, ha := payload(2, 4096)
+	b, hb := payload(3, 3*blockSize+7)
+	c, hc := payload(4, 10)
+	wrong, _ := payload(5, 50)
+	items := []blobbatch.Item{
+		{Hash: ha, Lease: "ok", Body: a},
+		{Hash: hh, Lease: "ok", Body: held},  // held already: 200
+		{Hash: hb, Lease: "no", Body: b},     // refused by the authorizer
+		{Hash: hc, Lease: "ok", Body: wrong}, // bytes that do not match the hash
+		{Hash: hc, Lease: "ok", Body: c},
+		{Hash: ha, Lease: "ok", Body: a}, // twice in one batch
+	}
+	want := []blobbatch.Result{{Status: 201}, {Status: 200}, {Status: 403, Code: "permission_denied"},
+		{Status: 422, Code: "hash_mismatch"}, {Status: 201}, {Status: 200}}
+	payloadBytes, err := blobbatch.Encode(items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body := ts.do(t, "POST", "/v1/volumes/1/blobs", bytes.NewReader(payloadBytes))
+	if resp.StatusCode != 200 {
+		t.Fatalf("batch = %d %s", resp.StatusCode, body)
+	}
+	var got blobbatch.Response
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Results) != len(want) {
+		t.Fatalf("%d results, want %d: %s", len(got.Results), len(want), body)
+	}
+	// The same blob twice in one batch: one of the two stores it.
+	if got.Results[5].Status == 201 && got.Results[0].Status == 200 {
+		got.Results[0].Status, got.Results[5].Status = 201, 200
+	}
+	for i, w := range want {
+		if g := got.Results[i]; g.Status != w.Status || g.Code != w.Code {
+			t.Errorf("item %d: %d %q (%s), want %d %q", i, g.Status, g.Code, g.Message, w.Status, w.Code)
+		}
+	}
+	check := func() {
+		t.Helper()
+		for _, x := range []struct {
+			body []byte
+			h    raisfs.Hash
+		}{{a, ha}, {held, hh}, {c, hc}} {
+			if got := ts.expect(t, "GET", blobPath(1, x.h), nil, 200, ""); !bytes.Equal(got, x.body) {
+				t.Fatalf("blob %s reads back wrong", x.h)
+			}
+		}
+		ts.expect(t, "GET", blobPath(1, hb), nil, 404, "not_found")
+	}
+	check()
+	// The batch's needles survive a restart (index and data file agree).
+	ts.store.Close()
+	s2 := mustOpen(t, ts.cfg)
+	ts2 := httptest.NewServer(NewServer("cs-test", s2, denyPuts{}, testLogger(t)))
+	t.Cleanup(ts2.Close)
+	ts.Server, ts.store = ts2, s2
+	check()
+}
+
+// A malformed or torn batch is refused whole and stores nothing.
+func TestServer_BatchUploadMalformed(t *testing.T) {
+	ts := mustServe(t, nil, nil)
+	ts.expect(t, "PUT", "/v1/volumes/1", nil, 204, "")
+	a, ha := payload(2, 4096)
+	b, hb := payload(3, 100)
+	enc, _ := blobbatch.Encode([]blobbatch.Item{{Hash: ha, Body: a}, {Hash: hb, Body: b}})
+	ts.expect(t, "POST", "/v1/volumes/1/blobs", bytes.NewReader(enc[:len(enc)-1]), 400, "invalid_argument")
+	ts.expect(t, "POST", "/v1/volumes/1/blobs", strings.NewReader("not a batch"), 400, "invalid_argument")
+	ts.expect(t, "POST", "/v1/volumes/9/blobs", bytes.NewReader(enc), 200, "") // per item: not found
+	ts.expect(t, "GET", blobPath(1, ha), nil, 404, "not_found")
+	ts.expect(t, "GET", blobPath(1, hb), nil, 404, "not_found")
+	if st := ts.store.Status(); st.Volumes[0].SizeBytes != superblockSize {
+		t.Fatalf("volume is %d bytes after refused batches, want %d (nothing written)", st.Volumes[0].SizeBytes, superblockSize)
 	}
 }

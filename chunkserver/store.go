@@ -1,6 +1,7 @@
 package chunkserver
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -372,6 +373,64 @@ func (s *Store) Put(ctx context.Context, id raisfs.VolumeID, h raisfs.Hash, r io
 	return s.put(ctx, id, h, r, size, false)
 }
 
+// PutMany is Put for several blobs of volume id, each checked against its
+// hash like a single put; the ones that pass are appended together and
+// share one fsync. Each blob succeeds or fails on its own.
+func (s *Store) PutMany(ctx context.Context, id raisfs.VolumeID, blobs []BlobBody) (created []bool, errs []error) {
+	created, errs = make([]bool, len(blobs)), make([]error, len(blobs))
+	v, d, err := s.volume(id)
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return created, errs
+	}
+	var sps []*spooled
+	var idx []int
+	for i, bl := range blobs {
+		if err := s.checkSpace(d, int64(len(bl.Body))); err != nil {
+			errs[i] = err
+			continue
+		}
+		sp, err := spool(bytes.NewReader(bl.Body), bl.Hash, int64(len(bl.Body)), s.spoolConfig(d))
+		if err != nil {
+			errs[i] = fmt.Errorf("put %s/%s: %w", id, bl.Hash, classifyIOError(err))
+			continue
+		}
+		defer sp.close()
+		sps = append(sps, sp)
+		idx = append(idx, i)
+	}
+	if len(sps) == 0 {
+		return created, errs
+	}
+	if err := ctx.Err(); err != nil {
+		for _, i := range idx {
+			errs[i] = err
+		}
+		return created, errs
+	}
+	for _, sp := range sps {
+		d.written.Add(sp.n)
+	}
+	c, e := v.putMany(sps)
+	for j, i := range idx {
+		created[i], errs[i] = c[j], e[j]
+		if e[j] != nil {
+			errs[i] = fmt.Errorf("put %s/%s: %w", id, sps[j].hash, e[j])
+		} else if c[j] {
+			s.metrics.bytesIn.Add(float64(sps[j].size))
+		}
+	}
+	return created, errs
+}
+
+// BlobBody is one blob of PutMany.
+type BlobBody struct {
+	Hash raisfs.Hash
+	Body []byte
+}
+
 // Fill is Put for repair: it puts back a blob the masters say volume id
 // should hold and does not, even if the volume is sealed or full (the
 // blob belonged in it all along). Verified like any put.
@@ -387,10 +446,7 @@ func (s *Store) put(ctx context.Context, id raisfs.VolumeID, h raisfs.Hash, r io
 	if err := s.checkSpace(d, max(size, 0)); err != nil {
 		return false, err
 	}
-	sp, err := spool(r, h, size, spoolConfig{
-		fs: s.cfg.FS, tmpDir: filepath.Join(d.path, "tmp"),
-		threshold: s.cfg.SpoolThreshold, maxSize: s.cfg.MaxBlobSize, seq: func() uint64 { return s.seq.Add(1) },
-	})
+	sp, err := spool(r, h, size, s.spoolConfig(d))
 	if err != nil {
 		return false, fmt.Errorf("put %s/%s: %w", id, h, classifyIOError(err))
 	}
@@ -412,6 +468,13 @@ func (s *Store) put(ctx context.Context, id raisfs.VolumeID, h raisfs.Hash, r io
 		s.metrics.bytesIn.Add(float64(sp.size))
 	}
 	return created, nil
+}
+
+func (s *Store) spoolConfig(d *dataDir) spoolConfig {
+	return spoolConfig{
+		fs: s.cfg.FS, tmpDir: filepath.Join(d.path, "tmp"),
+		threshold: s.cfg.SpoolThreshold, maxSize: s.cfg.MaxBlobSize, seq: func() uint64 { return s.seq.Add(1) },
+	}
 }
 
 // Get opens blob h of volume id for reading. The caller must Close it.

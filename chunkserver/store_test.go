@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/raisfs/raisfs"
 )
 
@@ -537,4 +539,46 @@ func TestStore_HighWaterHoldsBetweenUsageReadings(t *testing.T) {
 	if _, err := s.Put(context.Background(), 1, bh, bytes.NewReader(b), int64(len(b))); !errors.Is(err, raisfs.ErrNoSpace) {
 		t.Fatalf("second put = %v, want ErrNoSpace (the first put's bytes count)", err)
 	}
+}
+
+// PutMany of new blobs writes them in one go: one fsync for all of them,
+// each readable, and all there after a reopen.
+func TestStore_PutManySharesOneFsync(t *testing.T) {
+	cfg := testConfig(t, &faultFS{})
+	s := mustOpen(t, cfg)
+	ctx := context.Background()
+	mustCreate(t, s, 1)
+	var blobs []BlobBody
+	for i := range 8 {
+		b, h := payload(uint64(100+i), 1000*i)
+		blobs = append(blobs, BlobBody{Hash: h, Body: b})
+	}
+	before := testutil.ToFloat64(s.metrics.fsyncs)
+	created, errs := s.PutMany(ctx, 1, blobs)
+	for i := range blobs {
+		if errs[i] != nil || !created[i] {
+			t.Fatalf("blob %d: created %v, %v", i, created[i], errs[i])
+		}
+	}
+	if n := testutil.ToFloat64(s.metrics.fsyncs) - before; n != 1 {
+		t.Fatalf("%v fsyncs for one batch of new blobs, want 1", n)
+	}
+	check := func(s *Store) {
+		t.Helper()
+		for i, bl := range blobs {
+			if got, err := readBlob(s, 1, bl.Hash); err != nil || !bytes.Equal(got, bl.Body) {
+				t.Fatalf("blob %d reads back wrong (%v)", i, err)
+			}
+		}
+	}
+	check(s)
+	// Again: every blob is held now (created false, nothing written).
+	created, errs = s.PutMany(ctx, 1, blobs)
+	for i := range blobs {
+		if errs[i] != nil || created[i] {
+			t.Fatalf("second put of blob %d: created %v, %v", i, created[i], errs[i])
+		}
+	}
+	s.Close()
+	check(mustOpen(t, cfg))
 }

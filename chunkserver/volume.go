@@ -448,8 +448,14 @@ func (v *Volume) appendRecord(e indexEntry, n int64, write func(File, int64) err
 // releases it. A failed write is cut off again, so the volume stays as it
 // was and the space is reclaimed at once.
 func (v *Volume) queueLocked(e indexEntry, n int64, write func(File, int64) error) (*batch, error) {
+	e.offset = 0
+	return v.queueManyLocked([]indexEntry{e}, n, write)
+}
+
+// queueManyLocked is queueLocked for several records written at once: n
+// bytes in all; each entry's offset is relative to the start of the write.
+func (v *Volume) queueManyLocked(es []indexEntry, n int64, write func(File, int64) error) (*batch, error) {
 	off := v.tail
-	e.offset = off
 	if err := write(v.data.f, off); err != nil {
 		err = classifyIOError(err)
 		if terr := v.data.f.Truncate(off); terr != nil {
@@ -464,7 +470,10 @@ func (v *Volume) queueLocked(e indexEntry, n int64, write func(File, int64) erro
 		b = &batch{done: make(chan struct{})}
 		v.cur = b
 	}
-	b.recs = append(b.recs, e)
+	for _, e := range es {
+		e.offset += off
+		b.recs = append(b.recs, e)
+	}
 	v.mu.Unlock()
 	select {
 	case v.kick <- struct{}{}:

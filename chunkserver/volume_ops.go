@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"sync"
 
 	"github.com/zeebo/blake3"
 
@@ -49,6 +50,74 @@ func (v *Volume) put(sp *spooled, fill bool) (created bool, err error) {
 	close(ch)
 	v.mu.Unlock()
 	return err == nil, err
+}
+
+// putMany is put for several spooled blobs (a batch upload): when none is
+// held or in flight already and they all fit, their needles go to the file
+// in one write and share one group commit. Anything less simple (a
+// duplicate, a volume about to fill up, an error) is left to put, blob by
+// blob, which knows every case.
+func (v *Volume) putMany(sps []*spooled) (created []bool, errs []error) {
+	created, errs = make([]bool, len(sps)), make([]error, len(sps))
+	one := func() {
+		var wg sync.WaitGroup
+		for i, sp := range sps {
+			wg.Go(func() { created[i], errs[i] = v.put(sp, false) })
+		}
+		wg.Wait()
+	}
+	v.mu.Lock()
+	for v.writesBlocked && !v.closed {
+		v.cond.Wait()
+	}
+	var total int64
+	simple := v.writableForLocked(kindBlob, false) == nil
+	seen := make(map[raisfs.Hash]bool, len(sps))
+	for _, sp := range sps {
+		_, held := v.entries[sp.hash]
+		_, busy := v.inflight[sp.hash]
+		if held || busy || seen[sp.hash] || sp.mem == nil {
+			simple = false
+			break
+		}
+		seen[sp.hash] = true
+		total += sp.n
+	}
+	if !simple || v.tail+total > v.opts.sealSize {
+		v.mu.Unlock()
+		one()
+		return created, errs
+	}
+	ch := make(chan struct{})
+	buf := make([]byte, 0, total)
+	for _, sp := range sps {
+		v.inflight[sp.hash] = ch
+		buf = append(buf, sp.mem...)
+	}
+	recs := make([]indexEntry, len(sps))
+	var off int64
+	for i, sp := range sps {
+		recs[i] = indexEntry{hash: sp.hash, size: sp.size, kind: kindBlob, offset: off}
+		off += sp.n
+	}
+	b, err := v.queueManyLocked(recs, total, func(f File, off int64) error {
+		_, err := f.WriteAt(buf, off)
+		return err
+	}) // unlocks
+	if err == nil {
+		<-b.done
+		err = b.err
+	}
+	v.mu.Lock()
+	for _, sp := range sps {
+		delete(v.inflight, sp.hash)
+	}
+	close(ch)
+	v.mu.Unlock()
+	for i := range sps {
+		created[i], errs[i] = err == nil, err
+	}
+	return created, errs
 }
 
 // delete appends a tombstone for h. Deleting an already deleted blob is a

@@ -79,6 +79,11 @@ type Config struct {
 	// fails on every cached replica looks the key up again; Delete and
 	// transactions through this client drop what they unbind.
 	LookupCache int
+	// NoPutBatching sends every put on its own (its own BeginPut, uploads
+	// and commit) instead of grouping concurrent small puts (see batch.go);
+	// for comparisons. Servers without the batch calls are detected and
+	// get puts one by one anyway.
+	NoPutBatching bool
 }
 
 // Client is safe for concurrent use. Close releases its connections.
@@ -91,6 +96,12 @@ type Client struct {
 	next    atomic.Uint32 // master to try first: the leader, once known
 
 	leaderCheck atomic.Int64 // unix nanos of the last leader discovery
+
+	// ctx ends at Close: it bounds the work of put batches, which outlive
+	// the call that started them.
+	ctx    context.Context
+	cancel context.CancelFunc
+	batch  *batcher // nil with Config.NoPutBatching
 
 	cacheMu sync.Mutex
 	cache   map[string]*masterpb.LookupResponse // see Config.LookupCache
@@ -117,6 +128,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.Logger = slog.Default()
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, http: cfg.HTTPClient}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if !cfg.NoPutBatching {
+		c.batch = &batcher{c: c}
+	}
 	if c.http == nil {
 		c.http = &http.Client{Transport: &http.Transport{
 			MaxIdleConnsPerHost: 64,
@@ -140,6 +155,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 // Close releases the client's connections. It is idempotent.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
+		c.cancel()
+		if c.batch != nil {
+			c.batch.wg.Wait()
+		}
 		for _, conn := range c.conns {
 			conn.Close()
 		}

@@ -144,17 +144,26 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts *PutOpti
 	defer b.close()
 	obj := Object{Key: key, Hash: b.hash, Size: b.size, Class: opts.Class}
 
-	var lastErr error
 	// uncertain: a commit attempt failed in a way that may have applied
 	// it. If a later answer then says the key is bound to other content,
 	// the key may have been ours, then deleted and put again by another
 	// client meanwhile: the outcome of this put is unknown, not a
 	// conflict (found by the chaos harness).
 	uncertain := false
+	if c.batch != nil && batchable(b) {
+		r := c.batch.put(&pendingPut{ctx: ctx, key: key, b: b, class: opts.Class, res: make(chan batchResult, 1)})
+		if r.done {
+			if r.err != nil {
+				return Object{}, r.err
+			}
+			obj.Deduped = r.deduped
+			return obj, nil
+		}
+		uncertain = r.uncertain // the batch handed it back: one by one
+	}
+	var lastErr error
 	noteCommitErr := func(err error) {
-		e := rpcerr.FromStatus(err)
-		if err != nil && !errors.Is(e, raisfs.ErrNotLeader) && !errors.Is(e, raisfs.ErrConflict) &&
-			!errors.Is(e, raisfs.ErrLeaseExpired) && !errors.Is(e, raisfs.ErrInvalidArgument) && !errors.Is(e, raisfs.ErrPermissionDenied) {
+		if commitMayHaveApplied(err) {
 			uncertain = true
 		}
 	}

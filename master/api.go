@@ -228,19 +228,88 @@ func (s *Server) BeginPut(ctx context.Context, req *masterpb.BeginPutRequest) (*
 	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.BeginPut); ok || err != nil {
 		return resp, err
 	}
-	if err := raftfsm.ValidateKey(req.Key); err != nil {
+	p, err := s.checkPut(ctx, req, !req.DeferCommit)
+	if err != nil || p.answer != nil {
+		return p.answer, err
+	}
+	vid, vol, err := s.writableVolume(ctx, p.class, p.hash)
+	if err != nil {
 		return nil, err
+	}
+	return s.grantPut(p, vid, vol), nil
+}
+
+// BeginPuts implements masterpb.MasterServer.
+func (s *Server) BeginPuts(ctx context.Context, req *masterpb.BeginPutsRequest) (*masterpb.BeginPutsResponse, error) {
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.BeginPuts); ok || err != nil {
+		return resp, err
+	}
+	if len(req.Puts) > maxBatch {
+		return nil, fmt.Errorf("%d puts in one batch, at most %d: %w", len(req.Puts), maxBatch, raisfs.ErrInvalidArgument)
+	}
+	resp := &masterpb.BeginPutsResponse{Results: make([]*masterpb.BeginPutResult, len(req.Puts))}
+	// Items to upload, by class: each class's share goes to one volume.
+	upload := map[string][]int{}
+	checked := make([]putCheck, len(req.Puts))
+	for i, put := range req.Puts {
+		p, err := s.checkPut(ctx, put, false)
+		switch {
+		case errors.Is(err, raisfs.ErrNotLeader):
+			return nil, err // the whole batch belongs elsewhere
+		case err != nil:
+			resp.Results[i] = &masterpb.BeginPutResult{Error: rpcerr.ToItem(err)}
+		case p.answer != nil:
+			resp.Results[i] = &masterpb.BeginPutResult{Put: p.answer}
+		default:
+			checked[i] = p
+			upload[p.class.Name] = append(upload[p.class.Name], i)
+		}
+	}
+	for _, items := range upload {
+		hashes := make([]raisfs.Hash, len(items))
+		for j, i := range items {
+			hashes[j] = checked[i].hash
+		}
+		vid, vol, err := s.writableVolume(ctx, checked[items[0]].class, hashes...)
+		for _, i := range items {
+			if err != nil {
+				resp.Results[i] = &masterpb.BeginPutResult{Error: rpcerr.ToItem(err)}
+				continue
+			}
+			resp.Results[i] = &masterpb.BeginPutResult{Put: s.grantPut(checked[i], vid, vol)}
+		}
+	}
+	return resp, nil
+}
+
+// maxBatch bounds the items of one BeginPuts or CommitPuts call.
+const maxBatch = 1024
+
+// putCheck is what checkPut found out about one put that needs an upload.
+type putCheck struct {
+	answer *masterpb.BeginPutResponse // final: nothing to upload
+	class  *fsmpb.ReplicationClass
+	hash   raisfs.Hash
+}
+
+// checkPut validates one put and answers it when no bytes need to move:
+// the key holds this content already (stored), or the content is stored
+// under another key (dedup: bound now when bindDedup, else answered
+// dedup for the caller to commit with volume 0).
+func (s *Server) checkPut(ctx context.Context, req *masterpb.BeginPutRequest, bindDedup bool) (putCheck, error) {
+	if err := raftfsm.ValidateKey(req.Key); err != nil {
+		return putCheck{}, err
 	}
 	h, err := hashFrom(req.Hash)
 	if err != nil {
-		return nil, err
+		return putCheck{}, err
 	}
 	if req.Size < 0 {
-		return nil, fmt.Errorf("size %d: %w", req.Size, raisfs.ErrInvalidArgument)
+		return putCheck{}, fmt.Errorf("size %d: %w", req.Size, raisfs.ErrInvalidArgument)
 	}
 	class, err := s.fsm.Class(req.Class)
 	if err != nil {
-		return nil, err
+		return putCheck{}, err
 	}
 	// No read barrier: the checks below read the leader's own state, which
 	// may trail the last commits by a few milliseconds. That is safe: the
@@ -248,7 +317,7 @@ func (s *Server) BeginPut(ctx context.Context, req *masterpb.BeginPutRequest) (*
 	// the worst a stale answer causes is an upload the commit then
 	// resolves (idempotent retry, dedup or conflict).
 	if s.raft.State() != raft.Leader {
-		return nil, fmt.Errorf("begin put: %w", raisfs.ErrNotLeader)
+		return putCheck{}, fmt.Errorf("begin put: %w", raisfs.ErrNotLeader)
 	}
 	// Retry of a committed put, or a conflict.
 	obj, err := s.fsm.Object(req.Key)
@@ -258,46 +327,48 @@ func (s *Server) BeginPut(ctx context.Context, req *masterpb.BeginPutRequest) (*
 		// (just elected, or deposed and not yet aware): confirm first.
 		// Found by the chaos harness.
 		if err := s.readBarrier(ctx); err != nil {
-			return nil, err
+			return putCheck{}, err
 		}
 		obj, err = s.fsm.Object(req.Key)
 		if err == nil && string(obj.Hash) != string(req.Hash) {
-			return nil, fmt.Errorf("key is bound to other content: %w", raisfs.ErrConflict)
+			return putCheck{}, fmt.Errorf("key is bound to other content: %w", raisfs.ErrConflict)
 		}
 	}
 	if err == nil && string(obj.Hash) == string(req.Hash) {
-		return &masterpb.BeginPutResponse{Stored: true}, nil
+		return putCheck{answer: &masterpb.BeginPutResponse{Stored: true}}, nil
 	}
 	// Dedup: the content is stored already; bind the key now (or, for a
-	// commit in a transaction, say so and let the transaction bind it).
+	// commit in a transaction or a batch, say so and let it bind the key).
 	if blob, err := s.fsm.Blob(req.Hash); err == nil && blob.Size == req.Size {
-		if req.DeferCommit {
-			return &masterpb.BeginPutResponse{Dedup: true}, nil
+		if !bindDedup {
+			return putCheck{answer: &masterpb.BeginPutResponse{Dedup: true}}, nil
 		}
 		_, err := s.apply(ctx, &fsmpb.PutObject{Key: req.Key, Hash: req.Hash, Size: req.Size, Class: class.Name})
 		if err == nil {
 			s.metrics.dedups.Inc()
-			return &masterpb.BeginPutResponse{Stored: true}, nil
+			return putCheck{answer: &masterpb.BeginPutResponse{Stored: true}}, nil
 		}
 		if !isBlobGone(err) {
-			return nil, err
+			return putCheck{}, err
 		}
 		// Deleted meanwhile: upload it like a new blob.
 	}
-	vid, vol, err := s.writableVolume(ctx, class, h)
-	if err != nil {
-		return nil, err
-	}
+	return putCheck{class: class, hash: h}, nil
+}
+
+// grantPut answers a put that needs an upload: volume vid, its replicas,
+// a signed write lease for the blob.
+func (s *Server) grantPut(p putCheck, vid raisfs.VolumeID, vol *fsmpb.Volume) *masterpb.BeginPutResponse {
 	expiry := time.Now().Add(s.cfg.LeaseTTL)
-	lease := raisfs.Lease{Op: raisfs.LeaseOpPut, Volume: vid, Hash: h, Expiry: expiry}.Sign(s.fsm.LeaseKey())
-	quorum := class.WriteQuorum
+	lease := raisfs.Lease{Op: raisfs.LeaseOpPut, Volume: vid, Hash: p.hash, Expiry: expiry}.Sign(s.fsm.LeaseKey())
+	quorum := p.class.WriteQuorum
 	if quorum == 0 || quorum > uint32(len(vol.Members)) {
 		quorum = uint32(len(vol.Members))
 	}
 	return &masterpb.BeginPutResponse{
 		Volume: uint64(vid), Replicas: s.replicas(vol.Members), Lease: lease,
 		LeaseExpiryUnixNano: expiry.UnixNano(), WriteQuorum: quorum,
-	}, nil
+	}
 }
 
 func isBlobGone(err error) bool { return errors.Is(err, raftfsm.ErrBlobGone) }
@@ -329,10 +400,7 @@ func (s *Server) CommitPut(ctx context.Context, req *masterpb.CommitPutRequest) 
 	if err := s.checkPutLease(req.Hash, req.Volume, req.Lease, req.LeaseExpiryUnixNano); err != nil {
 		return nil, err
 	}
-	r, err := s.apply(ctx, &fsmpb.PutObject{
-		Key: req.Key, Hash: req.Hash, Size: req.Size, Class: req.Class,
-		Volume: req.Volume, LeaseExpiryUnixNano: req.LeaseExpiryUnixNano,
-	})
+	r, err := s.apply(ctx, putObject(req))
 	if err != nil {
 		return nil, err
 	}
@@ -340,6 +408,48 @@ func (s *Server) CommitPut(ctx context.Context, req *masterpb.CommitPutRequest) 
 		s.metrics.puts.Inc()
 	}
 	return &masterpb.CommitPutResponse{Created: r.Created}, nil
+}
+
+func putObject(req *masterpb.CommitPutRequest) *fsmpb.PutObject {
+	return &fsmpb.PutObject{
+		Key: req.Key, Hash: req.Hash, Size: req.Size, Class: req.Class,
+		Volume: req.Volume, LeaseExpiryUnixNano: req.LeaseExpiryUnixNano,
+	}
+}
+
+// CommitPuts implements masterpb.MasterServer. The items are proposed one
+// after another without waiting, so Raft carries them in one round (one
+// log write, one message per follower, one state-file transaction).
+func (s *Server) CommitPuts(ctx context.Context, req *masterpb.CommitPutsRequest) (*masterpb.CommitPutsResponse, error) {
+	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.CommitPuts); ok || err != nil {
+		return resp, err
+	}
+	if len(req.Puts) > maxBatch {
+		return nil, fmt.Errorf("%d puts in one batch, at most %d: %w", len(req.Puts), maxBatch, raisfs.ErrInvalidArgument)
+	}
+	resp := &masterpb.CommitPutsResponse{Results: make([]*masterpb.CommitPutResult, len(req.Puts))}
+	ops := make([]any, 0, len(req.Puts))
+	var items []int
+	for i, put := range req.Puts {
+		// Volume 0 dedups onto a stored blob: no bytes were written under
+		// a lease (the state machine refuses it if there is no such blob).
+		if put.Volume != 0 {
+			if err := s.checkPutLease(put.Hash, put.Volume, put.Lease, put.LeaseExpiryUnixNano); err != nil {
+				resp.Results[i] = &masterpb.CommitPutResult{Error: rpcerr.ToItem(err)}
+				continue
+			}
+		}
+		ops = append(ops, putObject(put))
+		items = append(items, i)
+	}
+	for j, r := range s.applyAll(ctx, ops) {
+		res := &masterpb.CommitPutResult{Created: r.Created, Error: rpcerr.ToItem(r.Err)}
+		if r.Created && r.Err == nil {
+			s.metrics.puts.Inc()
+		}
+		resp.Results[items[j]] = res
+	}
+	return resp, nil
 }
 
 // Lookup implements masterpb.MasterServer.

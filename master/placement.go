@@ -152,9 +152,10 @@ func (s *Server) unheard(servers map[string]*fsmpb.Server) (int, time.Duration) 
 	return n, age
 }
 
-// writableVolume picks a volume of class to write blob h to, creating one
+// writableVolume picks a volume of class to write blobs hs to (one that
+// is not still deleting an earlier copy of any of them), creating one
 // when fewer than the wanted number (Config.WritableVolumes) are open.
-func (s *Server) writableVolume(ctx context.Context, class *fsmpb.ReplicationClass, h raisfs.Hash) (raisfs.VolumeID, *fsmpb.Volume, error) {
+func (s *Server) writableVolume(ctx context.Context, class *fsmpb.ReplicationClass, hs ...raisfs.Hash) (raisfs.VolumeID, *fsmpb.Volume, error) {
 	find := func() ([]raisfs.VolumeID, map[raisfs.VolumeID]*fsmpb.Volume, error) {
 		p, err := s.placement()
 		if err != nil {
@@ -220,10 +221,14 @@ func (s *Server) writableVolume(ctx context.Context, class *fsmpb.ReplicationCla
 		}
 	}
 	var usable []raisfs.VolumeID
+ids:
 	for _, id := range ids {
-		if !s.fsm.IsPendingDelete(h, id) {
-			usable = append(usable, id)
+		for _, h := range hs {
+			if s.fsm.IsPendingDelete(h, id) {
+				continue ids
+			}
 		}
+		usable = append(usable, id)
 	}
 	if len(usable) == 0 {
 		return 0, nil, fmt.Errorf("no writable volume for class %q: %w", class.Name, raisfs.ErrNoPlacement)

@@ -535,40 +535,66 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // rejection, raisfs.ErrNotLeader (did not commit) or
 // raisfs.ErrOutcomeUnknown (may have committed).
 func (s *Server) apply(ctx context.Context, op any) (raftfsm.Result, error) {
-	data, err := raftfsm.Encode(time.Now().UnixNano(), op)
-	if err != nil {
-		return raftfsm.Result{}, err
-	}
+	r := s.applyAll(ctx, []any{op})[0]
+	return r, r.Err
+}
+
+// applyAll proposes ops one after another without waiting between them,
+// so Raft commits them together, and waits for each. Each result's Err
+// says how that op fared (as apply's error would).
+func (s *Server) applyAll(ctx context.Context, ops []any) []raftfsm.Result {
+	results := make([]raftfsm.Result, len(ops))
 	timeout := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	if timeout <= 0 {
-		return raftfsm.Result{}, fmt.Errorf("apply: %w", context.DeadlineExceeded)
-	}
 	start := time.Now()
-	f := s.raft.Apply(data, timeout)
+	futures := make([]raft.ApplyFuture, len(ops))
+	for i, op := range ops {
+		data, err := raftfsm.Encode(time.Now().UnixNano(), op)
+		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		if timeout <= 0 {
+			results[i].Err = fmt.Errorf("apply: %w", context.DeadlineExceeded)
+			continue
+		}
+		futures[i] = s.raft.Apply(data, timeout)
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		results[i] = s.await(ctx, f, start)
+	}
+	return results
+}
+
+// await waits for a proposed entry's outcome, or for ctx (an unknown
+// outcome: the entry may still commit).
+func (s *Server) await(ctx context.Context, f raft.ApplyFuture, start time.Time) raftfsm.Result {
 	done := make(chan struct{})
 	go func() { f.Error(); close(done) }() // ends when raft answers (commit, loss, shutdown)
 	select {
 	case <-done:
 	case <-ctx.Done():
-		return raftfsm.Result{}, fmt.Errorf("apply: %w: %w", raisfs.ErrOutcomeUnknown, ctx.Err())
+		return raftfsm.Result{Err: fmt.Errorf("apply: %w: %w", raisfs.ErrOutcomeUnknown, ctx.Err())}
 	}
 	if err := f.Error(); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrRaftShutdown):
-			return raftfsm.Result{}, fmt.Errorf("apply: %w: %w", raisfs.ErrNotLeader, err)
+			return raftfsm.Result{Err: fmt.Errorf("apply: %w: %w", raisfs.ErrNotLeader, err)}
 		default:
-			return raftfsm.Result{}, fmt.Errorf("apply: %w: %w", raisfs.ErrOutcomeUnknown, err)
+			return raftfsm.Result{Err: fmt.Errorf("apply: %w: %w", raisfs.ErrOutcomeUnknown, err)}
 		}
 	}
 	s.metrics.applySeconds.Observe(time.Since(start).Seconds())
 	r, ok := f.Response().(raftfsm.Result)
 	if !ok {
-		return raftfsm.Result{}, fmt.Errorf("apply: unexpected response %T", f.Response())
+		return raftfsm.Result{Err: fmt.Errorf("apply: unexpected response %T", f.Response())}
 	}
-	return r, r.Err
+	return r
 }
 
 // readBarrier makes a read on the leader linearizable: leadership is

@@ -633,6 +633,340 @@ func (x *CommitPutResponse) GetCreated() bool {
 	return false
 }
 
+// ItemError is one item's failure in a batch call: reason is one of the
+// Reason constants (the ErrorInfo reasons of whole-call errors).
+type ItemError struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ItemError) Reset() {
+	*x = ItemError{}
+	mi := &file_master_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ItemError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ItemError) ProtoMessage() {}
+
+func (x *ItemError) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ItemError.ProtoReflect.Descriptor instead.
+func (*ItemError) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ItemError) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ItemError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type BeginPutsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Puts          []*BeginPutRequest     `protobuf:"bytes,1,rep,name=puts,proto3" json:"puts,omitempty"` // defer_commit is implied
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginPutsRequest) Reset() {
+	*x = BeginPutsRequest{}
+	mi := &file_master_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginPutsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginPutsRequest) ProtoMessage() {}
+
+func (x *BeginPutsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginPutsRequest.ProtoReflect.Descriptor instead.
+func (*BeginPutsRequest) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *BeginPutsRequest) GetPuts() []*BeginPutRequest {
+	if x != nil {
+		return x.Puts
+	}
+	return nil
+}
+
+type BeginPutsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*BeginPutResult      `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"` // in the order of the request
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginPutsResponse) Reset() {
+	*x = BeginPutsResponse{}
+	mi := &file_master_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginPutsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginPutsResponse) ProtoMessage() {}
+
+func (x *BeginPutsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginPutsResponse.ProtoReflect.Descriptor instead.
+func (*BeginPutsResponse) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *BeginPutsResponse) GetResults() []*BeginPutResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type BeginPutResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Put           *BeginPutResponse      `protobuf:"bytes,1,opt,name=put,proto3" json:"put,omitempty"`
+	Error         *ItemError             `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"` // set: this item failed; put is empty
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginPutResult) Reset() {
+	*x = BeginPutResult{}
+	mi := &file_master_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginPutResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginPutResult) ProtoMessage() {}
+
+func (x *BeginPutResult) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginPutResult.ProtoReflect.Descriptor instead.
+func (*BeginPutResult) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *BeginPutResult) GetPut() *BeginPutResponse {
+	if x != nil {
+		return x.Put
+	}
+	return nil
+}
+
+func (x *BeginPutResult) GetError() *ItemError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+type CommitPutsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Puts          []*CommitPutRequest    `protobuf:"bytes,1,rep,name=puts,proto3" json:"puts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitPutsRequest) Reset() {
+	*x = CommitPutsRequest{}
+	mi := &file_master_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitPutsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitPutsRequest) ProtoMessage() {}
+
+func (x *CommitPutsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitPutsRequest.ProtoReflect.Descriptor instead.
+func (*CommitPutsRequest) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CommitPutsRequest) GetPuts() []*CommitPutRequest {
+	if x != nil {
+		return x.Puts
+	}
+	return nil
+}
+
+type CommitPutsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*CommitPutResult     `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"` // in the order of the request
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitPutsResponse) Reset() {
+	*x = CommitPutsResponse{}
+	mi := &file_master_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitPutsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitPutsResponse) ProtoMessage() {}
+
+func (x *CommitPutsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitPutsResponse.ProtoReflect.Descriptor instead.
+func (*CommitPutsResponse) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CommitPutsResponse) GetResults() []*CommitPutResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type CommitPutResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Created       bool                   `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
+	Error         *ItemError             `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitPutResult) Reset() {
+	*x = CommitPutResult{}
+	mi := &file_master_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitPutResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitPutResult) ProtoMessage() {}
+
+func (x *CommitPutResult) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitPutResult.ProtoReflect.Descriptor instead.
+func (*CommitPutResult) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CommitPutResult) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+func (x *CommitPutResult) GetError() *ItemError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 type LookupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -645,7 +979,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_master_proto_msgTypes[9]
+	mi := &file_master_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +991,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[9]
+	mi := &file_master_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +1004,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{9}
+	return file_master_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LookupRequest) GetKey() []byte {
@@ -701,7 +1035,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_master_proto_msgTypes[10]
+	mi := &file_master_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -713,7 +1047,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[10]
+	mi := &file_master_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -726,7 +1060,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{10}
+	return file_master_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LookupResponse) GetHash() []byte {
@@ -780,7 +1114,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_master_proto_msgTypes[11]
+	mi := &file_master_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +1126,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[11]
+	mi := &file_master_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +1139,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{11}
+	return file_master_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteRequest) GetKey() []byte {
@@ -823,7 +1157,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_master_proto_msgTypes[12]
+	mi := &file_master_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +1169,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[12]
+	mi := &file_master_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +1182,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{12}
+	return file_master_proto_rawDescGZIP(), []int{19}
 }
 
 type ListRequest struct {
@@ -862,7 +1196,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_master_proto_msgTypes[13]
+	mi := &file_master_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1208,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[13]
+	mi := &file_master_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1221,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{13}
+	return file_master_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListRequest) GetPrefix() []byte {
@@ -923,7 +1257,7 @@ type ListEntry struct {
 
 func (x *ListEntry) Reset() {
 	*x = ListEntry{}
-	mi := &file_master_proto_msgTypes[14]
+	mi := &file_master_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1269,7 @@ func (x *ListEntry) String() string {
 func (*ListEntry) ProtoMessage() {}
 
 func (x *ListEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[14]
+	mi := &file_master_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1282,7 @@ func (x *ListEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntry.ProtoReflect.Descriptor instead.
 func (*ListEntry) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{14}
+	return file_master_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListEntry) GetKey() []byte {
@@ -989,7 +1323,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_master_proto_msgTypes[15]
+	mi := &file_master_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1335,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[15]
+	mi := &file_master_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1348,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{15}
+	return file_master_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListResponse) GetEntries() []*ListEntry {
@@ -1047,7 +1381,7 @@ type VolumeReport struct {
 
 func (x *VolumeReport) Reset() {
 	*x = VolumeReport{}
-	mi := &file_master_proto_msgTypes[16]
+	mi := &file_master_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1059,7 +1393,7 @@ func (x *VolumeReport) String() string {
 func (*VolumeReport) ProtoMessage() {}
 
 func (x *VolumeReport) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[16]
+	mi := &file_master_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1072,7 +1406,7 @@ func (x *VolumeReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeReport.ProtoReflect.Descriptor instead.
 func (*VolumeReport) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{16}
+	return file_master_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *VolumeReport) GetId() uint64 {
@@ -1140,7 +1474,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_master_proto_msgTypes[17]
+	mi := &file_master_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1152,7 +1486,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[17]
+	mi := &file_master_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1165,7 +1499,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{17}
+	return file_master_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HeartbeatRequest) GetId() string {
@@ -1235,7 +1569,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_master_proto_msgTypes[18]
+	mi := &file_master_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1581,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[18]
+	mi := &file_master_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1594,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{18}
+	return file_master_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HeartbeatResponse) GetLeaseKey() []byte {
@@ -1285,7 +1619,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_master_proto_msgTypes[19]
+	mi := &file_master_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1631,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[19]
+	mi := &file_master_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1644,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{19}
+	return file_master_proto_rawDescGZIP(), []int{26}
 }
 
 type MasterStatus struct {
@@ -1326,7 +1660,7 @@ type MasterStatus struct {
 
 func (x *MasterStatus) Reset() {
 	*x = MasterStatus{}
-	mi := &file_master_proto_msgTypes[20]
+	mi := &file_master_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1672,7 @@ func (x *MasterStatus) String() string {
 func (*MasterStatus) ProtoMessage() {}
 
 func (x *MasterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[20]
+	mi := &file_master_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1685,7 @@ func (x *MasterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterStatus.ProtoReflect.Descriptor instead.
 func (*MasterStatus) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{20}
+	return file_master_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MasterStatus) GetId() string {
@@ -1405,7 +1739,7 @@ type ChunkServerStatus struct {
 
 func (x *ChunkServerStatus) Reset() {
 	*x = ChunkServerStatus{}
-	mi := &file_master_proto_msgTypes[21]
+	mi := &file_master_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1751,7 @@ func (x *ChunkServerStatus) String() string {
 func (*ChunkServerStatus) ProtoMessage() {}
 
 func (x *ChunkServerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[21]
+	mi := &file_master_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1764,7 @@ func (x *ChunkServerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkServerStatus.ProtoReflect.Descriptor instead.
 func (*ChunkServerStatus) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{21}
+	return file_master_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ChunkServerStatus) GetId() string {
@@ -1513,7 +1847,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_master_proto_msgTypes[22]
+	mi := &file_master_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +1859,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[22]
+	mi := &file_master_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +1872,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{22}
+	return file_master_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StatusResponse) GetMasters() []*MasterStatus {
@@ -1632,7 +1966,7 @@ type AddMasterRequest struct {
 
 func (x *AddMasterRequest) Reset() {
 	*x = AddMasterRequest{}
-	mi := &file_master_proto_msgTypes[23]
+	mi := &file_master_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1978,7 @@ func (x *AddMasterRequest) String() string {
 func (*AddMasterRequest) ProtoMessage() {}
 
 func (x *AddMasterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[23]
+	mi := &file_master_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1991,7 @@ func (x *AddMasterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMasterRequest.ProtoReflect.Descriptor instead.
 func (*AddMasterRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{23}
+	return file_master_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AddMasterRequest) GetId() string {
@@ -1696,7 +2030,7 @@ type AddMasterResponse struct {
 
 func (x *AddMasterResponse) Reset() {
 	*x = AddMasterResponse{}
-	mi := &file_master_proto_msgTypes[24]
+	mi := &file_master_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +2042,7 @@ func (x *AddMasterResponse) String() string {
 func (*AddMasterResponse) ProtoMessage() {}
 
 func (x *AddMasterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[24]
+	mi := &file_master_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +2055,7 @@ func (x *AddMasterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMasterResponse.ProtoReflect.Descriptor instead.
 func (*AddMasterResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{24}
+	return file_master_proto_rawDescGZIP(), []int{31}
 }
 
 type RemoveMasterRequest struct {
@@ -1733,7 +2067,7 @@ type RemoveMasterRequest struct {
 
 func (x *RemoveMasterRequest) Reset() {
 	*x = RemoveMasterRequest{}
-	mi := &file_master_proto_msgTypes[25]
+	mi := &file_master_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +2079,7 @@ func (x *RemoveMasterRequest) String() string {
 func (*RemoveMasterRequest) ProtoMessage() {}
 
 func (x *RemoveMasterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[25]
+	mi := &file_master_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +2092,7 @@ func (x *RemoveMasterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMasterRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMasterRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{25}
+	return file_master_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RemoveMasterRequest) GetId() string {
@@ -1776,7 +2110,7 @@ type RemoveMasterResponse struct {
 
 func (x *RemoveMasterResponse) Reset() {
 	*x = RemoveMasterResponse{}
-	mi := &file_master_proto_msgTypes[26]
+	mi := &file_master_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1788,7 +2122,7 @@ func (x *RemoveMasterResponse) String() string {
 func (*RemoveMasterResponse) ProtoMessage() {}
 
 func (x *RemoveMasterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[26]
+	mi := &file_master_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1801,7 +2135,7 @@ func (x *RemoveMasterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMasterResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMasterResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{26}
+	return file_master_proto_rawDescGZIP(), []int{33}
 }
 
 type ReportBadReplicaRequest struct {
@@ -1820,7 +2154,7 @@ type ReportBadReplicaRequest struct {
 
 func (x *ReportBadReplicaRequest) Reset() {
 	*x = ReportBadReplicaRequest{}
-	mi := &file_master_proto_msgTypes[27]
+	mi := &file_master_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +2166,7 @@ func (x *ReportBadReplicaRequest) String() string {
 func (*ReportBadReplicaRequest) ProtoMessage() {}
 
 func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[27]
+	mi := &file_master_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +2179,7 @@ func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{27}
+	return file_master_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReportBadReplicaRequest) GetVolume() uint64 {
@@ -1891,7 +2225,7 @@ type ReportBadReplicaResponse struct {
 
 func (x *ReportBadReplicaResponse) Reset() {
 	*x = ReportBadReplicaResponse{}
-	mi := &file_master_proto_msgTypes[28]
+	mi := &file_master_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +2237,7 @@ func (x *ReportBadReplicaResponse) String() string {
 func (*ReportBadReplicaResponse) ProtoMessage() {}
 
 func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[28]
+	mi := &file_master_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +2250,7 @@ func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{28}
+	return file_master_proto_rawDescGZIP(), []int{35}
 }
 
 type DrainRequest struct {
@@ -1929,7 +2263,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_master_proto_msgTypes[29]
+	mi := &file_master_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2275,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[29]
+	mi := &file_master_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2288,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{29}
+	return file_master_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DrainRequest) GetId() string {
@@ -1983,7 +2317,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_master_proto_msgTypes[30]
+	mi := &file_master_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1995,7 +2329,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[30]
+	mi := &file_master_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2008,7 +2342,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{30}
+	return file_master_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DrainResponse) GetState() string {
@@ -2036,7 +2370,7 @@ type FsckRequest struct {
 
 func (x *FsckRequest) Reset() {
 	*x = FsckRequest{}
-	mi := &file_master_proto_msgTypes[31]
+	mi := &file_master_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2048,7 +2382,7 @@ func (x *FsckRequest) String() string {
 func (*FsckRequest) ProtoMessage() {}
 
 func (x *FsckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[31]
+	mi := &file_master_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2061,7 +2395,7 @@ func (x *FsckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckRequest.ProtoReflect.Descriptor instead.
 func (*FsckRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{31}
+	return file_master_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *FsckRequest) GetRepair() bool {
@@ -2098,7 +2432,7 @@ type FsckResponse struct {
 
 func (x *FsckResponse) Reset() {
 	*x = FsckResponse{}
-	mi := &file_master_proto_msgTypes[32]
+	mi := &file_master_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2110,7 +2444,7 @@ func (x *FsckResponse) String() string {
 func (*FsckResponse) ProtoMessage() {}
 
 func (x *FsckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[32]
+	mi := &file_master_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2123,7 +2457,7 @@ func (x *FsckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckResponse.ProtoReflect.Descriptor instead.
 func (*FsckResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{32}
+	return file_master_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *FsckResponse) GetVolumes() uint32 {
@@ -2222,7 +2556,7 @@ type RebalanceRequest struct {
 
 func (x *RebalanceRequest) Reset() {
 	*x = RebalanceRequest{}
-	mi := &file_master_proto_msgTypes[33]
+	mi := &file_master_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2568,7 @@ func (x *RebalanceRequest) String() string {
 func (*RebalanceRequest) ProtoMessage() {}
 
 func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[33]
+	mi := &file_master_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2581,7 @@ func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{33}
+	return file_master_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RebalanceRequest) GetDryRun() bool {
@@ -2276,7 +2610,7 @@ type VolumeMove struct {
 
 func (x *VolumeMove) Reset() {
 	*x = VolumeMove{}
-	mi := &file_master_proto_msgTypes[34]
+	mi := &file_master_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2288,7 +2622,7 @@ func (x *VolumeMove) String() string {
 func (*VolumeMove) ProtoMessage() {}
 
 func (x *VolumeMove) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[34]
+	mi := &file_master_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2301,7 +2635,7 @@ func (x *VolumeMove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeMove.ProtoReflect.Descriptor instead.
 func (*VolumeMove) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{34}
+	return file_master_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *VolumeMove) GetVolume() uint64 {
@@ -2344,7 +2678,7 @@ type RebalanceResponse struct {
 
 func (x *RebalanceResponse) Reset() {
 	*x = RebalanceResponse{}
-	mi := &file_master_proto_msgTypes[35]
+	mi := &file_master_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2356,7 +2690,7 @@ func (x *RebalanceResponse) String() string {
 func (*RebalanceResponse) ProtoMessage() {}
 
 func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[35]
+	mi := &file_master_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2369,7 +2703,7 @@ func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceResponse.ProtoReflect.Descriptor instead.
 func (*RebalanceResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{35}
+	return file_master_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RebalanceResponse) GetMoves() []*VolumeMove {
@@ -2408,7 +2742,7 @@ type SetClassRequest struct {
 
 func (x *SetClassRequest) Reset() {
 	*x = SetClassRequest{}
-	mi := &file_master_proto_msgTypes[36]
+	mi := &file_master_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2420,7 +2754,7 @@ func (x *SetClassRequest) String() string {
 func (*SetClassRequest) ProtoMessage() {}
 
 func (x *SetClassRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[36]
+	mi := &file_master_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2433,7 +2767,7 @@ func (x *SetClassRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClassRequest.ProtoReflect.Descriptor instead.
 func (*SetClassRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{36}
+	return file_master_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SetClassRequest) GetName() string {
@@ -2472,7 +2806,7 @@ type SetClassResponse struct {
 
 func (x *SetClassResponse) Reset() {
 	*x = SetClassResponse{}
-	mi := &file_master_proto_msgTypes[37]
+	mi := &file_master_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2484,7 +2818,7 @@ func (x *SetClassResponse) String() string {
 func (*SetClassResponse) ProtoMessage() {}
 
 func (x *SetClassResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[37]
+	mi := &file_master_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2497,7 +2831,7 @@ func (x *SetClassResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClassResponse.ProtoReflect.Descriptor instead.
 func (*SetClassResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{37}
+	return file_master_proto_rawDescGZIP(), []int{44}
 }
 
 var File_master_proto protoreflect.FileDescriptor
@@ -2548,7 +2882,24 @@ const file_master_proto_rawDesc = "" +
 	"\x05lease\x18\x06 \x01(\tR\x05lease\x123\n" +
 	"\x16lease_expiry_unix_nano\x18\a \x01(\x03R\x13leaseExpiryUnixNano\"-\n" +
 	"\x11CommitPutResponse\x12\x18\n" +
-	"\acreated\x18\x01 \x01(\bR\acreated\"B\n" +
+	"\acreated\x18\x01 \x01(\bR\acreated\"=\n" +
+	"\tItemError\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"I\n" +
+	"\x10BeginPutsRequest\x125\n" +
+	"\x04puts\x18\x01 \x03(\v2!.raisfs.master.v1.BeginPutRequestR\x04puts\"O\n" +
+	"\x11BeginPutsResponse\x12:\n" +
+	"\aresults\x18\x01 \x03(\v2 .raisfs.master.v1.BeginPutResultR\aresults\"y\n" +
+	"\x0eBeginPutResult\x124\n" +
+	"\x03put\x18\x01 \x01(\v2\".raisfs.master.v1.BeginPutResponseR\x03put\x121\n" +
+	"\x05error\x18\x02 \x01(\v2\x1b.raisfs.master.v1.ItemErrorR\x05error\"K\n" +
+	"\x11CommitPutsRequest\x126\n" +
+	"\x04puts\x18\x01 \x03(\v2\".raisfs.master.v1.CommitPutRequestR\x04puts\"Q\n" +
+	"\x12CommitPutsResponse\x12;\n" +
+	"\aresults\x18\x01 \x03(\v2!.raisfs.master.v1.CommitPutResultR\aresults\"^\n" +
+	"\x0fCommitPutResult\x12\x18\n" +
+	"\acreated\x18\x01 \x01(\bR\acreated\x121\n" +
+	"\x05error\x18\x02 \x01(\v2\x1b.raisfs.master.v1.ItemErrorR\x05error\"B\n" +
 	"\rLookupRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x1f\n" +
 	"\vallow_stale\x18\x02 \x01(\bR\n" +
@@ -2690,11 +3041,13 @@ const file_master_proto_rawDesc = "" +
 	"\x06copies\x18\x02 \x01(\rR\x06copies\x12!\n" +
 	"\fwrite_quorum\x18\x03 \x01(\rR\vwriteQuorum\x12\x17\n" +
 	"\amin_dcs\x18\x04 \x01(\rR\x06minDcs\"\x12\n" +
-	"\x10SetClassResponse2\xf4\n" +
-	"\n" +
+	"\x10SetClassResponse2\xa3\f\n" +
 	"\x06Master\x12Q\n" +
 	"\bBeginPut\x12!.raisfs.master.v1.BeginPutRequest\x1a\".raisfs.master.v1.BeginPutResponse\x12T\n" +
-	"\tCommitPut\x12\".raisfs.master.v1.CommitPutRequest\x1a#.raisfs.master.v1.CommitPutResponse\x12K\n" +
+	"\tCommitPut\x12\".raisfs.master.v1.CommitPutRequest\x1a#.raisfs.master.v1.CommitPutResponse\x12T\n" +
+	"\tBeginPuts\x12\".raisfs.master.v1.BeginPutsRequest\x1a#.raisfs.master.v1.BeginPutsResponse\x12W\n" +
+	"\n" +
+	"CommitPuts\x12#.raisfs.master.v1.CommitPutsRequest\x1a$.raisfs.master.v1.CommitPutsResponse\x12K\n" +
 	"\x06Lookup\x12\x1f.raisfs.master.v1.LookupRequest\x1a .raisfs.master.v1.LookupResponse\x12K\n" +
 	"\x06Delete\x12\x1f.raisfs.master.v1.DeleteRequest\x1a .raisfs.master.v1.DeleteResponse\x12E\n" +
 	"\x04List\x12\x1d.raisfs.master.v1.ListRequest\x1a\x1e.raisfs.master.v1.ListResponse\x12H\n" +
@@ -2723,7 +3076,7 @@ func file_master_proto_rawDescGZIP() []byte {
 	return file_master_proto_rawDescData
 }
 
-var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_master_proto_goTypes = []any{
 	(*TxnResponse)(nil),              // 0: raisfs.master.v1.TxnResponse
 	(*RecordsRequest)(nil),           // 1: raisfs.master.v1.RecordsRequest
@@ -2734,85 +3087,103 @@ var file_master_proto_goTypes = []any{
 	(*BeginPutResponse)(nil),         // 6: raisfs.master.v1.BeginPutResponse
 	(*CommitPutRequest)(nil),         // 7: raisfs.master.v1.CommitPutRequest
 	(*CommitPutResponse)(nil),        // 8: raisfs.master.v1.CommitPutResponse
-	(*LookupRequest)(nil),            // 9: raisfs.master.v1.LookupRequest
-	(*LookupResponse)(nil),           // 10: raisfs.master.v1.LookupResponse
-	(*DeleteRequest)(nil),            // 11: raisfs.master.v1.DeleteRequest
-	(*DeleteResponse)(nil),           // 12: raisfs.master.v1.DeleteResponse
-	(*ListRequest)(nil),              // 13: raisfs.master.v1.ListRequest
-	(*ListEntry)(nil),                // 14: raisfs.master.v1.ListEntry
-	(*ListResponse)(nil),             // 15: raisfs.master.v1.ListResponse
-	(*VolumeReport)(nil),             // 16: raisfs.master.v1.VolumeReport
-	(*HeartbeatRequest)(nil),         // 17: raisfs.master.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 18: raisfs.master.v1.HeartbeatResponse
-	(*StatusRequest)(nil),            // 19: raisfs.master.v1.StatusRequest
-	(*MasterStatus)(nil),             // 20: raisfs.master.v1.MasterStatus
-	(*ChunkServerStatus)(nil),        // 21: raisfs.master.v1.ChunkServerStatus
-	(*StatusResponse)(nil),           // 22: raisfs.master.v1.StatusResponse
-	(*AddMasterRequest)(nil),         // 23: raisfs.master.v1.AddMasterRequest
-	(*AddMasterResponse)(nil),        // 24: raisfs.master.v1.AddMasterResponse
-	(*RemoveMasterRequest)(nil),      // 25: raisfs.master.v1.RemoveMasterRequest
-	(*RemoveMasterResponse)(nil),     // 26: raisfs.master.v1.RemoveMasterResponse
-	(*ReportBadReplicaRequest)(nil),  // 27: raisfs.master.v1.ReportBadReplicaRequest
-	(*ReportBadReplicaResponse)(nil), // 28: raisfs.master.v1.ReportBadReplicaResponse
-	(*DrainRequest)(nil),             // 29: raisfs.master.v1.DrainRequest
-	(*DrainResponse)(nil),            // 30: raisfs.master.v1.DrainResponse
-	(*FsckRequest)(nil),              // 31: raisfs.master.v1.FsckRequest
-	(*FsckResponse)(nil),             // 32: raisfs.master.v1.FsckResponse
-	(*RebalanceRequest)(nil),         // 33: raisfs.master.v1.RebalanceRequest
-	(*VolumeMove)(nil),               // 34: raisfs.master.v1.VolumeMove
-	(*RebalanceResponse)(nil),        // 35: raisfs.master.v1.RebalanceResponse
-	(*SetClassRequest)(nil),          // 36: raisfs.master.v1.SetClassRequest
-	(*SetClassResponse)(nil),         // 37: raisfs.master.v1.SetClassResponse
-	(*txnpb.Txn)(nil),                // 38: raisfs.txn.v1.Txn
+	(*ItemError)(nil),                // 9: raisfs.master.v1.ItemError
+	(*BeginPutsRequest)(nil),         // 10: raisfs.master.v1.BeginPutsRequest
+	(*BeginPutsResponse)(nil),        // 11: raisfs.master.v1.BeginPutsResponse
+	(*BeginPutResult)(nil),           // 12: raisfs.master.v1.BeginPutResult
+	(*CommitPutsRequest)(nil),        // 13: raisfs.master.v1.CommitPutsRequest
+	(*CommitPutsResponse)(nil),       // 14: raisfs.master.v1.CommitPutsResponse
+	(*CommitPutResult)(nil),          // 15: raisfs.master.v1.CommitPutResult
+	(*LookupRequest)(nil),            // 16: raisfs.master.v1.LookupRequest
+	(*LookupResponse)(nil),           // 17: raisfs.master.v1.LookupResponse
+	(*DeleteRequest)(nil),            // 18: raisfs.master.v1.DeleteRequest
+	(*DeleteResponse)(nil),           // 19: raisfs.master.v1.DeleteResponse
+	(*ListRequest)(nil),              // 20: raisfs.master.v1.ListRequest
+	(*ListEntry)(nil),                // 21: raisfs.master.v1.ListEntry
+	(*ListResponse)(nil),             // 22: raisfs.master.v1.ListResponse
+	(*VolumeReport)(nil),             // 23: raisfs.master.v1.VolumeReport
+	(*HeartbeatRequest)(nil),         // 24: raisfs.master.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 25: raisfs.master.v1.HeartbeatResponse
+	(*StatusRequest)(nil),            // 26: raisfs.master.v1.StatusRequest
+	(*MasterStatus)(nil),             // 27: raisfs.master.v1.MasterStatus
+	(*ChunkServerStatus)(nil),        // 28: raisfs.master.v1.ChunkServerStatus
+	(*StatusResponse)(nil),           // 29: raisfs.master.v1.StatusResponse
+	(*AddMasterRequest)(nil),         // 30: raisfs.master.v1.AddMasterRequest
+	(*AddMasterResponse)(nil),        // 31: raisfs.master.v1.AddMasterResponse
+	(*RemoveMasterRequest)(nil),      // 32: raisfs.master.v1.RemoveMasterRequest
+	(*RemoveMasterResponse)(nil),     // 33: raisfs.master.v1.RemoveMasterResponse
+	(*ReportBadReplicaRequest)(nil),  // 34: raisfs.master.v1.ReportBadReplicaRequest
+	(*ReportBadReplicaResponse)(nil), // 35: raisfs.master.v1.ReportBadReplicaResponse
+	(*DrainRequest)(nil),             // 36: raisfs.master.v1.DrainRequest
+	(*DrainResponse)(nil),            // 37: raisfs.master.v1.DrainResponse
+	(*FsckRequest)(nil),              // 38: raisfs.master.v1.FsckRequest
+	(*FsckResponse)(nil),             // 39: raisfs.master.v1.FsckResponse
+	(*RebalanceRequest)(nil),         // 40: raisfs.master.v1.RebalanceRequest
+	(*VolumeMove)(nil),               // 41: raisfs.master.v1.VolumeMove
+	(*RebalanceResponse)(nil),        // 42: raisfs.master.v1.RebalanceResponse
+	(*SetClassRequest)(nil),          // 43: raisfs.master.v1.SetClassRequest
+	(*SetClassResponse)(nil),         // 44: raisfs.master.v1.SetClassResponse
+	(*txnpb.Txn)(nil),                // 45: raisfs.txn.v1.Txn
 }
 var file_master_proto_depIdxs = []int32{
 	2,  // 0: raisfs.master.v1.RecordsResponse.records:type_name -> raisfs.master.v1.RecordEntry
 	4,  // 1: raisfs.master.v1.BeginPutResponse.replicas:type_name -> raisfs.master.v1.Replica
-	4,  // 2: raisfs.master.v1.LookupResponse.replicas:type_name -> raisfs.master.v1.Replica
-	14, // 3: raisfs.master.v1.ListResponse.entries:type_name -> raisfs.master.v1.ListEntry
-	16, // 4: raisfs.master.v1.HeartbeatRequest.volumes:type_name -> raisfs.master.v1.VolumeReport
-	20, // 5: raisfs.master.v1.StatusResponse.masters:type_name -> raisfs.master.v1.MasterStatus
-	21, // 6: raisfs.master.v1.StatusResponse.chunkservers:type_name -> raisfs.master.v1.ChunkServerStatus
-	34, // 7: raisfs.master.v1.RebalanceResponse.moves:type_name -> raisfs.master.v1.VolumeMove
-	5,  // 8: raisfs.master.v1.Master.BeginPut:input_type -> raisfs.master.v1.BeginPutRequest
-	7,  // 9: raisfs.master.v1.Master.CommitPut:input_type -> raisfs.master.v1.CommitPutRequest
-	9,  // 10: raisfs.master.v1.Master.Lookup:input_type -> raisfs.master.v1.LookupRequest
-	11, // 11: raisfs.master.v1.Master.Delete:input_type -> raisfs.master.v1.DeleteRequest
-	13, // 12: raisfs.master.v1.Master.List:input_type -> raisfs.master.v1.ListRequest
-	29, // 13: raisfs.master.v1.Master.Drain:input_type -> raisfs.master.v1.DrainRequest
-	31, // 14: raisfs.master.v1.Master.Fsck:input_type -> raisfs.master.v1.FsckRequest
-	33, // 15: raisfs.master.v1.Master.Rebalance:input_type -> raisfs.master.v1.RebalanceRequest
-	36, // 16: raisfs.master.v1.Master.SetClass:input_type -> raisfs.master.v1.SetClassRequest
-	17, // 17: raisfs.master.v1.Master.Heartbeat:input_type -> raisfs.master.v1.HeartbeatRequest
-	19, // 18: raisfs.master.v1.Master.Status:input_type -> raisfs.master.v1.StatusRequest
-	23, // 19: raisfs.master.v1.Master.AddMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	25, // 20: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
-	27, // 21: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
-	23, // 22: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	38, // 23: raisfs.master.v1.Master.Txn:input_type -> raisfs.txn.v1.Txn
-	1,  // 24: raisfs.master.v1.Master.Records:input_type -> raisfs.master.v1.RecordsRequest
-	6,  // 25: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
-	8,  // 26: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
-	10, // 27: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
-	12, // 28: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
-	15, // 29: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
-	30, // 30: raisfs.master.v1.Master.Drain:output_type -> raisfs.master.v1.DrainResponse
-	32, // 31: raisfs.master.v1.Master.Fsck:output_type -> raisfs.master.v1.FsckResponse
-	35, // 32: raisfs.master.v1.Master.Rebalance:output_type -> raisfs.master.v1.RebalanceResponse
-	37, // 33: raisfs.master.v1.Master.SetClass:output_type -> raisfs.master.v1.SetClassResponse
-	18, // 34: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
-	22, // 35: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
-	24, // 36: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	26, // 37: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
-	28, // 38: raisfs.master.v1.Master.ReportBadReplica:output_type -> raisfs.master.v1.ReportBadReplicaResponse
-	24, // 39: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	0,  // 40: raisfs.master.v1.Master.Txn:output_type -> raisfs.master.v1.TxnResponse
-	3,  // 41: raisfs.master.v1.Master.Records:output_type -> raisfs.master.v1.RecordsResponse
-	25, // [25:42] is the sub-list for method output_type
-	8,  // [8:25] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	5,  // 2: raisfs.master.v1.BeginPutsRequest.puts:type_name -> raisfs.master.v1.BeginPutRequest
+	12, // 3: raisfs.master.v1.BeginPutsResponse.results:type_name -> raisfs.master.v1.BeginPutResult
+	6,  // 4: raisfs.master.v1.BeginPutResult.put:type_name -> raisfs.master.v1.BeginPutResponse
+	9,  // 5: raisfs.master.v1.BeginPutResult.error:type_name -> raisfs.master.v1.ItemError
+	7,  // 6: raisfs.master.v1.CommitPutsRequest.puts:type_name -> raisfs.master.v1.CommitPutRequest
+	15, // 7: raisfs.master.v1.CommitPutsResponse.results:type_name -> raisfs.master.v1.CommitPutResult
+	9,  // 8: raisfs.master.v1.CommitPutResult.error:type_name -> raisfs.master.v1.ItemError
+	4,  // 9: raisfs.master.v1.LookupResponse.replicas:type_name -> raisfs.master.v1.Replica
+	21, // 10: raisfs.master.v1.ListResponse.entries:type_name -> raisfs.master.v1.ListEntry
+	23, // 11: raisfs.master.v1.HeartbeatRequest.volumes:type_name -> raisfs.master.v1.VolumeReport
+	27, // 12: raisfs.master.v1.StatusResponse.masters:type_name -> raisfs.master.v1.MasterStatus
+	28, // 13: raisfs.master.v1.StatusResponse.chunkservers:type_name -> raisfs.master.v1.ChunkServerStatus
+	41, // 14: raisfs.master.v1.RebalanceResponse.moves:type_name -> raisfs.master.v1.VolumeMove
+	5,  // 15: raisfs.master.v1.Master.BeginPut:input_type -> raisfs.master.v1.BeginPutRequest
+	7,  // 16: raisfs.master.v1.Master.CommitPut:input_type -> raisfs.master.v1.CommitPutRequest
+	10, // 17: raisfs.master.v1.Master.BeginPuts:input_type -> raisfs.master.v1.BeginPutsRequest
+	13, // 18: raisfs.master.v1.Master.CommitPuts:input_type -> raisfs.master.v1.CommitPutsRequest
+	16, // 19: raisfs.master.v1.Master.Lookup:input_type -> raisfs.master.v1.LookupRequest
+	18, // 20: raisfs.master.v1.Master.Delete:input_type -> raisfs.master.v1.DeleteRequest
+	20, // 21: raisfs.master.v1.Master.List:input_type -> raisfs.master.v1.ListRequest
+	36, // 22: raisfs.master.v1.Master.Drain:input_type -> raisfs.master.v1.DrainRequest
+	38, // 23: raisfs.master.v1.Master.Fsck:input_type -> raisfs.master.v1.FsckRequest
+	40, // 24: raisfs.master.v1.Master.Rebalance:input_type -> raisfs.master.v1.RebalanceRequest
+	43, // 25: raisfs.master.v1.Master.SetClass:input_type -> raisfs.master.v1.SetClassRequest
+	24, // 26: raisfs.master.v1.Master.Heartbeat:input_type -> raisfs.master.v1.HeartbeatRequest
+	26, // 27: raisfs.master.v1.Master.Status:input_type -> raisfs.master.v1.StatusRequest
+	30, // 28: raisfs.master.v1.Master.AddMaster:input_type -> raisfs.master.v1.AddMasterRequest
+	32, // 29: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
+	34, // 30: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
+	30, // 31: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
+	45, // 32: raisfs.master.v1.Master.Txn:input_type -> raisfs.txn.v1.Txn
+	1,  // 33: raisfs.master.v1.Master.Records:input_type -> raisfs.master.v1.RecordsRequest
+	6,  // 34: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
+	8,  // 35: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
+	11, // 36: raisfs.master.v1.Master.BeginPuts:output_type -> raisfs.master.v1.BeginPutsResponse
+	14, // 37: raisfs.master.v1.Master.CommitPuts:output_type -> raisfs.master.v1.CommitPutsResponse
+	17, // 38: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
+	19, // 39: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
+	22, // 40: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
+	37, // 41: raisfs.master.v1.Master.Drain:output_type -> raisfs.master.v1.DrainResponse
+	39, // 42: raisfs.master.v1.Master.Fsck:output_type -> raisfs.master.v1.FsckResponse
+	42, // 43: raisfs.master.v1.Master.Rebalance:output_type -> raisfs.master.v1.RebalanceResponse
+	44, // 44: raisfs.master.v1.Master.SetClass:output_type -> raisfs.master.v1.SetClassResponse
+	25, // 45: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
+	29, // 46: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
+	31, // 47: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	33, // 48: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
+	35, // 49: raisfs.master.v1.Master.ReportBadReplica:output_type -> raisfs.master.v1.ReportBadReplicaResponse
+	31, // 50: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	0,  // 51: raisfs.master.v1.Master.Txn:output_type -> raisfs.master.v1.TxnResponse
+	3,  // 52: raisfs.master.v1.Master.Records:output_type -> raisfs.master.v1.RecordsResponse
+	34, // [34:53] is the sub-list for method output_type
+	15, // [15:34] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_master_proto_init() }
@@ -2826,7 +3197,7 @@ func file_master_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_master_proto_rawDesc), len(file_master_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

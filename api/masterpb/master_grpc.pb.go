@@ -25,6 +25,8 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Master_BeginPut_FullMethodName         = "/raisfs.master.v1.Master/BeginPut"
 	Master_CommitPut_FullMethodName        = "/raisfs.master.v1.Master/CommitPut"
+	Master_BeginPuts_FullMethodName        = "/raisfs.master.v1.Master/BeginPuts"
+	Master_CommitPuts_FullMethodName       = "/raisfs.master.v1.Master/CommitPuts"
 	Master_Lookup_FullMethodName           = "/raisfs.master.v1.Master/Lookup"
 	Master_Delete_FullMethodName           = "/raisfs.master.v1.Master/Delete"
 	Master_List_FullMethodName             = "/raisfs.master.v1.Master/List"
@@ -53,6 +55,16 @@ type MasterClient interface {
 	BeginPut(ctx context.Context, in *BeginPutRequest, opts ...grpc.CallOption) (*BeginPutResponse, error)
 	// CommitPut binds key to the blob once the replicas hold it durably.
 	CommitPut(ctx context.Context, in *CommitPutRequest, opts ...grpc.CallOption) (*CommitPutResponse, error)
+	// BeginPuts is BeginPut for several blobs (the SDK groups concurrent
+	// small puts): every item with bytes to upload is placed in one volume,
+	// so they travel in one request per replica. Content stored already is
+	// answered dedup (committed by CommitPuts with volume 0), never bound
+	// here. Each item succeeds or fails on its own.
+	BeginPuts(ctx context.Context, in *BeginPutsRequest, opts ...grpc.CallOption) (*BeginPutsResponse, error)
+	// CommitPuts is CommitPut for several puts, proposed together (one
+	// Raft round for the batch); each item succeeds or fails on its own.
+	// An item with volume 0 dedups onto a stored blob and needs no lease.
+	CommitPuts(ctx context.Context, in *CommitPutsRequest, opts ...grpc.CallOption) (*CommitPutsResponse, error)
 	// Lookup returns where a key's blob lives.
 	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
@@ -113,6 +125,26 @@ func (c *masterClient) CommitPut(ctx context.Context, in *CommitPutRequest, opts
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CommitPutResponse)
 	err := c.cc.Invoke(ctx, Master_CommitPut_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *masterClient) BeginPuts(ctx context.Context, in *BeginPutsRequest, opts ...grpc.CallOption) (*BeginPutsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BeginPutsResponse)
+	err := c.cc.Invoke(ctx, Master_BeginPuts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *masterClient) CommitPuts(ctx context.Context, in *CommitPutsRequest, opts ...grpc.CallOption) (*CommitPutsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CommitPutsResponse)
+	err := c.cc.Invoke(ctx, Master_CommitPuts_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -280,6 +312,16 @@ type MasterServer interface {
 	BeginPut(context.Context, *BeginPutRequest) (*BeginPutResponse, error)
 	// CommitPut binds key to the blob once the replicas hold it durably.
 	CommitPut(context.Context, *CommitPutRequest) (*CommitPutResponse, error)
+	// BeginPuts is BeginPut for several blobs (the SDK groups concurrent
+	// small puts): every item with bytes to upload is placed in one volume,
+	// so they travel in one request per replica. Content stored already is
+	// answered dedup (committed by CommitPuts with volume 0), never bound
+	// here. Each item succeeds or fails on its own.
+	BeginPuts(context.Context, *BeginPutsRequest) (*BeginPutsResponse, error)
+	// CommitPuts is CommitPut for several puts, proposed together (one
+	// Raft round for the batch); each item succeeds or fails on its own.
+	// An item with volume 0 dedups onto a stored blob and needs no lease.
+	CommitPuts(context.Context, *CommitPutsRequest) (*CommitPutsResponse, error)
 	// Lookup returns where a key's blob lives.
 	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
@@ -331,6 +373,12 @@ func (UnimplementedMasterServer) BeginPut(context.Context, *BeginPutRequest) (*B
 }
 func (UnimplementedMasterServer) CommitPut(context.Context, *CommitPutRequest) (*CommitPutResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CommitPut not implemented")
+}
+func (UnimplementedMasterServer) BeginPuts(context.Context, *BeginPutsRequest) (*BeginPutsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BeginPuts not implemented")
+}
+func (UnimplementedMasterServer) CommitPuts(context.Context, *CommitPutsRequest) (*CommitPutsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CommitPuts not implemented")
 }
 func (UnimplementedMasterServer) Lookup(context.Context, *LookupRequest) (*LookupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Lookup not implemented")
@@ -430,6 +478,42 @@ func _Master_CommitPut_Handler(srv interface{}, ctx context.Context, dec func(in
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(MasterServer).CommitPut(ctx, req.(*CommitPutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Master_BeginPuts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BeginPutsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MasterServer).BeginPuts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Master_BeginPuts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MasterServer).BeginPuts(ctx, req.(*BeginPutsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Master_CommitPuts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CommitPutsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MasterServer).CommitPuts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Master_CommitPuts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MasterServer).CommitPuts(ctx, req.(*CommitPutsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -718,6 +802,14 @@ var Master_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CommitPut",
 			Handler:    _Master_CommitPut_Handler,
+		},
+		{
+			MethodName: "BeginPuts",
+			Handler:    _Master_BeginPuts_Handler,
+		},
+		{
+			MethodName: "CommitPuts",
+			Handler:    _Master_CommitPuts_Handler,
 		},
 		{
 			MethodName: "Lookup",

@@ -39,10 +39,12 @@ func bench(ctx context.Context, cfg client.Config, args []string, stdout, stderr
 	cpuProfile := fl.String("cpuprofile", "", "write this process's CPU profile to FILE")
 	records := fl.Bool("records", false, "also commit a records transaction per key, then read each record (the mail index's costs)")
 	lookupCache := fl.Int("lookup-cache", 0, "the SDK's look-up cache, in entries (client.Config.LookupCache): gets of keys this run put skip the masters; 0: every get asks them")
+	batch := fl.Bool("batch", true, "let the SDK group concurrent small puts (false: client.Config.NoPutBatching, every put on its own)")
 	if err := fl.Parse(args); err != nil || fl.NArg() > 0 || *n < 1 || *conc < 1 || *lookupCache < 0 {
 		return errUsage
 	}
 	cfg.LookupCache = *lookupCache
+	cfg.NoPutBatching = !*batch
 	c, err := client.New(ctx, cfg)
 	if err != nil {
 		return err

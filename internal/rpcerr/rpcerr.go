@@ -95,3 +95,31 @@ func (e *Error) Unwrap() error { return e.sentinel }
 
 // GRPCStatus returns the original status, so the error can be forwarded.
 func (e *Error) GRPCStatus() *status.Status { return e.status }
+
+// ToItem converts one item's error in a batch call for the wire; nil for
+// nil. Errors without a sentinel travel with an empty reason.
+func ToItem(err error) *masterpb.ItemError {
+	if err == nil {
+		return nil
+	}
+	for _, e := range table {
+		if errors.Is(err, e.err) {
+			return &masterpb.ItemError{Reason: e.reason, Message: err.Error()}
+		}
+	}
+	return &masterpb.ItemError{Message: err.Error()}
+}
+
+// FromItem maps an item's error back to an error that wraps its sentinel
+// (none for an unknown reason); nil for nil.
+func FromItem(ie *masterpb.ItemError) error {
+	if ie == nil {
+		return nil
+	}
+	for _, e := range table {
+		if e.reason == ie.Reason && ie.Reason != "" {
+			return &Error{msg: ie.Message, sentinel: e.err, status: status.New(e.code, ie.Message)}
+		}
+	}
+	return errors.New(ie.Message)
+}

@@ -1,0 +1,127 @@
+package client_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/raisfs/raisfs/client"
+	"github.com/raisfs/raisfs/internal/testcluster"
+)
+
+// countingTransport counts the uploads the SDK sends to chunk servers.
+type countingTransport struct {
+	puts, posts atomic.Int64
+	next        http.RoundTripper
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	switch r.Method {
+	case http.MethodPut:
+		c.puts.Add(1)
+	case http.MethodPost:
+		c.posts.Add(1)
+	}
+	return c.next.RoundTrip(r)
+}
+
+func putAll(t *testing.T, c *client.Client, keys []string, bodies [][]byte) []error {
+	t.Helper()
+	errs := make([]error, len(keys))
+	var wg sync.WaitGroup
+	for i := range keys {
+		wg.Go(func() {
+			_, errs[i] = c.Put(ctxT(t), keys[i], bytes.NewReader(bodies[i]), nil)
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// Concurrent small puts travel in batches (fewer upload requests than
+// copies), and each put still gets its own answer: stored, deduplicated,
+// or a conflict.
+func TestClient_ConcurrentPutsAreBatched(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	for _, batching := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batching=%v", batching), func(t *testing.T) {
+			tr := &countingTransport{next: http.DefaultTransport}
+			c := mustClient(t, cl.MasterAddrs(), func(cfg *client.Config) {
+				cfg.HTTPClient = &http.Client{Transport: tr}
+				cfg.NoPutBatching = !batching
+			})
+			const n = 64
+			keys := make([]string, n)
+			bodies := make([][]byte, n)
+			for i := range keys {
+				keys[i] = fmt.Sprintf("batch-%v/%d", batching, i)
+				seed := uint64(i)
+				if batching {
+					seed += 1 << 40 // other content than the first run's
+				}
+				bodies[i] = randomBytes(seed, 4096)
+			}
+			for i, err := range putAll(t, c, keys, bodies) {
+				if err != nil {
+					t.Fatalf("put %s: %v", keys[i], err)
+				}
+			}
+			for i, k := range keys {
+				if !bytes.Equal(mustGet(t, c, k), bodies[i]) {
+					t.Fatalf("%s reads back wrong", k)
+				}
+			}
+			puts, posts := tr.puts.Load(), tr.posts.Load()
+			t.Logf("%d puts: %d single uploads, %d batch uploads", n, puts, posts)
+			if !batching {
+				if posts != 0 || puts != 3*n {
+					t.Fatalf("without batching: %d single and %d batch uploads, want %d and 0", puts, posts, 3*n)
+				}
+				return
+			}
+			if posts == 0 || puts+posts >= 3*n {
+				t.Fatalf("with batching: %d single and %d batch uploads for %d puts of 3 copies: nothing was grouped", puts, posts, n)
+			}
+
+			// Half of the keys again with other content (conflicts), half with
+			// the same (stored already), and new keys with content stored
+			// under other keys (dedup), all at once.
+			var keys2 []string
+			var bodies2 [][]byte
+			for i := range n {
+				switch i % 3 {
+				case 0:
+					keys2, bodies2 = append(keys2, keys[i]), append(bodies2, randomBytes(uint64(1000+i), 4096))
+				case 1:
+					keys2, bodies2 = append(keys2, keys[i]), append(bodies2, bodies[i])
+				case 2:
+					keys2, bodies2 = append(keys2, keys[i]+"/copy"), append(bodies2, bodies[i])
+				}
+			}
+			for i, err := range putAll(t, c, keys2, bodies2) {
+				if i%3 == 0 {
+					if !errors.Is(err, client.ErrConflict) {
+						t.Fatalf("other content under %s: %v, want ErrConflict", keys2[i], err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("put %s: %v", keys2[i], err)
+				}
+			}
+			for i, k := range keys2 {
+				want := bodies2[i]
+				if i%3 == 0 {
+					want = bodies[i] // the conflicting put changed nothing
+				}
+				if !bytes.Equal(mustGet(t, c, k), want) {
+					t.Fatalf("%s reads back wrong", k)
+				}
+			}
+		})
+	}
+}
