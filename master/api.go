@@ -417,9 +417,9 @@ func putObject(req *masterpb.CommitPutRequest) *fsmpb.PutObject {
 	}
 }
 
-// CommitPuts implements masterpb.MasterServer. The items are proposed one
-// after another without waiting, so Raft carries them in one round (one
-// log write, one message per follower, one state-file transaction).
+// CommitPuts implements masterpb.MasterServer. The items are proposed
+// together (applyPuts), so Raft carries them in one round: one log write,
+// one message per follower, one state-file transaction.
 func (s *Server) CommitPuts(ctx context.Context, req *masterpb.CommitPutsRequest) (*masterpb.CommitPutsResponse, error) {
 	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.CommitPuts); ok || err != nil {
 		return resp, err
@@ -428,7 +428,7 @@ func (s *Server) CommitPuts(ctx context.Context, req *masterpb.CommitPutsRequest
 		return nil, fmt.Errorf("%d puts in one batch, at most %d: %w", len(req.Puts), maxBatch, raisfs.ErrInvalidArgument)
 	}
 	resp := &masterpb.CommitPutsResponse{Results: make([]*masterpb.CommitPutResult, len(req.Puts))}
-	ops := make([]any, 0, len(req.Puts))
+	ops := make([]*fsmpb.PutObject, 0, len(req.Puts))
 	var items []int
 	for i, put := range req.Puts {
 		// Volume 0 dedups onto a stored blob: no bytes were written under
@@ -442,7 +442,7 @@ func (s *Server) CommitPuts(ctx context.Context, req *masterpb.CommitPutsRequest
 		ops = append(ops, putObject(put))
 		items = append(items, i)
 	}
-	for j, r := range s.applyAll(ctx, ops) {
+	for j, r := range s.applyPuts(ctx, ops) {
 		res := &masterpb.CommitPutResult{Created: r.Created, Error: rpcerr.ToItem(r.Err)}
 		if r.Created && r.Err == nil {
 			s.metrics.puts.Inc()
@@ -450,6 +450,31 @@ func (s *Server) CommitPuts(ctx context.Context, req *masterpb.CommitPutsRequest
 		resp.Results[items[j]] = res
 	}
 	return resp, nil
+}
+
+// applyPuts commits puts, each succeeding or failing on its own: as one
+// PutObjects entry once every master's build applies it (command set 3),
+// else as one entry per put, proposed without waiting between them.
+func (s *Server) applyPuts(ctx context.Context, puts []*fsmpb.PutObject) []raftfsm.Result {
+	if len(puts) > 1 && s.opsReady(raftfsm.OpsPutObjects) == nil {
+		r := s.applyAll(ctx, []any{&fsmpb.PutObjects{Puts: puts}})[0]
+		if r.Err == nil && len(r.Items) != len(puts) {
+			r.Err = fmt.Errorf("apply: %d results for %d puts: %w", len(r.Items), len(puts), raisfs.ErrOutcomeUnknown)
+		}
+		if r.Err != nil {
+			out := make([]raftfsm.Result, len(puts))
+			for i := range out {
+				out[i].Err = r.Err
+			}
+			return out
+		}
+		return r.Items
+	}
+	ops := make([]any, len(puts))
+	for i, p := range puts {
+		ops[i] = p
+	}
+	return s.applyAll(ctx, ops)
 }
 
 // Lookup implements masterpb.MasterServer.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/zeebo/blake3"
 	"google.golang.org/grpc/codes"
@@ -15,17 +16,50 @@ import (
 	"github.com/raisfs/raisfs/api/blobbatch"
 	"github.com/raisfs/raisfs/api/masterpb"
 	"github.com/raisfs/raisfs/internal/rpcerr"
+	"github.com/raisfs/raisfs/raftfsm"
 )
 
 // BeginPuts places a batch in one volume and answers each item on its
 // own; CommitPuts commits each item on its own, and dedups items with
 // volume 0 only onto stored blobs. Through a follower, which forwards.
+// Twice: with every master on this build (the puts travel in one
+// PutObjects entry) and with one announcing an older build (one entry per
+// put).
 func TestCluster_BatchPuts(t *testing.T) {
-	c := mustCluster(t, 3, nil)
+	for _, older := range []bool{false, true} {
+		t.Run(fmt.Sprintf("older=%v", older), func(t *testing.T) { testBatchPuts(t, older) })
+	}
+}
+
+func testBatchPuts(t *testing.T, older bool) {
+	c := mustCluster(t, 3, func(cfg *Config) {
+		if older && cfg.ID == "m3" {
+			cfg.opsVersion = raftfsm.OpsPutObjects - 1
+		}
+	})
 	for i := range 3 {
 		startChunkServer(t, fmt.Sprintf("cs%d", i+1), "dc1", fmt.Sprintf("r%d", i+1), masterAddrs(c))
 	}
 	waitServers(t, c, 3)
+	testPoll(t, 10*time.Second, "every master announced", func() bool {
+		ms, err := c.waitLeader().fsm.Masters()
+		if err != nil {
+			return false
+		}
+		for id, m := range ms {
+			want := uint32(raftfsm.OpsVersion)
+			if older && id == "m3" {
+				want = raftfsm.OpsPutObjects - 1
+			}
+			if m.OpsVersion != want {
+				return false
+			}
+		}
+		return len(ms) == 3
+	})
+	if err := c.waitLeader().opsReady(raftfsm.OpsPutObjects); (err == nil) == older {
+		t.Fatalf("opsReady(PutObjects) = %v with an older master: %v", err, older)
+	}
 	m := client(t, c.follower().APIAddr())
 	ctx := ctxT(t)
 

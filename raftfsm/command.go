@@ -17,6 +17,8 @@ func Encode(now int64, op any) ([]byte, error) {
 	switch o := op.(type) {
 	case *fsmpb.PutObject:
 		cmd.Op = &fsmpb.Command_PutObject{PutObject: o}
+	case *fsmpb.PutObjects:
+		cmd.Op = &fsmpb.Command_PutObjects{PutObjects: o}
 	case *fsmpb.DeleteObject:
 		cmd.Op = &fsmpb.Command_DeleteObject{DeleteObject: o}
 	case *fsmpb.CreateVolume:

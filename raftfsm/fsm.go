@@ -33,10 +33,14 @@ const CommandVersion = 1
 //
 //	1: objects, volumes, servers, classes, masters, deletions
 //	2: Txn (the records namespace)
-const OpsVersion = 2
+//	3: PutObjects (a batch of puts in one entry)
+const OpsVersion = 3
 
 // OpsTxn is the first OpsVersion with the Txn command.
 const OpsTxn = 2
+
+// OpsPutObjects is the first OpsVersion with the PutObjects command.
+const OpsPutObjects = 3
 
 // MaxKeyLen is the longest object key accepted.
 const MaxKeyLen = 1024
@@ -113,6 +117,8 @@ type Result struct {
 	// Skipped is true for an entry at or below the applied index (replayed
 	// after a restart): it was applied before and is not applied again.
 	Skipped bool
+	// Items are the results of a PutObjects' puts, in order.
+	Items []Result
 }
 
 // FSM is the master group's replicated state machine: the object, blob,
@@ -366,6 +372,16 @@ func applyCommand(tx *bolt.Tx, d *deltas, cmd *fsmpb.Command) (Result, error) {
 	switch op := cmd.Op.(type) {
 	case *fsmpb.Command_PutObject:
 		return applyPut(tx, d, op.PutObject, now)
+	case *fsmpb.Command_PutObjects:
+		items := make([]Result, len(op.PutObjects.Puts))
+		for i, p := range op.PutObjects.Puts {
+			r, err := applyPut(tx, d, p, now)
+			if err != nil {
+				return Result{}, err
+			}
+			items[i] = r
+		}
+		return Result{Items: items}, nil
 	case *fsmpb.Command_DeleteObject:
 		return applyDelete(tx, d, op.DeleteObject, now)
 	case *fsmpb.Command_CreateVolume:

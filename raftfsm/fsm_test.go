@@ -483,3 +483,46 @@ func TestFSM_RetriedCommitAppliesOnce(t *testing.T) {
 		t.Fatalf("%d commit markers after the lease, want 2", n)
 	}
 }
+
+// A PutObjects entry applies its puts exactly as the same puts in entries
+// of their own would: same results, in order, and the same state.
+func TestFSM_PutObjectsIsPutsInOrder(t *testing.T) {
+	one, many := newHarness(t), newHarness(t)
+	vol := one.volume()
+	if v := many.volume(); v != vol {
+		t.Fatalf("volumes %d and %d", vol, v)
+	}
+	put := func(key, content string, vol uint64, expiry int64) *fsmpb.PutObject {
+		return &fsmpb.PutObject{Key: []byte(key), Hash: hashOf(content), Size: 10, Volume: vol, LeaseExpiryUnixNano: expiry}
+	}
+	lease := one.lease()
+	puts := []*fsmpb.PutObject{
+		put("k1", "A", vol, lease),
+		put("k2", "A", 0, 0),           // dedup onto the blob the put before stored
+		put("k1", "B", vol, lease),     // conflict
+		put("k3", "C", vol, one.now-1), // lease expired
+		put("k1", "A", vol, lease),     // retry: done already
+		put("k4", "D", 0, 0),           // dedup onto nothing
+		put("k5", "E", vol, lease),
+	}
+	r := one.ok(&fsmpb.PutObjects{Puts: puts})
+	if len(r.Items) != len(puts) {
+		t.Fatalf("%d results for %d puts", len(r.Items), len(puts))
+	}
+	for i, p := range puts {
+		w := many.apply(p)
+		g := r.Items[i]
+		if g.Created != w.Created || (g.Err == nil) != (w.Err == nil) || g.Err != nil && g.Err.Error() != w.Err.Error() {
+			t.Errorf("put %d (%s): batched {%v %v}, alone {%v %v}", i, p.Key, g.Created, g.Err, w.Created, w.Err)
+		}
+	}
+	if !r.Items[0].Created || !r.Items[1].Created || r.Items[2].Err == nil || !errors.Is(r.Items[3].Err, raisfs.ErrLeaseExpired) ||
+		r.Items[4].Created || r.Items[4].Err != nil || r.Items[5].Err == nil || !r.Items[6].Created {
+		t.Fatalf("results %+v", r.Items)
+	}
+	a, _ := one.f.Dump()
+	b, _ := many.f.Dump()
+	if stripApplied(a) != stripApplied(b) {
+		t.Fatalf("state after one PutObjects differs from the same puts one by one:\n%s\n---\n%s", a, b)
+	}
+}

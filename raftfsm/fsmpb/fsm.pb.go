@@ -160,6 +160,7 @@ type Command struct {
 	//	*Command_SetMaster
 	//	*Command_QueueDelete
 	//	*Command_Txn
+	//	*Command_PutObjects
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -324,6 +325,15 @@ func (x *Command) GetTxn() *txnpb.Txn {
 	return nil
 }
 
+func (x *Command) GetPutObjects() *PutObjects {
+	if x != nil {
+		if x, ok := x.Op.(*Command_PutObjects); ok {
+			return x.PutObjects
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -376,6 +386,10 @@ type Command_Txn struct {
 	Txn *txnpb.Txn `protobuf:"bytes,21,opt,name=txn,proto3,oneof"`
 }
 
+type Command_PutObjects struct {
+	PutObjects *PutObjects `protobuf:"bytes,22,opt,name=put_objects,json=putObjects,proto3,oneof"`
+}
+
 func (*Command_PutObject) isCommand_Op() {}
 
 func (*Command_DeleteObject) isCommand_Op() {}
@@ -399,6 +413,8 @@ func (*Command_SetMaster) isCommand_Op() {}
 func (*Command_QueueDelete) isCommand_Op() {}
 
 func (*Command_Txn) isCommand_Op() {}
+
+func (*Command_PutObjects) isCommand_Op() {}
 
 // Record is a value in the records namespace. version is the revision of
 // the Txn that last wrote it; revisions only grow (never reused after a
@@ -455,6 +471,53 @@ func (x *Record) GetVersion() uint64 {
 	return 0
 }
 
+// PutObjects is several PutObjects in one entry (a client's batch of
+// puts): each is applied, or rejected, on its own, as if it were an entry
+// of its own. Command set 3.
+type PutObjects struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Puts          []*PutObject           `protobuf:"bytes,1,rep,name=puts,proto3" json:"puts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutObjects) Reset() {
+	*x = PutObjects{}
+	mi := &file_fsm_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutObjects) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutObjects) ProtoMessage() {}
+
+func (x *PutObjects) ProtoReflect() protoreflect.Message {
+	mi := &file_fsm_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutObjects.ProtoReflect.Descriptor instead.
+func (*PutObjects) Descriptor() ([]byte, []int) {
+	return file_fsm_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PutObjects) GetPuts() []*PutObject {
+	if x != nil {
+		return x.Puts
+	}
+	return nil
+}
+
 // PutObject binds key to the blob hash. With volume 0 it dedups onto an
 // existing live blob (rejected if there is none); otherwise the bytes were
 // written to that volume under a lease that must not have expired.
@@ -472,7 +535,7 @@ type PutObject struct {
 
 func (x *PutObject) Reset() {
 	*x = PutObject{}
-	mi := &file_fsm_proto_msgTypes[2]
+	mi := &file_fsm_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +547,7 @@ func (x *PutObject) String() string {
 func (*PutObject) ProtoMessage() {}
 
 func (x *PutObject) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[2]
+	mi := &file_fsm_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +560,7 @@ func (x *PutObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutObject.ProtoReflect.Descriptor instead.
 func (*PutObject) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{2}
+	return file_fsm_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PutObject) GetKey() []byte {
@@ -553,7 +616,7 @@ type DeleteObject struct {
 
 func (x *DeleteObject) Reset() {
 	*x = DeleteObject{}
-	mi := &file_fsm_proto_msgTypes[3]
+	mi := &file_fsm_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +628,7 @@ func (x *DeleteObject) String() string {
 func (*DeleteObject) ProtoMessage() {}
 
 func (x *DeleteObject) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[3]
+	mi := &file_fsm_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +641,7 @@ func (x *DeleteObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteObject.ProtoReflect.Descriptor instead.
 func (*DeleteObject) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{3}
+	return file_fsm_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DeleteObject) GetKey() []byte {
@@ -599,7 +662,7 @@ type CreateVolume struct {
 
 func (x *CreateVolume) Reset() {
 	*x = CreateVolume{}
-	mi := &file_fsm_proto_msgTypes[4]
+	mi := &file_fsm_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +674,7 @@ func (x *CreateVolume) String() string {
 func (*CreateVolume) ProtoMessage() {}
 
 func (x *CreateVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[4]
+	mi := &file_fsm_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +687,7 @@ func (x *CreateVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolume.ProtoReflect.Descriptor instead.
 func (*CreateVolume) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{4}
+	return file_fsm_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateVolume) GetMembers() []string {
@@ -657,7 +720,7 @@ type SetVolumeState struct {
 
 func (x *SetVolumeState) Reset() {
 	*x = SetVolumeState{}
-	mi := &file_fsm_proto_msgTypes[5]
+	mi := &file_fsm_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +732,7 @@ func (x *SetVolumeState) String() string {
 func (*SetVolumeState) ProtoMessage() {}
 
 func (x *SetVolumeState) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[5]
+	mi := &file_fsm_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +745,7 @@ func (x *SetVolumeState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetVolumeState.ProtoReflect.Descriptor instead.
 func (*SetVolumeState) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{5}
+	return file_fsm_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SetVolumeState) GetId() uint64 {
@@ -734,7 +797,7 @@ type UpsertServer struct {
 
 func (x *UpsertServer) Reset() {
 	*x = UpsertServer{}
-	mi := &file_fsm_proto_msgTypes[6]
+	mi := &file_fsm_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +809,7 @@ func (x *UpsertServer) String() string {
 func (*UpsertServer) ProtoMessage() {}
 
 func (x *UpsertServer) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[6]
+	mi := &file_fsm_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +822,7 @@ func (x *UpsertServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertServer.ProtoReflect.Descriptor instead.
 func (*UpsertServer) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{6}
+	return file_fsm_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UpsertServer) GetId() string {
@@ -800,7 +863,7 @@ type SetServerState struct {
 
 func (x *SetServerState) Reset() {
 	*x = SetServerState{}
-	mi := &file_fsm_proto_msgTypes[7]
+	mi := &file_fsm_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +875,7 @@ func (x *SetServerState) String() string {
 func (*SetServerState) ProtoMessage() {}
 
 func (x *SetServerState) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[7]
+	mi := &file_fsm_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +888,7 @@ func (x *SetServerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetServerState.ProtoReflect.Descriptor instead.
 func (*SetServerState) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{7}
+	return file_fsm_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SetServerState) GetId() string {
@@ -853,7 +916,7 @@ type BlobGone struct {
 
 func (x *BlobGone) Reset() {
 	*x = BlobGone{}
-	mi := &file_fsm_proto_msgTypes[8]
+	mi := &file_fsm_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +928,7 @@ func (x *BlobGone) String() string {
 func (*BlobGone) ProtoMessage() {}
 
 func (x *BlobGone) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[8]
+	mi := &file_fsm_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +941,7 @@ func (x *BlobGone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobGone.ProtoReflect.Descriptor instead.
 func (*BlobGone) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{8}
+	return file_fsm_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BlobGone) GetHash() []byte {
@@ -908,7 +971,7 @@ type QueueDelete struct {
 
 func (x *QueueDelete) Reset() {
 	*x = QueueDelete{}
-	mi := &file_fsm_proto_msgTypes[9]
+	mi := &file_fsm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +983,7 @@ func (x *QueueDelete) String() string {
 func (*QueueDelete) ProtoMessage() {}
 
 func (x *QueueDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[9]
+	mi := &file_fsm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +996,7 @@ func (x *QueueDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDelete.ProtoReflect.Descriptor instead.
 func (*QueueDelete) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{9}
+	return file_fsm_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *QueueDelete) GetHash() []byte {
@@ -959,7 +1022,7 @@ type SetClass struct {
 
 func (x *SetClass) Reset() {
 	*x = SetClass{}
-	mi := &file_fsm_proto_msgTypes[10]
+	mi := &file_fsm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1034,7 @@ func (x *SetClass) String() string {
 func (*SetClass) ProtoMessage() {}
 
 func (x *SetClass) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[10]
+	mi := &file_fsm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1047,7 @@ func (x *SetClass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClass.ProtoReflect.Descriptor instead.
 func (*SetClass) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{10}
+	return file_fsm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetClass) GetClass() *ReplicationClass {
@@ -1006,7 +1069,7 @@ type InitCluster struct {
 
 func (x *InitCluster) Reset() {
 	*x = InitCluster{}
-	mi := &file_fsm_proto_msgTypes[11]
+	mi := &file_fsm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1081,7 @@ func (x *InitCluster) String() string {
 func (*InitCluster) ProtoMessage() {}
 
 func (x *InitCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[11]
+	mi := &file_fsm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1094,7 @@ func (x *InitCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitCluster.ProtoReflect.Descriptor instead.
 func (*InitCluster) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{11}
+	return file_fsm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InitCluster) GetLeaseKey() []byte {
@@ -1064,7 +1127,7 @@ type SetMaster struct {
 
 func (x *SetMaster) Reset() {
 	*x = SetMaster{}
-	mi := &file_fsm_proto_msgTypes[12]
+	mi := &file_fsm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1139,7 @@ func (x *SetMaster) String() string {
 func (*SetMaster) ProtoMessage() {}
 
 func (x *SetMaster) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[12]
+	mi := &file_fsm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1152,7 @@ func (x *SetMaster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMaster.ProtoReflect.Descriptor instead.
 func (*SetMaster) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{12}
+	return file_fsm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SetMaster) GetId() string {
@@ -1132,7 +1195,7 @@ type Object struct {
 
 func (x *Object) Reset() {
 	*x = Object{}
-	mi := &file_fsm_proto_msgTypes[13]
+	mi := &file_fsm_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1207,7 @@ func (x *Object) String() string {
 func (*Object) ProtoMessage() {}
 
 func (x *Object) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[13]
+	mi := &file_fsm_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1220,7 @@ func (x *Object) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Object.ProtoReflect.Descriptor instead.
 func (*Object) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{13}
+	return file_fsm_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Object) GetHash() []byte {
@@ -1199,7 +1262,7 @@ type Blob struct {
 
 func (x *Blob) Reset() {
 	*x = Blob{}
-	mi := &file_fsm_proto_msgTypes[14]
+	mi := &file_fsm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1274,7 @@ func (x *Blob) String() string {
 func (*Blob) ProtoMessage() {}
 
 func (x *Blob) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[14]
+	mi := &file_fsm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1287,7 @@ func (x *Blob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Blob.ProtoReflect.Descriptor instead.
 func (*Blob) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{14}
+	return file_fsm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Blob) GetVolume() uint64 {
@@ -1264,7 +1327,7 @@ type Volume struct {
 
 func (x *Volume) Reset() {
 	*x = Volume{}
-	mi := &file_fsm_proto_msgTypes[15]
+	mi := &file_fsm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1339,7 @@ func (x *Volume) String() string {
 func (*Volume) ProtoMessage() {}
 
 func (x *Volume) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[15]
+	mi := &file_fsm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1352,7 @@ func (x *Volume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Volume.ProtoReflect.Descriptor instead.
 func (*Volume) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{15}
+	return file_fsm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Volume) GetMembers() []string {
@@ -1347,7 +1410,7 @@ type Server struct {
 
 func (x *Server) Reset() {
 	*x = Server{}
-	mi := &file_fsm_proto_msgTypes[16]
+	mi := &file_fsm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1422,7 @@ func (x *Server) String() string {
 func (*Server) ProtoMessage() {}
 
 func (x *Server) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[16]
+	mi := &file_fsm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1435,7 @@ func (x *Server) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Server.ProtoReflect.Descriptor instead.
 func (*Server) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{16}
+	return file_fsm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Server) GetAddress() string {
@@ -1425,7 +1488,7 @@ type ReplicationClass struct {
 
 func (x *ReplicationClass) Reset() {
 	*x = ReplicationClass{}
-	mi := &file_fsm_proto_msgTypes[17]
+	mi := &file_fsm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1500,7 @@ func (x *ReplicationClass) String() string {
 func (*ReplicationClass) ProtoMessage() {}
 
 func (x *ReplicationClass) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[17]
+	mi := &file_fsm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1513,7 @@ func (x *ReplicationClass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicationClass.ProtoReflect.Descriptor instead.
 func (*ReplicationClass) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{17}
+	return file_fsm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReplicationClass) GetName() string {
@@ -1491,7 +1554,7 @@ type Master struct {
 
 func (x *Master) Reset() {
 	*x = Master{}
-	mi := &file_fsm_proto_msgTypes[18]
+	mi := &file_fsm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1566,7 @@ func (x *Master) String() string {
 func (*Master) ProtoMessage() {}
 
 func (x *Master) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_proto_msgTypes[18]
+	mi := &file_fsm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1579,7 @@ func (x *Master) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Master.ProtoReflect.Descriptor instead.
 func (*Master) Descriptor() ([]byte, []int) {
-	return file_fsm_proto_rawDescGZIP(), []int{18}
+	return file_fsm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Master) GetApiAddress() string {
@@ -1537,7 +1600,7 @@ var File_fsm_proto protoreflect.FileDescriptor
 
 const file_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\tfsm.proto\x12\rraisfs.fsm.v1\x1a\x13api/txnpb/txn.proto\"\xbf\x06\n" +
+	"\tfsm.proto\x12\rraisfs.fsm.v1\x1a\x13api/txnpb/txn.proto\"\xfd\x06\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\"\n" +
 	"\rnow_unix_nano\x18\x02 \x01(\x03R\vnowUnixNano\x129\n" +
@@ -1555,11 +1618,16 @@ const file_fsm_proto_rawDesc = "" +
 	"\n" +
 	"set_master\x18\x13 \x01(\v2\x18.raisfs.fsm.v1.SetMasterH\x00R\tsetMaster\x12?\n" +
 	"\fqueue_delete\x18\x14 \x01(\v2\x1a.raisfs.fsm.v1.QueueDeleteH\x00R\vqueueDelete\x12&\n" +
-	"\x03txn\x18\x15 \x01(\v2\x12.raisfs.txn.v1.TxnH\x00R\x03txnB\x04\n" +
+	"\x03txn\x18\x15 \x01(\v2\x12.raisfs.txn.v1.TxnH\x00R\x03txn\x12<\n" +
+	"\vput_objects\x18\x16 \x01(\v2\x19.raisfs.fsm.v1.PutObjectsH\x00R\n" +
+	"putObjectsB\x04\n" +
 	"\x02op\"8\n" +
 	"\x06Record\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"\xa8\x01\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\":\n" +
+	"\n" +
+	"PutObjects\x12,\n" +
+	"\x04puts\x18\x01 \x03(\v2\x18.raisfs.fsm.v1.PutObjectR\x04puts\"\xa8\x01\n" +
 	"\tPutObject\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\fR\x04hash\x12\x12\n" +
@@ -1662,55 +1730,58 @@ func file_fsm_proto_rawDescGZIP() []byte {
 }
 
 var file_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_fsm_proto_goTypes = []any{
 	(VolumeState)(0),         // 0: raisfs.fsm.v1.VolumeState
 	(ServerState)(0),         // 1: raisfs.fsm.v1.ServerState
 	(*Command)(nil),          // 2: raisfs.fsm.v1.Command
 	(*Record)(nil),           // 3: raisfs.fsm.v1.Record
-	(*PutObject)(nil),        // 4: raisfs.fsm.v1.PutObject
-	(*DeleteObject)(nil),     // 5: raisfs.fsm.v1.DeleteObject
-	(*CreateVolume)(nil),     // 6: raisfs.fsm.v1.CreateVolume
-	(*SetVolumeState)(nil),   // 7: raisfs.fsm.v1.SetVolumeState
-	(*UpsertServer)(nil),     // 8: raisfs.fsm.v1.UpsertServer
-	(*SetServerState)(nil),   // 9: raisfs.fsm.v1.SetServerState
-	(*BlobGone)(nil),         // 10: raisfs.fsm.v1.BlobGone
-	(*QueueDelete)(nil),      // 11: raisfs.fsm.v1.QueueDelete
-	(*SetClass)(nil),         // 12: raisfs.fsm.v1.SetClass
-	(*InitCluster)(nil),      // 13: raisfs.fsm.v1.InitCluster
-	(*SetMaster)(nil),        // 14: raisfs.fsm.v1.SetMaster
-	(*Object)(nil),           // 15: raisfs.fsm.v1.Object
-	(*Blob)(nil),             // 16: raisfs.fsm.v1.Blob
-	(*Volume)(nil),           // 17: raisfs.fsm.v1.Volume
-	(*Server)(nil),           // 18: raisfs.fsm.v1.Server
-	(*ReplicationClass)(nil), // 19: raisfs.fsm.v1.ReplicationClass
-	(*Master)(nil),           // 20: raisfs.fsm.v1.Master
-	(*txnpb.Txn)(nil),        // 21: raisfs.txn.v1.Txn
+	(*PutObjects)(nil),       // 4: raisfs.fsm.v1.PutObjects
+	(*PutObject)(nil),        // 5: raisfs.fsm.v1.PutObject
+	(*DeleteObject)(nil),     // 6: raisfs.fsm.v1.DeleteObject
+	(*CreateVolume)(nil),     // 7: raisfs.fsm.v1.CreateVolume
+	(*SetVolumeState)(nil),   // 8: raisfs.fsm.v1.SetVolumeState
+	(*UpsertServer)(nil),     // 9: raisfs.fsm.v1.UpsertServer
+	(*SetServerState)(nil),   // 10: raisfs.fsm.v1.SetServerState
+	(*BlobGone)(nil),         // 11: raisfs.fsm.v1.BlobGone
+	(*QueueDelete)(nil),      // 12: raisfs.fsm.v1.QueueDelete
+	(*SetClass)(nil),         // 13: raisfs.fsm.v1.SetClass
+	(*InitCluster)(nil),      // 14: raisfs.fsm.v1.InitCluster
+	(*SetMaster)(nil),        // 15: raisfs.fsm.v1.SetMaster
+	(*Object)(nil),           // 16: raisfs.fsm.v1.Object
+	(*Blob)(nil),             // 17: raisfs.fsm.v1.Blob
+	(*Volume)(nil),           // 18: raisfs.fsm.v1.Volume
+	(*Server)(nil),           // 19: raisfs.fsm.v1.Server
+	(*ReplicationClass)(nil), // 20: raisfs.fsm.v1.ReplicationClass
+	(*Master)(nil),           // 21: raisfs.fsm.v1.Master
+	(*txnpb.Txn)(nil),        // 22: raisfs.txn.v1.Txn
 }
 var file_fsm_proto_depIdxs = []int32{
-	4,  // 0: raisfs.fsm.v1.Command.put_object:type_name -> raisfs.fsm.v1.PutObject
-	5,  // 1: raisfs.fsm.v1.Command.delete_object:type_name -> raisfs.fsm.v1.DeleteObject
-	6,  // 2: raisfs.fsm.v1.Command.create_volume:type_name -> raisfs.fsm.v1.CreateVolume
-	7,  // 3: raisfs.fsm.v1.Command.set_volume_state:type_name -> raisfs.fsm.v1.SetVolumeState
-	8,  // 4: raisfs.fsm.v1.Command.upsert_server:type_name -> raisfs.fsm.v1.UpsertServer
-	9,  // 5: raisfs.fsm.v1.Command.set_server_state:type_name -> raisfs.fsm.v1.SetServerState
-	10, // 6: raisfs.fsm.v1.Command.blob_gone:type_name -> raisfs.fsm.v1.BlobGone
-	12, // 7: raisfs.fsm.v1.Command.set_class:type_name -> raisfs.fsm.v1.SetClass
-	13, // 8: raisfs.fsm.v1.Command.init_cluster:type_name -> raisfs.fsm.v1.InitCluster
-	14, // 9: raisfs.fsm.v1.Command.set_master:type_name -> raisfs.fsm.v1.SetMaster
-	11, // 10: raisfs.fsm.v1.Command.queue_delete:type_name -> raisfs.fsm.v1.QueueDelete
-	21, // 11: raisfs.fsm.v1.Command.txn:type_name -> raisfs.txn.v1.Txn
-	0,  // 12: raisfs.fsm.v1.SetVolumeState.state:type_name -> raisfs.fsm.v1.VolumeState
-	1,  // 13: raisfs.fsm.v1.SetServerState.state:type_name -> raisfs.fsm.v1.ServerState
-	19, // 14: raisfs.fsm.v1.SetClass.class:type_name -> raisfs.fsm.v1.ReplicationClass
-	19, // 15: raisfs.fsm.v1.InitCluster.default_class:type_name -> raisfs.fsm.v1.ReplicationClass
-	0,  // 16: raisfs.fsm.v1.Volume.state:type_name -> raisfs.fsm.v1.VolumeState
-	1,  // 17: raisfs.fsm.v1.Server.state:type_name -> raisfs.fsm.v1.ServerState
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	5,  // 0: raisfs.fsm.v1.Command.put_object:type_name -> raisfs.fsm.v1.PutObject
+	6,  // 1: raisfs.fsm.v1.Command.delete_object:type_name -> raisfs.fsm.v1.DeleteObject
+	7,  // 2: raisfs.fsm.v1.Command.create_volume:type_name -> raisfs.fsm.v1.CreateVolume
+	8,  // 3: raisfs.fsm.v1.Command.set_volume_state:type_name -> raisfs.fsm.v1.SetVolumeState
+	9,  // 4: raisfs.fsm.v1.Command.upsert_server:type_name -> raisfs.fsm.v1.UpsertServer
+	10, // 5: raisfs.fsm.v1.Command.set_server_state:type_name -> raisfs.fsm.v1.SetServerState
+	11, // 6: raisfs.fsm.v1.Command.blob_gone:type_name -> raisfs.fsm.v1.BlobGone
+	13, // 7: raisfs.fsm.v1.Command.set_class:type_name -> raisfs.fsm.v1.SetClass
+	14, // 8: raisfs.fsm.v1.Command.init_cluster:type_name -> raisfs.fsm.v1.InitCluster
+	15, // 9: raisfs.fsm.v1.Command.set_master:type_name -> raisfs.fsm.v1.SetMaster
+	12, // 10: raisfs.fsm.v1.Command.queue_delete:type_name -> raisfs.fsm.v1.QueueDelete
+	22, // 11: raisfs.fsm.v1.Command.txn:type_name -> raisfs.txn.v1.Txn
+	4,  // 12: raisfs.fsm.v1.Command.put_objects:type_name -> raisfs.fsm.v1.PutObjects
+	5,  // 13: raisfs.fsm.v1.PutObjects.puts:type_name -> raisfs.fsm.v1.PutObject
+	0,  // 14: raisfs.fsm.v1.SetVolumeState.state:type_name -> raisfs.fsm.v1.VolumeState
+	1,  // 15: raisfs.fsm.v1.SetServerState.state:type_name -> raisfs.fsm.v1.ServerState
+	20, // 16: raisfs.fsm.v1.SetClass.class:type_name -> raisfs.fsm.v1.ReplicationClass
+	20, // 17: raisfs.fsm.v1.InitCluster.default_class:type_name -> raisfs.fsm.v1.ReplicationClass
+	0,  // 18: raisfs.fsm.v1.Volume.state:type_name -> raisfs.fsm.v1.VolumeState
+	1,  // 19: raisfs.fsm.v1.Server.state:type_name -> raisfs.fsm.v1.ServerState
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_fsm_proto_init() }
@@ -1731,6 +1802,7 @@ func file_fsm_proto_init() {
 		(*Command_SetMaster)(nil),
 		(*Command_QueueDelete)(nil),
 		(*Command_Txn)(nil),
+		(*Command_PutObjects)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1738,7 +1810,7 @@ func file_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fsm_proto_rawDesc), len(file_fsm_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
