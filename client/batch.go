@@ -186,8 +186,9 @@ func (bt *batcher) run(batch []*pendingPut) {
 
 	// What each put needs next.
 	commits := make([]*masterpb.CommitPutRequest, 0, len(batch))
-	var toCommit []*pendingPut
-	placed := map[uint64][]int{} // volume → puts to upload there
+	var toCommit []*pendingPut              // the put of each commit
+	var grants []*masterpb.BeginPutResponse // its placement; nil for a dedup
+	placed := map[uint64][]int{}            // volume → puts to upload there
 	for i, r := range begun.Results {
 		p := batch[i]
 		switch {
@@ -198,8 +199,8 @@ func (bt *batcher) run(batch []*pendingPut) {
 		case r.Put.GetStored():
 			answer(p, batchResult{done: true, deduped: true})
 		case r.Put.GetDedup():
-			commits = append(commits, &masterpb.CommitPutRequest{Key: []byte(p.key), Hash: p.b.hash[:], Size: p.b.size, Class: p.class})
-			toCommit = append(toCommit, p)
+			commits = append(commits, commitRequest(p.key, p.b, p.class, nil))
+			toCommit, grants = append(toCommit, p), append(grants, nil)
 		default:
 			placed[r.Put.Volume] = append(placed[r.Put.Volume], i)
 		}
@@ -212,11 +213,8 @@ func (bt *batcher) run(batch []*pendingPut) {
 				answer(p, batchResult{}) // one by one: it asks for another placement
 				continue
 			}
-			commits = append(commits, &masterpb.CommitPutRequest{
-				Key: []byte(p.key), Hash: p.b.hash[:], Size: p.b.size, Class: p.class,
-				Volume: bp.Volume, Lease: bp.Lease, LeaseExpiryUnixNano: bp.LeaseExpiryUnixNano,
-			})
-			toCommit = append(toCommit, p)
+			commits = append(commits, commitRequest(p.key, p.b, p.class, bp))
+			toCommit, grants = append(toCommit, p), append(grants, bp)
 		}
 	}
 	if len(commits) == 0 {
@@ -247,16 +245,8 @@ func (bt *batcher) run(batch []*pendingPut) {
 		ierr := rpcerr.FromItem(r.Error)
 		switch {
 		case ierr == nil:
-			if cp.Volume != 0 {
-				var replicas []*masterpb.Replica
-				for _, br := range begun.Results {
-					if br.Put.GetVolume() == cp.Volume {
-						replicas = br.Put.Replicas
-						break
-					}
-				}
-				c.store(p.key, &masterpb.LookupResponse{Hash: cp.Hash, Size: cp.Size, Class: cp.Class,
-					CreatedUnixNano: time.Now().UnixNano(), Volume: cp.Volume, Replicas: replicas})
+			if bp := grants[i]; bp != nil {
+				c.storePut(p.key, p.b, p.class, bp)
 			}
 			answer(p, batchResult{done: true, deduped: cp.Volume == 0})
 		case !uncertain && (errors.Is(ierr, raisfs.ErrConflict) || errors.Is(ierr, raisfs.ErrInvalidArgument) || errors.Is(ierr, raisfs.ErrPermissionDenied)):

@@ -184,20 +184,14 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts *PutOpti
 		}
 		if failpoint.AckBeforeCommit { // a deliberate bug: see internal/failpoint
 			go c.call(context.WithoutCancel(ctx), "commit "+key, func(ctx context.Context, m masterpb.MasterClient) error {
-				_, err := m.CommitPut(ctx, &masterpb.CommitPutRequest{
-					Key: []byte(key), Hash: b.hash[:], Size: b.size, Class: opts.Class,
-					Volume: bp.Volume, Lease: bp.Lease, LeaseExpiryUnixNano: bp.LeaseExpiryUnixNano,
-				})
+				_, err := m.CommitPut(ctx, commitRequest(key, b, opts.Class, bp))
 				return err
 			})
 			return obj, nil
 		}
 		for {
 			err = c.call(ctx, "commit "+key, func(ctx context.Context, m masterpb.MasterClient) error {
-				_, err := m.CommitPut(ctx, &masterpb.CommitPutRequest{
-					Key: []byte(key), Hash: b.hash[:], Size: b.size, Class: opts.Class,
-					Volume: bp.Volume, Lease: bp.Lease, LeaseExpiryUnixNano: bp.LeaseExpiryUnixNano,
-				})
+				_, err := m.CommitPut(ctx, commitRequest(key, b, opts.Class, bp))
 				noteCommitErr(err)
 				return err
 			})
@@ -208,9 +202,7 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts *PutOpti
 		}
 		switch {
 		case err == nil:
-			// Its location is known without a look-up (Config.LookupCache).
-			c.store(key, &masterpb.LookupResponse{Hash: b.hash[:], Size: b.size, Class: opts.Class,
-				CreatedUnixNano: time.Now().UnixNano(), Volume: bp.Volume, Replicas: bp.Replicas})
+			c.storePut(key, b, opts.Class, bp)
 			return obj, nil
 		case errors.Is(err, raisfs.ErrLeaseExpired):
 			lastErr = err
@@ -223,6 +215,22 @@ func (c *Client) Put(ctx context.Context, key string, r io.Reader, opts *PutOpti
 		lastErr = ctx.Err()
 	}
 	return Object{}, fmt.Errorf("put %q: %w", key, lastErr)
+}
+
+// commitRequest is the commit of key's body b, uploaded under grant bp;
+// nil bp commits a dedup onto a stored blob (volume 0, no lease).
+func commitRequest(key string, b *body, class string, bp *masterpb.BeginPutResponse) *masterpb.CommitPutRequest {
+	return &masterpb.CommitPutRequest{
+		Key: []byte(key), Hash: b.hash[:], Size: b.size, Class: class,
+		Volume: bp.GetVolume(), Lease: bp.GetLease(), LeaseExpiryUnixNano: bp.GetLeaseExpiryUnixNano(),
+	}
+}
+
+// storePut remembers where a put just committed lives, so a get needs no
+// look-up (Config.LookupCache).
+func (c *Client) storePut(key string, b *body, class string, bp *masterpb.BeginPutResponse) {
+	c.store(key, &masterpb.LookupResponse{Hash: b.hash[:], Size: b.size, Class: class,
+		CreatedUnixNano: time.Now().UnixNano(), Volume: bp.Volume, Replicas: bp.Replicas})
 }
 
 // beginAndUpload asks the masters where to write b and uploads it there,
