@@ -130,7 +130,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	c := &Client{cfg: cfg, log: cfg.Logger, http: cfg.HTTPClient}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if !cfg.NoPutBatching {
-		c.batch = &batcher{c: c}
+		c.batch = newBatcher(c)
 	}
 	if c.http == nil {
 		c.http = &http.Client{Transport: &http.Transport{

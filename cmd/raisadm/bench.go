@@ -104,6 +104,7 @@ func bench(ctx context.Context, cfg client.Config, args []string, stdout, stderr
 		phases = append(phases, phase{"txn", txn}, phase{"record read", read})
 	}
 	for _, ph := range phases {
+		groups0, grouped0 := c.BatchStats()
 		res, err := runPhase(ctx, ph.name, *n, *conc, ph.op, stdout)
 		if err != nil {
 			return err
@@ -119,6 +120,9 @@ func bench(ctx context.Context, cfg client.Config, args []string, stdout, stderr
 			per := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(res.ok) }
 			fmt.Fprintf(stdout, "  cpu %.3f ms per op (this process and %d rais processes): client %.3f, masters %.3f, chunk servers %.3f, other %.3f\n",
 				per(res.cpu.total()), res.procs, per(res.cpu.client), per(res.cpu.masters), per(res.cpu.chunkservers), per(res.cpu.other))
+		}
+		if groups, grouped := c.BatchStats(); groups > groups0 {
+			fmt.Fprintf(stdout, "  %d puts in %d groups (%.1f per group)\n", grouped-grouped0, groups-groups0, float64(grouped-grouped0)/float64(groups-groups0))
 		}
 		if res.firstErr != nil {
 			fmt.Fprintf(stdout, "  first error: %v\n", oneLine(res.firstErr))
