@@ -79,8 +79,12 @@ type batcher struct {
 	queue   []*pendingPut
 	arrived chan struct{} // closed (and replaced) when a put is queued while a loop lingers
 	waiting bool          // a loop lingers on arrived
-	running int
-	off     bool // a master or chunk server without batch calls: one by one from now on
+	// minLinger, when set (tests), replaces the wait's bound when it is
+	// longer: callers on a loaded machine may take longer than half a
+	// round to come back, and a test must not depend on it.
+	minLinger time.Duration
+	running   int
+	off       bool // a master or chunk server without batch calls: one by one from now on
 
 	batches, puts int64 // groups sent and the puts in them
 }
@@ -119,21 +123,27 @@ func (bt *batcher) put(p *pendingPut) batchResult {
 // loop runs batches until the queue is empty. It is started by put and
 // waited for by Client.Close.
 //
-// After answering a group, the loop waits up to maxLinger for as many puts
-// as that group had. Callers that put one after another come back a few
-// microseconds after their answer; a loop that took only the first of
-// them would send a group of one and make the rest wait out a whole round
-// behind it (groups alternating 1 and 15 at 16 callers, instead of 16).
-// A caller alone answers a group of one and finds itself queued: it never
-// waits. The wait is at most half the last group's round, so it costs a
-// put less than the round it would otherwise wait out behind a smaller
-// group.
+// After answering a group, the loop waits for as many puts as that group
+// had plus those that queued behind it before its first answer. Callers
+// that put one after another come back a few microseconds after their
+// answer; a loop that left with only the first of them would send a group
+// of one and make the rest wait out a whole round behind it (groups
+// alternating 1 and 15 at 16 callers, instead of 16). The wait is at most
+// half the last round and maxLinger, so it costs a put less than the round
+// it would otherwise wait out behind a smaller group. A caller alone
+// answered a group of one and is the one put wanted: it never waits.
+// Callers that do not come back (each put answers a remote peer first)
+// make a wait run out; the next few groups then leave without waiting.
 func (bt *batcher) loop() {
-	answered := 0
+	want, skip := 0, 0
 	var round time.Duration
 	for {
 		bt.mu.Lock()
-		bt.linger(answered, min(maxLinger, round/2))
+		if skip > 0 {
+			skip--
+		} else if !bt.linger(want, max(bt.minLinger, min(maxLinger, round/2))) {
+			skip = lingerBackoff
+		}
 		var batch []*pendingPut
 		size := 0
 		for len(bt.queue) > 0 && len(batch) < batchMaxItems {
@@ -159,16 +169,20 @@ func (bt *batcher) loop() {
 		bt.puts += int64(len(batch))
 		bt.mu.Unlock()
 		start := time.Now()
-		bt.run(batch)
-		answered, round = len(batch), time.Since(start)
+		behind := bt.run(batch)
+		want, round = len(batch)+behind, time.Since(start)
 	}
 }
 
+// lingerBackoff: groups sent without waiting after a wait ran out.
+const lingerBackoff = 8
+
 // linger waits, with bt.mu held (and released while waiting), until want
-// puts are queued, d has passed or the client closes.
-func (bt *batcher) linger(want int, d time.Duration) {
+// puts are queued, d has passed or the client closes. It reports false
+// when the wait ran out short of want.
+func (bt *batcher) linger(want int, d time.Duration) bool {
 	if len(bt.queue) >= want || d <= 0 {
-		return
+		return true
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -181,12 +195,13 @@ func (bt *batcher) linger(want int, d time.Duration) {
 			bt.mu.Lock()
 		case <-t.C:
 			bt.mu.Lock()
-			return
+			return len(bt.queue) >= want
 		case <-bt.c.ctx.Done():
 			bt.mu.Lock()
-			return
+			return true
 		}
 	}
+	return true
 }
 
 // BatchStats returns how many put groups the client has sent and how many
@@ -211,8 +226,9 @@ func (bt *batcher) turnOff(why string, err error) {
 }
 
 // run takes one batch through BeginPuts, the uploads and CommitPuts, and
-// answers every put in it.
-func (bt *batcher) run(batch []*pendingPut) {
+// answers every put in it. It returns how many puts were queued behind the
+// batch when it gave its first answer.
+func (bt *batcher) run(batch []*pendingPut) (behind int) {
 	c := bt.c
 	// The batch lives as long as its longest-lived put (each caller stops
 	// waiting at its own deadline), and no longer than the client.
@@ -224,7 +240,16 @@ func (bt *batcher) run(batch []*pendingPut) {
 	}
 	ctx, cancel := context.WithDeadline(c.ctx, deadline)
 	defer cancel()
-	answer := func(p *pendingPut, r batchResult) { p.res <- r }
+	answered := false
+	answer := func(p *pendingPut, r batchResult) {
+		if !answered {
+			answered = true
+			bt.mu.Lock()
+			behind = len(bt.queue)
+			bt.mu.Unlock()
+		}
+		p.res <- r
+	}
 	fallBack := func(ps []*pendingPut, uncertain bool) {
 		for _, p := range ps {
 			answer(p, batchResult{uncertain: uncertain})
@@ -330,6 +355,7 @@ func (bt *batcher) run(batch []*pendingPut) {
 			answer(p, batchResult{uncertain: uncertain || errors.Is(ierr, raisfs.ErrOutcomeUnknown)})
 		}
 	}
+	return behind
 }
 
 // upload sends the bodies of batch[items] (all placed in volume vol) to

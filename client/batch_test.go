@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/raisfs/raisfs/client"
 	"github.com/raisfs/raisfs/internal/testcluster"
@@ -130,9 +131,15 @@ func TestClient_ConcurrentPutsAreBatched(t *testing.T) {
 // workers, the bench) come back a moment after their group is answered;
 // the next group waits for them instead of leaving with the first one and
 // making the others wait out a whole round behind it.
+//
+// The wait is bounded by half a round; rounds in this test are short and
+// callers slow on a loaded machine, so the test sets a generous bound:
+// what it checks is that a group waits for the callers it expects, not
+// how quickly they come back.
 func TestClient_CallersPuttingInTurnFillTheirGroups(t *testing.T) {
 	cl := testcluster.Start(t, testcluster.Options{})
 	c := mustClient(t, cl.MasterAddrs(), nil)
+	client.SetMinLinger(c, 200*time.Millisecond)
 	const callers, each = 8, 12
 	var wg sync.WaitGroup
 	errs := make(chan error, callers*each)
@@ -158,9 +165,11 @@ func TestClient_CallersPuttingInTurnFillTheirGroups(t *testing.T) {
 	mean := float64(puts) / float64(groups)
 	t.Logf("%d puts in %d groups (%.1f per group)", puts, groups, mean)
 	// Without waiting for them, groups alternate between the first caller
-	// back and the rest: 4.0 per group with 8 callers, against 6 to 8 with
-	// the wait (also under -race and with both cores busy elsewhere).
-	if mean < 5 {
-		t.Fatalf("%.1f puts per group from %d callers putting in turn, want at least 5", mean, callers)
+	// back and the rest: 4.0 per group with 8 callers; waiting only for the
+	// callers of the last group (not for those queued behind it) made
+	// groups of 7 and a straggler: 6.0. With the wait: a first group of
+	// one, then 8 at a time: 7.4.
+	if mean < 6.5 {
+		t.Fatalf("%.1f puts per group from %d callers putting in turn, want at least 6.5", mean, callers)
 	}
 }
