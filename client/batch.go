@@ -288,6 +288,10 @@ func (bt *batcher) run(batch []*pendingPut) (behind int) {
 	for i, r := range begun.Results {
 		p := batch[i]
 		switch {
+		case r.Error != nil && retryable(rpcerr.FromItem(r.Error)):
+			// A leader that has not heard from the chunk servers yet, or
+			// that lost its office: the one-by-one path retries.
+			answer(p, batchResult{})
 		case r.Error != nil:
 			answer(p, batchResult{done: true, err: fmt.Errorf("put %q: %w", p.key, rpcerr.FromItem(r.Error))})
 		case r.Put == nil:

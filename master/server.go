@@ -412,6 +412,10 @@ func (s *Server) leadershipLoop(ctx context.Context) {
 				continue
 			}
 			s.log.Info("became leader")
+			// What the last term heard from chunk servers is stale, and a
+			// put may arrive before the duties below are under way: from
+			// now on, placement knows it has not heard from them yet.
+			s.registry.reset(time.Now())
 			dctx, cancel := context.WithCancel(ctx)
 			cur = &duty{cancel: cancel, done: make(chan struct{})}
 			go func(d *duty) {
@@ -434,7 +438,6 @@ func (s *Server) leaderDuties(ctx context.Context) {
 			return
 		}
 	}
-	s.registry.reset(time.Now())
 	if err := s.initCluster(ctx); err != nil {
 		s.log.Warn("initialise cluster", "err", err)
 	}

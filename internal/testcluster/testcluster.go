@@ -27,12 +27,16 @@ type Options struct {
 	ChunkServers int   // default 3
 	Copies       int   // default replication class copies (default 3)
 	VolumeSize   int64 // size at which volumes seal (default: the chunk server's)
+	// HeartbeatInterval is how often chunk servers report to the masters
+	// (default 100 ms); a new leader places nothing until they have.
+	HeartbeatInterval time.Duration
 }
 
 // Cluster is a running cluster. Its parts stop when the test ends.
 type Cluster struct {
 	t          testing.TB
 	volumeSize int64
+	heartbeat  time.Duration
 	Masters    []*master.Server
 	Chunks     []*ChunkServer
 }
@@ -72,15 +76,18 @@ func Start(t testing.TB, o Options) *Cluster {
 	if o.Copies == 0 {
 		o.Copies = 3
 	}
-	c := &Cluster{t: t, volumeSize: o.VolumeSize}
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = 100 * time.Millisecond
+	}
+	c := &Cluster{t: t, volumeSize: o.VolumeSize, heartbeat: o.HeartbeatInterval}
 	var peers []master.Peer
 	for i := range o.Masters {
 		cfg := master.DefaultConfig()
 		cfg.ID = fmt.Sprintf("m%d", i+1)
 		cfg.Dir = filepath.Join(t.TempDir(), cfg.ID)
 		cfg.RaftAddr, cfg.APIAddr = "127.0.0.1:0", "127.0.0.1:0"
-		cfg.HeartbeatInterval = 100 * time.Millisecond
-		cfg.ServerDownAfter = 2 * time.Second
+		cfg.HeartbeatInterval = o.HeartbeatInterval
+		cfg.ServerDownAfter = max(2*time.Second, 3*o.HeartbeatInterval)
 		cfg.MinFreeBytes = 1
 		cfg.DefaultCopies = o.Copies
 		if o.VolumeSize > 0 {
@@ -174,7 +181,7 @@ func (c *Cluster) StartChunkServer(id, dir string) *ChunkServer {
 	}
 	hb, err := chunkserver.NewHeartbeater(chunkserver.HeartbeatConfig{
 		ID: raisfs.NodeID(id), Address: ln.Addr().String(), Masters: c.MasterAddrs(),
-		Interval: 100 * time.Millisecond, Logger: cfg.Logger,
+		Interval: c.heartbeat, Logger: cfg.Logger,
 	}, store)
 	if err != nil {
 		c.t.Fatal(err)
