@@ -20,6 +20,8 @@ type metrics struct {
 	badReplicas  prometheus.Counter
 	readBarriers *prometheus.CounterVec
 
+	watchInvalidations prometheus.Counter
+
 	underReplicated prometheus.Gauge
 	repairs         *prometheus.CounterVec
 	repairBytes     prometheus.Counter
@@ -43,7 +45,8 @@ func newMetrics(s *Server) *metrics {
 	m.repairBytes = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "repair_bytes_total", Help: "Bytes of volumes copied by repairs."})
 	m.compactions = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "compactions_total", Help: "Volume copies compacted at the leader's request."})
 	m.readBarriers = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "read_barriers_total", Help: "Linearizable reads on the leader, by how leadership was confirmed: a quorum round, or the read lease of an earlier one."}, []string{"kind"})
-	m.reg.MustRegister(m.readBarriers, m.applySeconds, m.forwarded, m.puts, m.dedups, m.badReplicas, m.underReplicated, m.repairs, m.repairBytes, m.compactions)
+	m.watchInvalidations = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rais", Subsystem: "master", Name: "watch_invalidations_total", Help: "Record-cache invalidations a transaction waited for (one per watching client)."})
+	m.reg.MustRegister(m.watchInvalidations, m.readBarriers, m.applySeconds, m.forwarded, m.puts, m.dedups, m.badReplicas, m.underReplicated, m.repairs, m.repairBytes, m.compactions)
 	gauge := func(name, help string, f func() float64) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "rais", Subsystem: "master", Name: name, Help: help}, f))
 	}

@@ -84,6 +84,16 @@ func (l *readLease) extend(term uint64, start, now time.Time, d time.Duration) {
 	}
 }
 
+// remaining is how long the lease of term still runs at now (0: none).
+func (l *readLease) remaining(term uint64, now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.frozen > 0 || l.closed || l.term != term || !now.Before(l.until) {
+		return 0
+	}
+	return l.until.Sub(now)
+}
+
 // freeze drops the lease until the returned function is called; a lease
 // taken before it is never used again.
 func (l *readLease) freeze() (thaw func()) {

@@ -36,6 +36,15 @@ func (s *Server) Txn(ctx context.Context, req *txnpb.Txn) (*masterpb.TxnResponse
 			return nil, fmt.Errorf("txn: commit %q: %w", c.CommitObject.Key, err)
 		}
 	}
+	// Clients that cache a record this transaction may write drop it
+	// first (watch.go).
+	if keys := writtenRecords(req); len(keys) > 0 {
+		end, err := s.invalidate(ctx, keys)
+		if err != nil {
+			return nil, fmt.Errorf("txn: %w", err)
+		}
+		defer end()
+	}
 	r, err := s.apply(ctx, req)
 	if err != nil {
 		return nil, err

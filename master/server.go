@@ -68,8 +68,10 @@ type Server struct {
 	moves          sync.Map                 // copyKey → target server id: rebalance moves not done yet
 	corruptSince   sync.Map                 // copyKey → time.Time: when the copy first reported corrupt needles
 	placementCache atomic.Pointer[placementView]
-	registry       *registry  // soft state of chunk servers, on the leader
-	volMu          sync.Mutex // serialises volume creation on the leader
+	registry       *registry // soft state of chunk servers, on the leader
+	watches        *watchRegistry
+	watchesClosed  chan struct{} // closed by Close: watch streams end
+	volMu          sync.Mutex    // serialises volume creation on the leader
 
 	closeOnce sync.Once
 	closeErr  error
@@ -95,6 +97,9 @@ func New(cfg Config) (_ *Server, err error) {
 		peers:    newPeerConns(),
 		chunks:   &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
 		registry: newRegistry(),
+		watches:  newWatchRegistry(),
+
+		watchesClosed: make(chan struct{}),
 	}
 	defer func() {
 		if err != nil {
@@ -341,6 +346,7 @@ func (s *Server) Close() error {
 
 func (s *Server) close() error {
 	var errs []error
+	s.closeWatches() // the gRPC server's graceful stop waits for streams
 	if s.grpc != nil {
 		stopped := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(stopped) }()

@@ -25,6 +25,154 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type WatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Add           [][]byte               `protobuf:"bytes,1,rep,name=add,proto3" json:"add,omitempty"`    // start watching these record keys
+	Ack           uint64                 `protobuf:"varint,2,opt,name=ack,proto3" json:"ack,omitempty"`   // every invalidation up to this sequence is done
+	Ping          uint64                 `protobuf:"varint,3,opt,name=ping,proto3" json:"ping,omitempty"` // asks for a lease (echoed as pong)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_master_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WatchRequest) GetAdd() [][]byte {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetAck() uint64 {
+	if x != nil {
+		return x.Ack
+	}
+	return 0
+}
+
+func (x *WatchRequest) GetPing() uint64 {
+	if x != nil {
+		return x.Ping
+	}
+	return 0
+}
+
+type WatchEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Invalidation: these keys are about to be written; drop them and do
+	// not cache them again until done names this sequence. Acknowledge it.
+	Seq        uint64   `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Invalidate [][]byte `protobuf:"bytes,2,rep,name=invalidate,proto3" json:"invalidate,omitempty"`
+	Done       uint64   `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`  // the transaction of invalidation done has ended
+	Added      [][]byte `protobuf:"bytes,4,rep,name=added,proto3" json:"added,omitempty"` // these keys are now watched
+	Pong       uint64   `protobuf:"varint,5,opt,name=pong,proto3" json:"pong,omitempty"`  // answer to ping
+	// With pong: the cache may be used for this long from when the ping was
+	// sent (0: not at all).
+	LeaseNanos    int64 `protobuf:"varint,6,opt,name=lease_nanos,json=leaseNanos,proto3" json:"lease_nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEvent) Reset() {
+	*x = WatchEvent{}
+	mi := &file_master_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEvent) ProtoMessage() {}
+
+func (x *WatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_master_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
+func (*WatchEvent) Descriptor() ([]byte, []int) {
+	return file_master_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WatchEvent) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *WatchEvent) GetInvalidate() [][]byte {
+	if x != nil {
+		return x.Invalidate
+	}
+	return nil
+}
+
+func (x *WatchEvent) GetDone() uint64 {
+	if x != nil {
+		return x.Done
+	}
+	return 0
+}
+
+func (x *WatchEvent) GetAdded() [][]byte {
+	if x != nil {
+		return x.Added
+	}
+	return nil
+}
+
+func (x *WatchEvent) GetPong() uint64 {
+	if x != nil {
+		return x.Pong
+	}
+	return 0
+}
+
+func (x *WatchEvent) GetLeaseNanos() int64 {
+	if x != nil {
+		return x.LeaseNanos
+	}
+	return 0
+}
+
 type TxnResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"` // the version the written records now have
@@ -34,7 +182,7 @@ type TxnResponse struct {
 
 func (x *TxnResponse) Reset() {
 	*x = TxnResponse{}
-	mi := &file_master_proto_msgTypes[0]
+	mi := &file_master_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +194,7 @@ func (x *TxnResponse) String() string {
 func (*TxnResponse) ProtoMessage() {}
 
 func (x *TxnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[0]
+	mi := &file_master_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +207,7 @@ func (x *TxnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnResponse.ProtoReflect.Descriptor instead.
 func (*TxnResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{0}
+	return file_master_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *TxnResponse) GetRevision() uint64 {
@@ -83,7 +231,7 @@ type RecordsRequest struct {
 
 func (x *RecordsRequest) Reset() {
 	*x = RecordsRequest{}
-	mi := &file_master_proto_msgTypes[1]
+	mi := &file_master_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -95,7 +243,7 @@ func (x *RecordsRequest) String() string {
 func (*RecordsRequest) ProtoMessage() {}
 
 func (x *RecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[1]
+	mi := &file_master_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -108,7 +256,7 @@ func (x *RecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordsRequest.ProtoReflect.Descriptor instead.
 func (*RecordsRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{1}
+	return file_master_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RecordsRequest) GetPrefix() []byte {
@@ -150,7 +298,7 @@ type RecordEntry struct {
 
 func (x *RecordEntry) Reset() {
 	*x = RecordEntry{}
-	mi := &file_master_proto_msgTypes[2]
+	mi := &file_master_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -162,7 +310,7 @@ func (x *RecordEntry) String() string {
 func (*RecordEntry) ProtoMessage() {}
 
 func (x *RecordEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[2]
+	mi := &file_master_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -175,7 +323,7 @@ func (x *RecordEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordEntry.ProtoReflect.Descriptor instead.
 func (*RecordEntry) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{2}
+	return file_master_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RecordEntry) GetKey() []byte {
@@ -213,7 +361,7 @@ type RecordsResponse struct {
 
 func (x *RecordsResponse) Reset() {
 	*x = RecordsResponse{}
-	mi := &file_master_proto_msgTypes[3]
+	mi := &file_master_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +373,7 @@ func (x *RecordsResponse) String() string {
 func (*RecordsResponse) ProtoMessage() {}
 
 func (x *RecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[3]
+	mi := &file_master_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +386,7 @@ func (x *RecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordsResponse.ProtoReflect.Descriptor instead.
 func (*RecordsResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{3}
+	return file_master_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RecordsResponse) GetRecords() []*RecordEntry {
@@ -279,7 +427,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_master_proto_msgTypes[4]
+	mi := &file_master_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -291,7 +439,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[4]
+	mi := &file_master_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -304,7 +452,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{4}
+	return file_master_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Replica) GetId() string {
@@ -337,7 +485,7 @@ type BeginPutRequest struct {
 
 func (x *BeginPutRequest) Reset() {
 	*x = BeginPutRequest{}
-	mi := &file_master_proto_msgTypes[5]
+	mi := &file_master_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -349,7 +497,7 @@ func (x *BeginPutRequest) String() string {
 func (*BeginPutRequest) ProtoMessage() {}
 
 func (x *BeginPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[5]
+	mi := &file_master_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -362,7 +510,7 @@ func (x *BeginPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginPutRequest.ProtoReflect.Descriptor instead.
 func (*BeginPutRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{5}
+	return file_master_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BeginPutRequest) GetKey() []byte {
@@ -420,7 +568,7 @@ type BeginPutResponse struct {
 
 func (x *BeginPutResponse) Reset() {
 	*x = BeginPutResponse{}
-	mi := &file_master_proto_msgTypes[6]
+	mi := &file_master_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +580,7 @@ func (x *BeginPutResponse) String() string {
 func (*BeginPutResponse) ProtoMessage() {}
 
 func (x *BeginPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[6]
+	mi := &file_master_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,7 +593,7 @@ func (x *BeginPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginPutResponse.ProtoReflect.Descriptor instead.
 func (*BeginPutResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{6}
+	return file_master_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BeginPutResponse) GetStored() bool {
@@ -512,7 +660,7 @@ type CommitPutRequest struct {
 
 func (x *CommitPutRequest) Reset() {
 	*x = CommitPutRequest{}
-	mi := &file_master_proto_msgTypes[7]
+	mi := &file_master_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -524,7 +672,7 @@ func (x *CommitPutRequest) String() string {
 func (*CommitPutRequest) ProtoMessage() {}
 
 func (x *CommitPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[7]
+	mi := &file_master_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -537,7 +685,7 @@ func (x *CommitPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitPutRequest.ProtoReflect.Descriptor instead.
 func (*CommitPutRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{7}
+	return file_master_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CommitPutRequest) GetKey() []byte {
@@ -598,7 +746,7 @@ type CommitPutResponse struct {
 
 func (x *CommitPutResponse) Reset() {
 	*x = CommitPutResponse{}
-	mi := &file_master_proto_msgTypes[8]
+	mi := &file_master_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +758,7 @@ func (x *CommitPutResponse) String() string {
 func (*CommitPutResponse) ProtoMessage() {}
 
 func (x *CommitPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[8]
+	mi := &file_master_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +771,7 @@ func (x *CommitPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitPutResponse.ProtoReflect.Descriptor instead.
 func (*CommitPutResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{8}
+	return file_master_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CommitPutResponse) GetCreated() bool {
@@ -645,7 +793,7 @@ type ItemError struct {
 
 func (x *ItemError) Reset() {
 	*x = ItemError{}
-	mi := &file_master_proto_msgTypes[9]
+	mi := &file_master_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +805,7 @@ func (x *ItemError) String() string {
 func (*ItemError) ProtoMessage() {}
 
 func (x *ItemError) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[9]
+	mi := &file_master_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +818,7 @@ func (x *ItemError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ItemError.ProtoReflect.Descriptor instead.
 func (*ItemError) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{9}
+	return file_master_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ItemError) GetReason() string {
@@ -696,7 +844,7 @@ type BeginPutsRequest struct {
 
 func (x *BeginPutsRequest) Reset() {
 	*x = BeginPutsRequest{}
-	mi := &file_master_proto_msgTypes[10]
+	mi := &file_master_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +856,7 @@ func (x *BeginPutsRequest) String() string {
 func (*BeginPutsRequest) ProtoMessage() {}
 
 func (x *BeginPutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[10]
+	mi := &file_master_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +869,7 @@ func (x *BeginPutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginPutsRequest.ProtoReflect.Descriptor instead.
 func (*BeginPutsRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{10}
+	return file_master_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BeginPutsRequest) GetPuts() []*BeginPutRequest {
@@ -740,7 +888,7 @@ type BeginPutsResponse struct {
 
 func (x *BeginPutsResponse) Reset() {
 	*x = BeginPutsResponse{}
-	mi := &file_master_proto_msgTypes[11]
+	mi := &file_master_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +900,7 @@ func (x *BeginPutsResponse) String() string {
 func (*BeginPutsResponse) ProtoMessage() {}
 
 func (x *BeginPutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[11]
+	mi := &file_master_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +913,7 @@ func (x *BeginPutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginPutsResponse.ProtoReflect.Descriptor instead.
 func (*BeginPutsResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{11}
+	return file_master_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BeginPutsResponse) GetResults() []*BeginPutResult {
@@ -785,7 +933,7 @@ type BeginPutResult struct {
 
 func (x *BeginPutResult) Reset() {
 	*x = BeginPutResult{}
-	mi := &file_master_proto_msgTypes[12]
+	mi := &file_master_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +945,7 @@ func (x *BeginPutResult) String() string {
 func (*BeginPutResult) ProtoMessage() {}
 
 func (x *BeginPutResult) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[12]
+	mi := &file_master_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +958,7 @@ func (x *BeginPutResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginPutResult.ProtoReflect.Descriptor instead.
 func (*BeginPutResult) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{12}
+	return file_master_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BeginPutResult) GetPut() *BeginPutResponse {
@@ -836,7 +984,7 @@ type CommitPutsRequest struct {
 
 func (x *CommitPutsRequest) Reset() {
 	*x = CommitPutsRequest{}
-	mi := &file_master_proto_msgTypes[13]
+	mi := &file_master_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +996,7 @@ func (x *CommitPutsRequest) String() string {
 func (*CommitPutsRequest) ProtoMessage() {}
 
 func (x *CommitPutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[13]
+	mi := &file_master_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +1009,7 @@ func (x *CommitPutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitPutsRequest.ProtoReflect.Descriptor instead.
 func (*CommitPutsRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{13}
+	return file_master_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CommitPutsRequest) GetPuts() []*CommitPutRequest {
@@ -880,7 +1028,7 @@ type CommitPutsResponse struct {
 
 func (x *CommitPutsResponse) Reset() {
 	*x = CommitPutsResponse{}
-	mi := &file_master_proto_msgTypes[14]
+	mi := &file_master_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +1040,7 @@ func (x *CommitPutsResponse) String() string {
 func (*CommitPutsResponse) ProtoMessage() {}
 
 func (x *CommitPutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[14]
+	mi := &file_master_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +1053,7 @@ func (x *CommitPutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitPutsResponse.ProtoReflect.Descriptor instead.
 func (*CommitPutsResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{14}
+	return file_master_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CommitPutsResponse) GetResults() []*CommitPutResult {
@@ -925,7 +1073,7 @@ type CommitPutResult struct {
 
 func (x *CommitPutResult) Reset() {
 	*x = CommitPutResult{}
-	mi := &file_master_proto_msgTypes[15]
+	mi := &file_master_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1085,7 @@ func (x *CommitPutResult) String() string {
 func (*CommitPutResult) ProtoMessage() {}
 
 func (x *CommitPutResult) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[15]
+	mi := &file_master_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1098,7 @@ func (x *CommitPutResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitPutResult.ProtoReflect.Descriptor instead.
 func (*CommitPutResult) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{15}
+	return file_master_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CommitPutResult) GetCreated() bool {
@@ -979,7 +1127,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_master_proto_msgTypes[16]
+	mi := &file_master_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1139,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[16]
+	mi := &file_master_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1152,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{16}
+	return file_master_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LookupRequest) GetKey() []byte {
@@ -1035,7 +1183,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_master_proto_msgTypes[17]
+	mi := &file_master_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1195,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[17]
+	mi := &file_master_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1208,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{17}
+	return file_master_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LookupResponse) GetHash() []byte {
@@ -1114,7 +1262,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_master_proto_msgTypes[18]
+	mi := &file_master_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1274,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[18]
+	mi := &file_master_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1287,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{18}
+	return file_master_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteRequest) GetKey() []byte {
@@ -1157,7 +1305,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_master_proto_msgTypes[19]
+	mi := &file_master_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1317,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[19]
+	mi := &file_master_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1330,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{19}
+	return file_master_proto_rawDescGZIP(), []int{21}
 }
 
 type ListRequest struct {
@@ -1196,7 +1344,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_master_proto_msgTypes[20]
+	mi := &file_master_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1356,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[20]
+	mi := &file_master_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1369,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{20}
+	return file_master_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListRequest) GetPrefix() []byte {
@@ -1257,7 +1405,7 @@ type ListEntry struct {
 
 func (x *ListEntry) Reset() {
 	*x = ListEntry{}
-	mi := &file_master_proto_msgTypes[21]
+	mi := &file_master_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1417,7 @@ func (x *ListEntry) String() string {
 func (*ListEntry) ProtoMessage() {}
 
 func (x *ListEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[21]
+	mi := &file_master_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1430,7 @@ func (x *ListEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntry.ProtoReflect.Descriptor instead.
 func (*ListEntry) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{21}
+	return file_master_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListEntry) GetKey() []byte {
@@ -1323,7 +1471,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_master_proto_msgTypes[22]
+	mi := &file_master_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1483,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[22]
+	mi := &file_master_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1496,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{22}
+	return file_master_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListResponse) GetEntries() []*ListEntry {
@@ -1381,7 +1529,7 @@ type VolumeReport struct {
 
 func (x *VolumeReport) Reset() {
 	*x = VolumeReport{}
-	mi := &file_master_proto_msgTypes[23]
+	mi := &file_master_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1541,7 @@ func (x *VolumeReport) String() string {
 func (*VolumeReport) ProtoMessage() {}
 
 func (x *VolumeReport) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[23]
+	mi := &file_master_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1554,7 @@ func (x *VolumeReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeReport.ProtoReflect.Descriptor instead.
 func (*VolumeReport) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{23}
+	return file_master_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *VolumeReport) GetId() uint64 {
@@ -1474,7 +1622,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_master_proto_msgTypes[24]
+	mi := &file_master_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1634,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[24]
+	mi := &file_master_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1647,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{24}
+	return file_master_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HeartbeatRequest) GetId() string {
@@ -1569,7 +1717,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_master_proto_msgTypes[25]
+	mi := &file_master_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1729,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[25]
+	mi := &file_master_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1742,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{25}
+	return file_master_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HeartbeatResponse) GetLeaseKey() []byte {
@@ -1619,7 +1767,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_master_proto_msgTypes[26]
+	mi := &file_master_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1631,7 +1779,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[26]
+	mi := &file_master_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1644,7 +1792,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{26}
+	return file_master_proto_rawDescGZIP(), []int{28}
 }
 
 type MasterStatus struct {
@@ -1660,7 +1808,7 @@ type MasterStatus struct {
 
 func (x *MasterStatus) Reset() {
 	*x = MasterStatus{}
-	mi := &file_master_proto_msgTypes[27]
+	mi := &file_master_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1820,7 @@ func (x *MasterStatus) String() string {
 func (*MasterStatus) ProtoMessage() {}
 
 func (x *MasterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[27]
+	mi := &file_master_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +1833,7 @@ func (x *MasterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterStatus.ProtoReflect.Descriptor instead.
 func (*MasterStatus) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{27}
+	return file_master_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MasterStatus) GetId() string {
@@ -1739,7 +1887,7 @@ type ChunkServerStatus struct {
 
 func (x *ChunkServerStatus) Reset() {
 	*x = ChunkServerStatus{}
-	mi := &file_master_proto_msgTypes[28]
+	mi := &file_master_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1751,7 +1899,7 @@ func (x *ChunkServerStatus) String() string {
 func (*ChunkServerStatus) ProtoMessage() {}
 
 func (x *ChunkServerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[28]
+	mi := &file_master_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1764,7 +1912,7 @@ func (x *ChunkServerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkServerStatus.ProtoReflect.Descriptor instead.
 func (*ChunkServerStatus) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{28}
+	return file_master_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ChunkServerStatus) GetId() string {
@@ -1847,7 +1995,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_master_proto_msgTypes[29]
+	mi := &file_master_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +2007,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[29]
+	mi := &file_master_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +2020,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{29}
+	return file_master_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *StatusResponse) GetMasters() []*MasterStatus {
@@ -1966,7 +2114,7 @@ type AddMasterRequest struct {
 
 func (x *AddMasterRequest) Reset() {
 	*x = AddMasterRequest{}
-	mi := &file_master_proto_msgTypes[30]
+	mi := &file_master_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1978,7 +2126,7 @@ func (x *AddMasterRequest) String() string {
 func (*AddMasterRequest) ProtoMessage() {}
 
 func (x *AddMasterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[30]
+	mi := &file_master_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1991,7 +2139,7 @@ func (x *AddMasterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMasterRequest.ProtoReflect.Descriptor instead.
 func (*AddMasterRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{30}
+	return file_master_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AddMasterRequest) GetId() string {
@@ -2030,7 +2178,7 @@ type AddMasterResponse struct {
 
 func (x *AddMasterResponse) Reset() {
 	*x = AddMasterResponse{}
-	mi := &file_master_proto_msgTypes[31]
+	mi := &file_master_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2190,7 @@ func (x *AddMasterResponse) String() string {
 func (*AddMasterResponse) ProtoMessage() {}
 
 func (x *AddMasterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[31]
+	mi := &file_master_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2055,7 +2203,7 @@ func (x *AddMasterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMasterResponse.ProtoReflect.Descriptor instead.
 func (*AddMasterResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{31}
+	return file_master_proto_rawDescGZIP(), []int{33}
 }
 
 type RemoveMasterRequest struct {
@@ -2067,7 +2215,7 @@ type RemoveMasterRequest struct {
 
 func (x *RemoveMasterRequest) Reset() {
 	*x = RemoveMasterRequest{}
-	mi := &file_master_proto_msgTypes[32]
+	mi := &file_master_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +2227,7 @@ func (x *RemoveMasterRequest) String() string {
 func (*RemoveMasterRequest) ProtoMessage() {}
 
 func (x *RemoveMasterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[32]
+	mi := &file_master_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +2240,7 @@ func (x *RemoveMasterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMasterRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMasterRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{32}
+	return file_master_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RemoveMasterRequest) GetId() string {
@@ -2110,7 +2258,7 @@ type RemoveMasterResponse struct {
 
 func (x *RemoveMasterResponse) Reset() {
 	*x = RemoveMasterResponse{}
-	mi := &file_master_proto_msgTypes[33]
+	mi := &file_master_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2270,7 @@ func (x *RemoveMasterResponse) String() string {
 func (*RemoveMasterResponse) ProtoMessage() {}
 
 func (x *RemoveMasterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[33]
+	mi := &file_master_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2283,7 @@ func (x *RemoveMasterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMasterResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMasterResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{33}
+	return file_master_proto_rawDescGZIP(), []int{35}
 }
 
 type ReportBadReplicaRequest struct {
@@ -2154,7 +2302,7 @@ type ReportBadReplicaRequest struct {
 
 func (x *ReportBadReplicaRequest) Reset() {
 	*x = ReportBadReplicaRequest{}
-	mi := &file_master_proto_msgTypes[34]
+	mi := &file_master_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2166,7 +2314,7 @@ func (x *ReportBadReplicaRequest) String() string {
 func (*ReportBadReplicaRequest) ProtoMessage() {}
 
 func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[34]
+	mi := &file_master_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2179,7 +2327,7 @@ func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{34}
+	return file_master_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReportBadReplicaRequest) GetVolume() uint64 {
@@ -2225,7 +2373,7 @@ type ReportBadReplicaResponse struct {
 
 func (x *ReportBadReplicaResponse) Reset() {
 	*x = ReportBadReplicaResponse{}
-	mi := &file_master_proto_msgTypes[35]
+	mi := &file_master_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2385,7 @@ func (x *ReportBadReplicaResponse) String() string {
 func (*ReportBadReplicaResponse) ProtoMessage() {}
 
 func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[35]
+	mi := &file_master_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2398,7 @@ func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{35}
+	return file_master_proto_rawDescGZIP(), []int{37}
 }
 
 type DrainRequest struct {
@@ -2263,7 +2411,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_master_proto_msgTypes[36]
+	mi := &file_master_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2275,7 +2423,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[36]
+	mi := &file_master_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2288,7 +2436,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{36}
+	return file_master_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DrainRequest) GetId() string {
@@ -2317,7 +2465,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_master_proto_msgTypes[37]
+	mi := &file_master_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2329,7 +2477,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[37]
+	mi := &file_master_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2342,7 +2490,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{37}
+	return file_master_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DrainResponse) GetState() string {
@@ -2370,7 +2518,7 @@ type FsckRequest struct {
 
 func (x *FsckRequest) Reset() {
 	*x = FsckRequest{}
-	mi := &file_master_proto_msgTypes[38]
+	mi := &file_master_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2382,7 +2530,7 @@ func (x *FsckRequest) String() string {
 func (*FsckRequest) ProtoMessage() {}
 
 func (x *FsckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[38]
+	mi := &file_master_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2395,7 +2543,7 @@ func (x *FsckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckRequest.ProtoReflect.Descriptor instead.
 func (*FsckRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{38}
+	return file_master_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *FsckRequest) GetRepair() bool {
@@ -2432,7 +2580,7 @@ type FsckResponse struct {
 
 func (x *FsckResponse) Reset() {
 	*x = FsckResponse{}
-	mi := &file_master_proto_msgTypes[39]
+	mi := &file_master_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2444,7 +2592,7 @@ func (x *FsckResponse) String() string {
 func (*FsckResponse) ProtoMessage() {}
 
 func (x *FsckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[39]
+	mi := &file_master_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2457,7 +2605,7 @@ func (x *FsckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckResponse.ProtoReflect.Descriptor instead.
 func (*FsckResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{39}
+	return file_master_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *FsckResponse) GetVolumes() uint32 {
@@ -2556,7 +2704,7 @@ type RebalanceRequest struct {
 
 func (x *RebalanceRequest) Reset() {
 	*x = RebalanceRequest{}
-	mi := &file_master_proto_msgTypes[40]
+	mi := &file_master_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2568,7 +2716,7 @@ func (x *RebalanceRequest) String() string {
 func (*RebalanceRequest) ProtoMessage() {}
 
 func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[40]
+	mi := &file_master_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2581,7 +2729,7 @@ func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{40}
+	return file_master_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RebalanceRequest) GetDryRun() bool {
@@ -2610,7 +2758,7 @@ type VolumeMove struct {
 
 func (x *VolumeMove) Reset() {
 	*x = VolumeMove{}
-	mi := &file_master_proto_msgTypes[41]
+	mi := &file_master_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2622,7 +2770,7 @@ func (x *VolumeMove) String() string {
 func (*VolumeMove) ProtoMessage() {}
 
 func (x *VolumeMove) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[41]
+	mi := &file_master_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2635,7 +2783,7 @@ func (x *VolumeMove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeMove.ProtoReflect.Descriptor instead.
 func (*VolumeMove) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{41}
+	return file_master_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *VolumeMove) GetVolume() uint64 {
@@ -2678,7 +2826,7 @@ type RebalanceResponse struct {
 
 func (x *RebalanceResponse) Reset() {
 	*x = RebalanceResponse{}
-	mi := &file_master_proto_msgTypes[42]
+	mi := &file_master_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2690,7 +2838,7 @@ func (x *RebalanceResponse) String() string {
 func (*RebalanceResponse) ProtoMessage() {}
 
 func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[42]
+	mi := &file_master_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2703,7 +2851,7 @@ func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceResponse.ProtoReflect.Descriptor instead.
 func (*RebalanceResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{42}
+	return file_master_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RebalanceResponse) GetMoves() []*VolumeMove {
@@ -2742,7 +2890,7 @@ type SetClassRequest struct {
 
 func (x *SetClassRequest) Reset() {
 	*x = SetClassRequest{}
-	mi := &file_master_proto_msgTypes[43]
+	mi := &file_master_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2754,7 +2902,7 @@ func (x *SetClassRequest) String() string {
 func (*SetClassRequest) ProtoMessage() {}
 
 func (x *SetClassRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[43]
+	mi := &file_master_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2767,7 +2915,7 @@ func (x *SetClassRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClassRequest.ProtoReflect.Descriptor instead.
 func (*SetClassRequest) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{43}
+	return file_master_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SetClassRequest) GetName() string {
@@ -2806,7 +2954,7 @@ type SetClassResponse struct {
 
 func (x *SetClassResponse) Reset() {
 	*x = SetClassResponse{}
-	mi := &file_master_proto_msgTypes[44]
+	mi := &file_master_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2818,7 +2966,7 @@ func (x *SetClassResponse) String() string {
 func (*SetClassResponse) ProtoMessage() {}
 
 func (x *SetClassResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_master_proto_msgTypes[44]
+	mi := &file_master_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2831,14 +2979,29 @@ func (x *SetClassResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClassResponse.ProtoReflect.Descriptor instead.
 func (*SetClassResponse) Descriptor() ([]byte, []int) {
-	return file_master_proto_rawDescGZIP(), []int{44}
+	return file_master_proto_rawDescGZIP(), []int{46}
 }
 
 var File_master_proto protoreflect.FileDescriptor
 
 const file_master_proto_rawDesc = "" +
 	"\n" +
-	"\fmaster.proto\x12\x10raisfs.master.v1\x1a\x13api/txnpb/txn.proto\")\n" +
+	"\fmaster.proto\x12\x10raisfs.master.v1\x1a\x13api/txnpb/txn.proto\"F\n" +
+	"\fWatchRequest\x12\x10\n" +
+	"\x03add\x18\x01 \x03(\fR\x03add\x12\x10\n" +
+	"\x03ack\x18\x02 \x01(\x04R\x03ack\x12\x12\n" +
+	"\x04ping\x18\x03 \x01(\x04R\x04ping\"\x9d\x01\n" +
+	"\n" +
+	"WatchEvent\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1e\n" +
+	"\n" +
+	"invalidate\x18\x02 \x03(\fR\n" +
+	"invalidate\x12\x12\n" +
+	"\x04done\x18\x03 \x01(\x04R\x04done\x12\x14\n" +
+	"\x05added\x18\x04 \x03(\fR\x05added\x12\x12\n" +
+	"\x04pong\x18\x05 \x01(\x04R\x04pong\x12\x1f\n" +
+	"\vlease_nanos\x18\x06 \x01(\x03R\n" +
+	"leaseNanos\")\n" +
 	"\vTxnResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\"u\n" +
 	"\x0eRecordsRequest\x12\x16\n" +
@@ -3041,7 +3204,7 @@ const file_master_proto_rawDesc = "" +
 	"\x06copies\x18\x02 \x01(\rR\x06copies\x12!\n" +
 	"\fwrite_quorum\x18\x03 \x01(\rR\vwriteQuorum\x12\x17\n" +
 	"\amin_dcs\x18\x04 \x01(\rR\x06minDcs\"\x12\n" +
-	"\x10SetClassResponse2\xa3\f\n" +
+	"\x10SetClassResponse2\xf5\f\n" +
 	"\x06Master\x12Q\n" +
 	"\bBeginPut\x12!.raisfs.master.v1.BeginPutRequest\x1a\".raisfs.master.v1.BeginPutResponse\x12T\n" +
 	"\tCommitPut\x12\".raisfs.master.v1.CommitPutRequest\x1a#.raisfs.master.v1.CommitPutResponse\x12T\n" +
@@ -3062,7 +3225,8 @@ const file_master_proto_rawDesc = "" +
 	"\x10ReportBadReplica\x12).raisfs.master.v1.ReportBadReplicaRequest\x1a*.raisfs.master.v1.ReportBadReplicaResponse\x12Y\n" +
 	"\x0eAnnounceMaster\x12\".raisfs.master.v1.AddMasterRequest\x1a#.raisfs.master.v1.AddMasterResponse\x128\n" +
 	"\x03Txn\x12\x12.raisfs.txn.v1.Txn\x1a\x1d.raisfs.master.v1.TxnResponse\x12N\n" +
-	"\aRecords\x12 .raisfs.master.v1.RecordsRequest\x1a!.raisfs.master.v1.RecordsResponseB'Z%github.com/raisfs/raisfs/api/masterpbb\x06proto3"
+	"\aRecords\x12 .raisfs.master.v1.RecordsRequest\x1a!.raisfs.master.v1.RecordsResponse\x12P\n" +
+	"\fWatchRecords\x12\x1e.raisfs.master.v1.WatchRequest\x1a\x1c.raisfs.master.v1.WatchEvent(\x010\x01B'Z%github.com/raisfs/raisfs/api/masterpbb\x06proto3"
 
 var (
 	file_master_proto_rawDescOnce sync.Once
@@ -3076,111 +3240,115 @@ func file_master_proto_rawDescGZIP() []byte {
 	return file_master_proto_rawDescData
 }
 
-var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_master_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_master_proto_goTypes = []any{
-	(*TxnResponse)(nil),              // 0: raisfs.master.v1.TxnResponse
-	(*RecordsRequest)(nil),           // 1: raisfs.master.v1.RecordsRequest
-	(*RecordEntry)(nil),              // 2: raisfs.master.v1.RecordEntry
-	(*RecordsResponse)(nil),          // 3: raisfs.master.v1.RecordsResponse
-	(*Replica)(nil),                  // 4: raisfs.master.v1.Replica
-	(*BeginPutRequest)(nil),          // 5: raisfs.master.v1.BeginPutRequest
-	(*BeginPutResponse)(nil),         // 6: raisfs.master.v1.BeginPutResponse
-	(*CommitPutRequest)(nil),         // 7: raisfs.master.v1.CommitPutRequest
-	(*CommitPutResponse)(nil),        // 8: raisfs.master.v1.CommitPutResponse
-	(*ItemError)(nil),                // 9: raisfs.master.v1.ItemError
-	(*BeginPutsRequest)(nil),         // 10: raisfs.master.v1.BeginPutsRequest
-	(*BeginPutsResponse)(nil),        // 11: raisfs.master.v1.BeginPutsResponse
-	(*BeginPutResult)(nil),           // 12: raisfs.master.v1.BeginPutResult
-	(*CommitPutsRequest)(nil),        // 13: raisfs.master.v1.CommitPutsRequest
-	(*CommitPutsResponse)(nil),       // 14: raisfs.master.v1.CommitPutsResponse
-	(*CommitPutResult)(nil),          // 15: raisfs.master.v1.CommitPutResult
-	(*LookupRequest)(nil),            // 16: raisfs.master.v1.LookupRequest
-	(*LookupResponse)(nil),           // 17: raisfs.master.v1.LookupResponse
-	(*DeleteRequest)(nil),            // 18: raisfs.master.v1.DeleteRequest
-	(*DeleteResponse)(nil),           // 19: raisfs.master.v1.DeleteResponse
-	(*ListRequest)(nil),              // 20: raisfs.master.v1.ListRequest
-	(*ListEntry)(nil),                // 21: raisfs.master.v1.ListEntry
-	(*ListResponse)(nil),             // 22: raisfs.master.v1.ListResponse
-	(*VolumeReport)(nil),             // 23: raisfs.master.v1.VolumeReport
-	(*HeartbeatRequest)(nil),         // 24: raisfs.master.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 25: raisfs.master.v1.HeartbeatResponse
-	(*StatusRequest)(nil),            // 26: raisfs.master.v1.StatusRequest
-	(*MasterStatus)(nil),             // 27: raisfs.master.v1.MasterStatus
-	(*ChunkServerStatus)(nil),        // 28: raisfs.master.v1.ChunkServerStatus
-	(*StatusResponse)(nil),           // 29: raisfs.master.v1.StatusResponse
-	(*AddMasterRequest)(nil),         // 30: raisfs.master.v1.AddMasterRequest
-	(*AddMasterResponse)(nil),        // 31: raisfs.master.v1.AddMasterResponse
-	(*RemoveMasterRequest)(nil),      // 32: raisfs.master.v1.RemoveMasterRequest
-	(*RemoveMasterResponse)(nil),     // 33: raisfs.master.v1.RemoveMasterResponse
-	(*ReportBadReplicaRequest)(nil),  // 34: raisfs.master.v1.ReportBadReplicaRequest
-	(*ReportBadReplicaResponse)(nil), // 35: raisfs.master.v1.ReportBadReplicaResponse
-	(*DrainRequest)(nil),             // 36: raisfs.master.v1.DrainRequest
-	(*DrainResponse)(nil),            // 37: raisfs.master.v1.DrainResponse
-	(*FsckRequest)(nil),              // 38: raisfs.master.v1.FsckRequest
-	(*FsckResponse)(nil),             // 39: raisfs.master.v1.FsckResponse
-	(*RebalanceRequest)(nil),         // 40: raisfs.master.v1.RebalanceRequest
-	(*VolumeMove)(nil),               // 41: raisfs.master.v1.VolumeMove
-	(*RebalanceResponse)(nil),        // 42: raisfs.master.v1.RebalanceResponse
-	(*SetClassRequest)(nil),          // 43: raisfs.master.v1.SetClassRequest
-	(*SetClassResponse)(nil),         // 44: raisfs.master.v1.SetClassResponse
-	(*txnpb.Txn)(nil),                // 45: raisfs.txn.v1.Txn
+	(*WatchRequest)(nil),             // 0: raisfs.master.v1.WatchRequest
+	(*WatchEvent)(nil),               // 1: raisfs.master.v1.WatchEvent
+	(*TxnResponse)(nil),              // 2: raisfs.master.v1.TxnResponse
+	(*RecordsRequest)(nil),           // 3: raisfs.master.v1.RecordsRequest
+	(*RecordEntry)(nil),              // 4: raisfs.master.v1.RecordEntry
+	(*RecordsResponse)(nil),          // 5: raisfs.master.v1.RecordsResponse
+	(*Replica)(nil),                  // 6: raisfs.master.v1.Replica
+	(*BeginPutRequest)(nil),          // 7: raisfs.master.v1.BeginPutRequest
+	(*BeginPutResponse)(nil),         // 8: raisfs.master.v1.BeginPutResponse
+	(*CommitPutRequest)(nil),         // 9: raisfs.master.v1.CommitPutRequest
+	(*CommitPutResponse)(nil),        // 10: raisfs.master.v1.CommitPutResponse
+	(*ItemError)(nil),                // 11: raisfs.master.v1.ItemError
+	(*BeginPutsRequest)(nil),         // 12: raisfs.master.v1.BeginPutsRequest
+	(*BeginPutsResponse)(nil),        // 13: raisfs.master.v1.BeginPutsResponse
+	(*BeginPutResult)(nil),           // 14: raisfs.master.v1.BeginPutResult
+	(*CommitPutsRequest)(nil),        // 15: raisfs.master.v1.CommitPutsRequest
+	(*CommitPutsResponse)(nil),       // 16: raisfs.master.v1.CommitPutsResponse
+	(*CommitPutResult)(nil),          // 17: raisfs.master.v1.CommitPutResult
+	(*LookupRequest)(nil),            // 18: raisfs.master.v1.LookupRequest
+	(*LookupResponse)(nil),           // 19: raisfs.master.v1.LookupResponse
+	(*DeleteRequest)(nil),            // 20: raisfs.master.v1.DeleteRequest
+	(*DeleteResponse)(nil),           // 21: raisfs.master.v1.DeleteResponse
+	(*ListRequest)(nil),              // 22: raisfs.master.v1.ListRequest
+	(*ListEntry)(nil),                // 23: raisfs.master.v1.ListEntry
+	(*ListResponse)(nil),             // 24: raisfs.master.v1.ListResponse
+	(*VolumeReport)(nil),             // 25: raisfs.master.v1.VolumeReport
+	(*HeartbeatRequest)(nil),         // 26: raisfs.master.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 27: raisfs.master.v1.HeartbeatResponse
+	(*StatusRequest)(nil),            // 28: raisfs.master.v1.StatusRequest
+	(*MasterStatus)(nil),             // 29: raisfs.master.v1.MasterStatus
+	(*ChunkServerStatus)(nil),        // 30: raisfs.master.v1.ChunkServerStatus
+	(*StatusResponse)(nil),           // 31: raisfs.master.v1.StatusResponse
+	(*AddMasterRequest)(nil),         // 32: raisfs.master.v1.AddMasterRequest
+	(*AddMasterResponse)(nil),        // 33: raisfs.master.v1.AddMasterResponse
+	(*RemoveMasterRequest)(nil),      // 34: raisfs.master.v1.RemoveMasterRequest
+	(*RemoveMasterResponse)(nil),     // 35: raisfs.master.v1.RemoveMasterResponse
+	(*ReportBadReplicaRequest)(nil),  // 36: raisfs.master.v1.ReportBadReplicaRequest
+	(*ReportBadReplicaResponse)(nil), // 37: raisfs.master.v1.ReportBadReplicaResponse
+	(*DrainRequest)(nil),             // 38: raisfs.master.v1.DrainRequest
+	(*DrainResponse)(nil),            // 39: raisfs.master.v1.DrainResponse
+	(*FsckRequest)(nil),              // 40: raisfs.master.v1.FsckRequest
+	(*FsckResponse)(nil),             // 41: raisfs.master.v1.FsckResponse
+	(*RebalanceRequest)(nil),         // 42: raisfs.master.v1.RebalanceRequest
+	(*VolumeMove)(nil),               // 43: raisfs.master.v1.VolumeMove
+	(*RebalanceResponse)(nil),        // 44: raisfs.master.v1.RebalanceResponse
+	(*SetClassRequest)(nil),          // 45: raisfs.master.v1.SetClassRequest
+	(*SetClassResponse)(nil),         // 46: raisfs.master.v1.SetClassResponse
+	(*txnpb.Txn)(nil),                // 47: raisfs.txn.v1.Txn
 }
 var file_master_proto_depIdxs = []int32{
-	2,  // 0: raisfs.master.v1.RecordsResponse.records:type_name -> raisfs.master.v1.RecordEntry
-	4,  // 1: raisfs.master.v1.BeginPutResponse.replicas:type_name -> raisfs.master.v1.Replica
-	5,  // 2: raisfs.master.v1.BeginPutsRequest.puts:type_name -> raisfs.master.v1.BeginPutRequest
-	12, // 3: raisfs.master.v1.BeginPutsResponse.results:type_name -> raisfs.master.v1.BeginPutResult
-	6,  // 4: raisfs.master.v1.BeginPutResult.put:type_name -> raisfs.master.v1.BeginPutResponse
-	9,  // 5: raisfs.master.v1.BeginPutResult.error:type_name -> raisfs.master.v1.ItemError
-	7,  // 6: raisfs.master.v1.CommitPutsRequest.puts:type_name -> raisfs.master.v1.CommitPutRequest
-	15, // 7: raisfs.master.v1.CommitPutsResponse.results:type_name -> raisfs.master.v1.CommitPutResult
-	9,  // 8: raisfs.master.v1.CommitPutResult.error:type_name -> raisfs.master.v1.ItemError
-	4,  // 9: raisfs.master.v1.LookupResponse.replicas:type_name -> raisfs.master.v1.Replica
-	21, // 10: raisfs.master.v1.ListResponse.entries:type_name -> raisfs.master.v1.ListEntry
-	23, // 11: raisfs.master.v1.HeartbeatRequest.volumes:type_name -> raisfs.master.v1.VolumeReport
-	27, // 12: raisfs.master.v1.StatusResponse.masters:type_name -> raisfs.master.v1.MasterStatus
-	28, // 13: raisfs.master.v1.StatusResponse.chunkservers:type_name -> raisfs.master.v1.ChunkServerStatus
-	41, // 14: raisfs.master.v1.RebalanceResponse.moves:type_name -> raisfs.master.v1.VolumeMove
-	5,  // 15: raisfs.master.v1.Master.BeginPut:input_type -> raisfs.master.v1.BeginPutRequest
-	7,  // 16: raisfs.master.v1.Master.CommitPut:input_type -> raisfs.master.v1.CommitPutRequest
-	10, // 17: raisfs.master.v1.Master.BeginPuts:input_type -> raisfs.master.v1.BeginPutsRequest
-	13, // 18: raisfs.master.v1.Master.CommitPuts:input_type -> raisfs.master.v1.CommitPutsRequest
-	16, // 19: raisfs.master.v1.Master.Lookup:input_type -> raisfs.master.v1.LookupRequest
-	18, // 20: raisfs.master.v1.Master.Delete:input_type -> raisfs.master.v1.DeleteRequest
-	20, // 21: raisfs.master.v1.Master.List:input_type -> raisfs.master.v1.ListRequest
-	36, // 22: raisfs.master.v1.Master.Drain:input_type -> raisfs.master.v1.DrainRequest
-	38, // 23: raisfs.master.v1.Master.Fsck:input_type -> raisfs.master.v1.FsckRequest
-	40, // 24: raisfs.master.v1.Master.Rebalance:input_type -> raisfs.master.v1.RebalanceRequest
-	43, // 25: raisfs.master.v1.Master.SetClass:input_type -> raisfs.master.v1.SetClassRequest
-	24, // 26: raisfs.master.v1.Master.Heartbeat:input_type -> raisfs.master.v1.HeartbeatRequest
-	26, // 27: raisfs.master.v1.Master.Status:input_type -> raisfs.master.v1.StatusRequest
-	30, // 28: raisfs.master.v1.Master.AddMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	32, // 29: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
-	34, // 30: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
-	30, // 31: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
-	45, // 32: raisfs.master.v1.Master.Txn:input_type -> raisfs.txn.v1.Txn
-	1,  // 33: raisfs.master.v1.Master.Records:input_type -> raisfs.master.v1.RecordsRequest
-	6,  // 34: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
-	8,  // 35: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
-	11, // 36: raisfs.master.v1.Master.BeginPuts:output_type -> raisfs.master.v1.BeginPutsResponse
-	14, // 37: raisfs.master.v1.Master.CommitPuts:output_type -> raisfs.master.v1.CommitPutsResponse
-	17, // 38: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
-	19, // 39: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
-	22, // 40: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
-	37, // 41: raisfs.master.v1.Master.Drain:output_type -> raisfs.master.v1.DrainResponse
-	39, // 42: raisfs.master.v1.Master.Fsck:output_type -> raisfs.master.v1.FsckResponse
-	42, // 43: raisfs.master.v1.Master.Rebalance:output_type -> raisfs.master.v1.RebalanceResponse
-	44, // 44: raisfs.master.v1.Master.SetClass:output_type -> raisfs.master.v1.SetClassResponse
-	25, // 45: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
-	29, // 46: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
-	31, // 47: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	33, // 48: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
-	35, // 49: raisfs.master.v1.Master.ReportBadReplica:output_type -> raisfs.master.v1.ReportBadReplicaResponse
-	31, // 50: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
-	0,  // 51: raisfs.master.v1.Master.Txn:output_type -> raisfs.master.v1.TxnResponse
-	3,  // 52: raisfs.master.v1.Master.Records:output_type -> raisfs.master.v1.RecordsResponse
-	34, // [34:53] is the sub-list for method output_type
-	15, // [15:34] is the sub-list for method input_type
+	4,  // 0: raisfs.master.v1.RecordsResponse.records:type_name -> raisfs.master.v1.RecordEntry
+	6,  // 1: raisfs.master.v1.BeginPutResponse.replicas:type_name -> raisfs.master.v1.Replica
+	7,  // 2: raisfs.master.v1.BeginPutsRequest.puts:type_name -> raisfs.master.v1.BeginPutRequest
+	14, // 3: raisfs.master.v1.BeginPutsResponse.results:type_name -> raisfs.master.v1.BeginPutResult
+	8,  // 4: raisfs.master.v1.BeginPutResult.put:type_name -> raisfs.master.v1.BeginPutResponse
+	11, // 5: raisfs.master.v1.BeginPutResult.error:type_name -> raisfs.master.v1.ItemError
+	9,  // 6: raisfs.master.v1.CommitPutsRequest.puts:type_name -> raisfs.master.v1.CommitPutRequest
+	17, // 7: raisfs.master.v1.CommitPutsResponse.results:type_name -> raisfs.master.v1.CommitPutResult
+	11, // 8: raisfs.master.v1.CommitPutResult.error:type_name -> raisfs.master.v1.ItemError
+	6,  // 9: raisfs.master.v1.LookupResponse.replicas:type_name -> raisfs.master.v1.Replica
+	23, // 10: raisfs.master.v1.ListResponse.entries:type_name -> raisfs.master.v1.ListEntry
+	25, // 11: raisfs.master.v1.HeartbeatRequest.volumes:type_name -> raisfs.master.v1.VolumeReport
+	29, // 12: raisfs.master.v1.StatusResponse.masters:type_name -> raisfs.master.v1.MasterStatus
+	30, // 13: raisfs.master.v1.StatusResponse.chunkservers:type_name -> raisfs.master.v1.ChunkServerStatus
+	43, // 14: raisfs.master.v1.RebalanceResponse.moves:type_name -> raisfs.master.v1.VolumeMove
+	7,  // 15: raisfs.master.v1.Master.BeginPut:input_type -> raisfs.master.v1.BeginPutRequest
+	9,  // 16: raisfs.master.v1.Master.CommitPut:input_type -> raisfs.master.v1.CommitPutRequest
+	12, // 17: raisfs.master.v1.Master.BeginPuts:input_type -> raisfs.master.v1.BeginPutsRequest
+	15, // 18: raisfs.master.v1.Master.CommitPuts:input_type -> raisfs.master.v1.CommitPutsRequest
+	18, // 19: raisfs.master.v1.Master.Lookup:input_type -> raisfs.master.v1.LookupRequest
+	20, // 20: raisfs.master.v1.Master.Delete:input_type -> raisfs.master.v1.DeleteRequest
+	22, // 21: raisfs.master.v1.Master.List:input_type -> raisfs.master.v1.ListRequest
+	38, // 22: raisfs.master.v1.Master.Drain:input_type -> raisfs.master.v1.DrainRequest
+	40, // 23: raisfs.master.v1.Master.Fsck:input_type -> raisfs.master.v1.FsckRequest
+	42, // 24: raisfs.master.v1.Master.Rebalance:input_type -> raisfs.master.v1.RebalanceRequest
+	45, // 25: raisfs.master.v1.Master.SetClass:input_type -> raisfs.master.v1.SetClassRequest
+	26, // 26: raisfs.master.v1.Master.Heartbeat:input_type -> raisfs.master.v1.HeartbeatRequest
+	28, // 27: raisfs.master.v1.Master.Status:input_type -> raisfs.master.v1.StatusRequest
+	32, // 28: raisfs.master.v1.Master.AddMaster:input_type -> raisfs.master.v1.AddMasterRequest
+	34, // 29: raisfs.master.v1.Master.RemoveMaster:input_type -> raisfs.master.v1.RemoveMasterRequest
+	36, // 30: raisfs.master.v1.Master.ReportBadReplica:input_type -> raisfs.master.v1.ReportBadReplicaRequest
+	32, // 31: raisfs.master.v1.Master.AnnounceMaster:input_type -> raisfs.master.v1.AddMasterRequest
+	47, // 32: raisfs.master.v1.Master.Txn:input_type -> raisfs.txn.v1.Txn
+	3,  // 33: raisfs.master.v1.Master.Records:input_type -> raisfs.master.v1.RecordsRequest
+	0,  // 34: raisfs.master.v1.Master.WatchRecords:input_type -> raisfs.master.v1.WatchRequest
+	8,  // 35: raisfs.master.v1.Master.BeginPut:output_type -> raisfs.master.v1.BeginPutResponse
+	10, // 36: raisfs.master.v1.Master.CommitPut:output_type -> raisfs.master.v1.CommitPutResponse
+	13, // 37: raisfs.master.v1.Master.BeginPuts:output_type -> raisfs.master.v1.BeginPutsResponse
+	16, // 38: raisfs.master.v1.Master.CommitPuts:output_type -> raisfs.master.v1.CommitPutsResponse
+	19, // 39: raisfs.master.v1.Master.Lookup:output_type -> raisfs.master.v1.LookupResponse
+	21, // 40: raisfs.master.v1.Master.Delete:output_type -> raisfs.master.v1.DeleteResponse
+	24, // 41: raisfs.master.v1.Master.List:output_type -> raisfs.master.v1.ListResponse
+	39, // 42: raisfs.master.v1.Master.Drain:output_type -> raisfs.master.v1.DrainResponse
+	41, // 43: raisfs.master.v1.Master.Fsck:output_type -> raisfs.master.v1.FsckResponse
+	44, // 44: raisfs.master.v1.Master.Rebalance:output_type -> raisfs.master.v1.RebalanceResponse
+	46, // 45: raisfs.master.v1.Master.SetClass:output_type -> raisfs.master.v1.SetClassResponse
+	27, // 46: raisfs.master.v1.Master.Heartbeat:output_type -> raisfs.master.v1.HeartbeatResponse
+	31, // 47: raisfs.master.v1.Master.Status:output_type -> raisfs.master.v1.StatusResponse
+	33, // 48: raisfs.master.v1.Master.AddMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	35, // 49: raisfs.master.v1.Master.RemoveMaster:output_type -> raisfs.master.v1.RemoveMasterResponse
+	37, // 50: raisfs.master.v1.Master.ReportBadReplica:output_type -> raisfs.master.v1.ReportBadReplicaResponse
+	33, // 51: raisfs.master.v1.Master.AnnounceMaster:output_type -> raisfs.master.v1.AddMasterResponse
+	2,  // 52: raisfs.master.v1.Master.Txn:output_type -> raisfs.master.v1.TxnResponse
+	5,  // 53: raisfs.master.v1.Master.Records:output_type -> raisfs.master.v1.RecordsResponse
+	1,  // 54: raisfs.master.v1.Master.WatchRecords:output_type -> raisfs.master.v1.WatchEvent
+	35, // [35:55] is the sub-list for method output_type
+	15, // [15:35] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
 	15, // [15:15] is the sub-list for extension extendee
 	0,  // [0:15] is the sub-list for field type_name
@@ -3197,7 +3365,7 @@ func file_master_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_master_proto_rawDesc), len(file_master_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

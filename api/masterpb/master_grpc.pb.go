@@ -42,6 +42,7 @@ const (
 	Master_AnnounceMaster_FullMethodName   = "/raisfs.master.v1.Master/AnnounceMaster"
 	Master_Txn_FullMethodName              = "/raisfs.master.v1.Master/Txn"
 	Master_Records_FullMethodName          = "/raisfs.master.v1.Master/Records"
+	Master_WatchRecords_FullMethodName     = "/raisfs.master.v1.Master/WatchRecords"
 )
 
 // MasterClient is the client API for Master service.
@@ -101,6 +102,12 @@ type MasterClient interface {
 	Txn(ctx context.Context, in *txnpb.Txn, opts ...grpc.CallOption) (*TxnResponse, error)
 	// Records reads records by prefix (paged), linearizably.
 	Records(ctx context.Context, in *RecordsRequest, opts ...grpc.CallOption) (*RecordsResponse, error)
+	// WatchRecords keeps a client's cache of records linearizable: before
+	// it applies a transaction that writes a record the client watches, the
+	// leader tells the client and waits for its acknowledgement (or for the
+	// client's lease to run out). Only the leader serves it (NOT_LEADER
+	// elsewhere). See ARCHITECTURE.md, "Record cache".
+	WatchRecords(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchRequest, WatchEvent], error)
 }
 
 type masterClient struct {
@@ -301,6 +308,19 @@ func (c *masterClient) Records(ctx context.Context, in *RecordsRequest, opts ...
 	return out, nil
 }
 
+func (c *masterClient) WatchRecords(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchRequest, WatchEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Master_ServiceDesc.Streams[0], Master_WatchRecords_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, WatchEvent]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Master_WatchRecordsClient = grpc.BidiStreamingClient[WatchRequest, WatchEvent]
+
 // MasterServer is the server API for Master service.
 // All implementations must embed UnimplementedMasterServer
 // for forward compatibility.
@@ -358,6 +378,12 @@ type MasterServer interface {
 	Txn(context.Context, *txnpb.Txn) (*TxnResponse, error)
 	// Records reads records by prefix (paged), linearizably.
 	Records(context.Context, *RecordsRequest) (*RecordsResponse, error)
+	// WatchRecords keeps a client's cache of records linearizable: before
+	// it applies a transaction that writes a record the client watches, the
+	// leader tells the client and waits for its acknowledgement (or for the
+	// client's lease to run out). Only the leader serves it (NOT_LEADER
+	// elsewhere). See ARCHITECTURE.md, "Record cache".
+	WatchRecords(grpc.BidiStreamingServer[WatchRequest, WatchEvent]) error
 	mustEmbedUnimplementedMasterServer()
 }
 
@@ -424,6 +450,9 @@ func (UnimplementedMasterServer) Txn(context.Context, *txnpb.Txn) (*TxnResponse,
 }
 func (UnimplementedMasterServer) Records(context.Context, *RecordsRequest) (*RecordsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Records not implemented")
+}
+func (UnimplementedMasterServer) WatchRecords(grpc.BidiStreamingServer[WatchRequest, WatchEvent]) error {
+	return status.Error(codes.Unimplemented, "method WatchRecords not implemented")
 }
 func (UnimplementedMasterServer) mustEmbedUnimplementedMasterServer() {}
 func (UnimplementedMasterServer) testEmbeddedByValue()                {}
@@ -788,6 +817,13 @@ func _Master_Records_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Master_WatchRecords_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(MasterServer).WatchRecords(&grpc.GenericServerStream[WatchRequest, WatchEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Master_WatchRecordsServer = grpc.BidiStreamingServer[WatchRequest, WatchEvent]
+
 // Master_ServiceDesc is the grpc.ServiceDesc for Master service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -872,6 +908,13 @@ var Master_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Master_Records_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchRecords",
+			Handler:       _Master_WatchRecords_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "master.proto",
 }

@@ -1,0 +1,305 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/raisfs/raisfs"
+	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/internal/rpcerr"
+)
+
+// The record cache (Config.RecordCache). Reads of records through
+// CachedRecord are answered from memory while the leader has promised to
+// tell this client before any write to them (master/watch.go has the
+// protocol and why it is linearizable). This side keeps to three rules:
+//
+//   - A value is cached only if, when its read was sent, the key was
+//     confirmed watched on the current stream with no invalidation
+//     pending, and nothing about the key changed before the answer came
+//     (its generation counts invalidations and their ends).
+//   - A cached value is used only while the lease runs: the leader's
+//     answer to a ping, counted from when the ping was sent.
+//   - When the stream ends, everything is dropped.
+
+const (
+	// watchPingEvery: the leader's read lease lasts half a heartbeat
+	// timeout (150 ms by default); pinging well within it keeps the lease
+	// continuous while reads come.
+	watchPingEvery = 40 * time.Millisecond
+	// watchIdleAfter: with no cached read for this long, the stream stops
+	// pinging (an idle front end costs the leader nothing but the stream).
+	watchIdleAfter = 2 * time.Second
+)
+
+type cachedRecord struct {
+	r  Record
+	ok bool // false: the record does not exist
+}
+
+// recordCache is the client's cache of watched records.
+type recordCache struct {
+	c   *Client
+	max int // keys watched at most
+	wg  sync.WaitGroup
+
+	mu         sync.Mutex
+	epoch      uint64 // stream generation
+	send       chan *masterpb.WatchRequest
+	leaseUntil time.Time
+	lastUse    time.Time
+	wake       chan struct{} // capacity 1: a read wants the stream pinging again
+	requested  map[string]bool
+	watched    map[string]bool
+	pending    map[string]int
+	gen        map[string]uint64
+	entries    map[string]cachedRecord
+	invals     map[uint64][]string
+	pings      map[uint64]time.Time
+	nextPing   uint64
+
+	hits, misses int64
+}
+
+func newRecordCache(c *Client, max int) *recordCache {
+	rc := &recordCache{c: c, max: max, wake: make(chan struct{}, 1), requested: map[string]bool{}}
+	rc.resetLocked()
+	rc.wg.Go(rc.run)
+	return rc
+}
+
+// resetLocked drops everything the stream promised.
+func (rc *recordCache) resetLocked() {
+	rc.epoch++
+	rc.send = nil
+	rc.leaseUntil = time.Time{}
+	rc.watched = map[string]bool{}
+	rc.pending = map[string]int{}
+	rc.gen = map[string]uint64{}
+	rc.entries = map[string]cachedRecord{}
+	rc.invals = map[uint64][]string{}
+	rc.pings = map[uint64]time.Time{}
+}
+
+// run keeps a stream to the leader open until the client closes.
+func (rc *recordCache) run() {
+	ctx := rc.c.ctx
+	backoff := 10 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := rc.session(ctx)
+		rc.mu.Lock()
+		rc.resetLocked()
+		rc.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > 5*time.Second {
+			backoff = 10 * time.Millisecond
+		}
+		rc.c.log.Debug("record watch ended", "err", err)
+		rc.c.leaderCheck.Store(0)
+		t := time.NewTimer(backoff + rand.N(backoff))
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// session runs one stream until it fails.
+func (rc *recordCache) session(ctx context.Context) error {
+	c := rc.c
+	c.findLeader(ctx)
+	cur := c.next.Load()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.masters[int(cur)%len(c.masters)].WatchRecords(sctx)
+	if err != nil {
+		c.next.CompareAndSwap(cur, cur+1)
+		return err
+	}
+	send := make(chan *masterpb.WatchRequest, 256)
+	rc.mu.Lock()
+	rc.send = send
+	var keys [][]byte
+	for k := range rc.requested {
+		keys = append(keys, []byte(k))
+	}
+	rc.mu.Unlock()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() {
+		defer cancel()
+		ping := time.NewTicker(watchPingEvery)
+		defer ping.Stop()
+		if len(keys) > 0 {
+			if stream.Send(&masterpb.WatchRequest{Add: keys}) != nil {
+				return
+			}
+		}
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case req := <-send:
+				if stream.Send(req) != nil {
+					return
+				}
+			case <-rc.wake:
+				if stream.Send(rc.ping()) != nil {
+					return
+				}
+			case <-ping.C:
+				rc.mu.Lock()
+				idle := time.Since(rc.lastUse) > watchIdleAfter
+				rc.mu.Unlock()
+				if !idle && stream.Send(rc.ping()) != nil {
+					return
+				}
+			}
+		}
+	})
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			if isNotLeader(err) {
+				c.next.CompareAndSwap(cur, cur+1)
+			}
+			return err
+		}
+		if ack := rc.handle(ev); ack > 0 {
+			select {
+			case send <- &masterpb.WatchRequest{Ack: ack}:
+			case <-sctx.Done():
+				return sctx.Err()
+			}
+		}
+	}
+}
+
+func isNotLeader(err error) bool {
+	return errors.Is(rpcerr.FromStatus(err), raisfs.ErrNotLeader)
+}
+
+// ping records a ping's sending time and returns it.
+func (rc *recordCache) ping() *masterpb.WatchRequest {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.nextPing++
+	rc.pings[rc.nextPing] = time.Now()
+	return &masterpb.WatchRequest{Ping: rc.nextPing}
+}
+
+// handle applies one event; it returns the invalidation to acknowledge.
+func (rc *recordCache) handle(ev *masterpb.WatchEvent) (ack uint64) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for _, k := range ev.Added {
+		rc.watched[string(k)] = true
+	}
+	if ev.Seq > 0 {
+		keys := make([]string, len(ev.Invalidate))
+		for i, k := range ev.Invalidate {
+			keys[i] = string(k)
+			delete(rc.entries, keys[i])
+			rc.pending[keys[i]]++
+			rc.gen[keys[i]]++
+		}
+		rc.invals[ev.Seq] = keys
+		ack = ev.Seq
+	}
+	if ev.Done > 0 {
+		for _, k := range rc.invals[ev.Done] {
+			if rc.pending[k]--; rc.pending[k] <= 0 {
+				delete(rc.pending, k)
+			}
+			rc.gen[k]++
+		}
+		delete(rc.invals, ev.Done)
+	}
+	if ev.Pong > 0 {
+		if sent, ok := rc.pings[ev.Pong]; ok {
+			delete(rc.pings, ev.Pong)
+			if ev.LeaseNanos > 0 {
+				if until := sent.Add(time.Duration(ev.LeaseNanos)); until.After(rc.leaseUntil) {
+					rc.leaseUntil = until
+				}
+			}
+		}
+	}
+	return ack
+}
+
+// get reads key through the cache.
+func (rc *recordCache) get(ctx context.Context, key string) (Record, bool, error) {
+	rc.mu.Lock()
+	now := time.Now()
+	if now.Sub(rc.lastUse) > watchIdleAfter {
+		select { // the stream stopped pinging: start again
+		case rc.wake <- struct{}{}:
+		default:
+		}
+	}
+	rc.lastUse = now
+	usable := rc.send != nil && rc.watched[key] && rc.pending[key] == 0
+	if usable && now.Before(rc.leaseUntil) {
+		if e, ok := rc.entries[key]; ok {
+			rc.hits++
+			rc.mu.Unlock()
+			return e.r, e.ok, nil
+		}
+	}
+	if !rc.requested[key] && len(rc.requested) < rc.max {
+		rc.requested[key] = true
+		if rc.send != nil {
+			select {
+			case rc.send <- &masterpb.WatchRequest{Add: [][]byte{[]byte(key)}}:
+			default: // the stream is stuck; the next one adds it
+			}
+		}
+	}
+	epoch, g := rc.epoch, rc.gen[key]
+	rc.misses++
+	rc.mu.Unlock()
+
+	r, ok, err := rc.c.Record(ctx, key)
+	if err != nil {
+		return Record{}, false, err
+	}
+	if usable {
+		rc.mu.Lock()
+		if rc.epoch == epoch && rc.gen[key] == g && rc.watched[key] && rc.pending[key] == 0 {
+			rc.entries[key] = cachedRecord{r: r, ok: ok}
+		}
+		rc.mu.Unlock()
+	}
+	return r, ok, nil
+}
+
+// CachedRecord reads the record at key as Record does, linearizably, but
+// answers from the client's record cache when it can (Config.RecordCache;
+// without it, it is Record). The returned Value must not be modified.
+func (c *Client) CachedRecord(ctx context.Context, key string) (Record, bool, error) {
+	if c.records == nil {
+		return c.Record(ctx, key)
+	}
+	return c.records.get(ctx, key)
+}
+
+// RecordCacheStats returns the record cache's hits and misses.
+func (c *Client) RecordCacheStats() (hits, misses int64) {
+	if c.records == nil {
+		return 0, 0
+	}
+	c.records.mu.Lock()
+	defer c.records.mu.Unlock()
+	return c.records.hits, c.records.misses
+}

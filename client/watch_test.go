@@ -1,0 +1,141 @@
+package client_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/raisfs/raisfs/client"
+	"github.com/raisfs/raisfs/internal/testcluster"
+)
+
+// A record read through the cache is linearizable: right after another
+// client's write is acknowledged, the cached reader sees it; between
+// writes, its reads are answered from memory.
+func TestClient_RecordCacheSeesEveryAcknowledgedWrite(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	reader := mustClient(t, cl.MasterAddrs(), func(cfg *client.Config) { cfg.RecordCache = 100 })
+	writer := mustClient(t, cl.MasterAddrs(), nil)
+	ctx := ctxT(t)
+	const key = "cache/k"
+	write := func(v string) {
+		t.Helper()
+		var tx client.Txn
+		if _, err := writer.Commit(ctx, tx.Put(key, []byte(v))); err != nil {
+			t.Fatalf("write %s: %v", v, err)
+		}
+	}
+	read := func() (string, bool) {
+		t.Helper()
+		r, ok, err := reader.CachedRecord(ctx, key)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		return string(r.Value), ok
+	}
+	if _, ok := read(); ok {
+		t.Fatal("record exists before any write")
+	}
+	write("v0")
+	// Until the key is confirmed watched and the lease granted, reads go
+	// to the leader; then they are cache hits.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h0, _ := reader.RecordCacheStats()
+		if v, _ := read(); v != "v0" {
+			t.Fatalf("read %q, want v0", v)
+		}
+		if h1, _ := reader.RecordCacheStats(); h1 > h0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no read was answered from the cache within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i := 1; i <= 50; i++ {
+		want := fmt.Sprintf("v%d", i)
+		write(want)
+		for range 5 {
+			if v, ok := read(); !ok || v != want {
+				t.Fatalf("after write %s was acknowledged, the cached reader read %q (exists %v)", want, v, ok)
+			}
+		}
+	}
+	var tx client.Txn
+	if _, err := writer.Commit(ctx, tx.Delete(key)); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := read(); ok {
+		t.Fatalf("after the delete, read %q", v)
+	}
+	// Writes through the caching client itself are seen too.
+	if _, err := reader.Commit(ctx, new(client.Txn).Put(key, []byte("own"))); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := read(); v != "own" {
+		t.Fatalf("after its own write, read %q", v)
+	}
+	hits, misses := reader.RecordCacheStats()
+	t.Logf("record cache: %d hits, %d misses", hits, misses)
+	if hits < 100 {
+		t.Fatalf("%d cache hits in 250 reads between writes: the cache was hardly used", hits)
+	}
+}
+
+// When the leader goes, the cache is dropped with its stream; reads stay
+// right through the new leader's writes.
+func TestClient_RecordCacheAcrossLeaderChange(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	reader := mustClient(t, cl.MasterAddrs(), func(cfg *client.Config) { cfg.RecordCache = 100 })
+	ctx := ctxT(t)
+	const key = "cache/failover"
+	put := func(c *client.Client, v string) {
+		t.Helper()
+		if _, err := c.Commit(ctx, new(client.Txn).Put(key, []byte(v))); err != nil {
+			t.Fatalf("write %s: %v", v, err)
+		}
+	}
+	put(reader, "before")
+	waitForHit(t, reader, key, "before")
+	leader := cl.Leader()
+	for i, m := range cl.Masters {
+		if m == leader {
+			cl.StopMaster(i)
+		}
+	}
+	cl.Leader()
+	writer := mustClient(t, cl.MasterAddrs(), nil)
+	put(writer, "after")
+	r, _, err := reader.CachedRecord(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(r.Value) != "after" {
+		t.Fatalf("after a leader change and a write through the new leader, read %q", r.Value)
+	}
+	waitForHit(t, reader, key, "after") // and the cache comes back
+}
+
+// waitForHit reads key through c's cache until a read is a hit.
+func waitForHit(t *testing.T, c *client.Client, key, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h0, _ := c.RecordCacheStats()
+		r, _, err := c.CachedRecord(ctxT(t), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(r.Value) != want {
+			t.Fatalf("read %q, want %q", r.Value, want)
+		}
+		if h1, _ := c.RecordCacheStats(); h1 > h0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no cache hit within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
