@@ -561,12 +561,14 @@ func (v *Volume) syncLoop() {
 		idx := v.idx
 		v.cond.Broadcast()
 		v.mu.Unlock()
-		close(b.done)
+		// Counted before the writers are released, so that a writer that
+		// reads the counters after its put sees its own fsync.
 		if m := v.opts.metrics; m != nil {
 			m.fsyncs.Inc()
 			m.fsyncBatch.Observe(float64(len(b.recs)))
 			m.fsyncSeconds.Observe(lastDur.Seconds())
 		}
+		close(b.done)
 		if syncIdx {
 			idx.Sync()
 		}
