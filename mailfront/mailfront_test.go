@@ -46,7 +46,8 @@ func startFront(t *testing.T, masters []string, maxSize int64) *front {
 
 func startFrontOn(t *testing.T, masters []string, maxSize int64, host string, tlsCfg *tls.Config) *front {
 	t.Helper()
-	c, err := client.New(context.Background(), client.Config{Masters: masters, Logger: testcluster.Logger(t)})
+	// As rais imap runs: mailbox records cached under the leader's watch.
+	c, err := client.New(context.Background(), client.Config{Masters: masters, Logger: testcluster.Logger(t), RecordCache: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}

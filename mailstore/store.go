@@ -336,7 +336,9 @@ func (s *Store) readMailbox(ctx context.Context, user, name string) (Mailbox, er
 	if !ValidMailbox(name) {
 		return Mailbox{}, fmt.Errorf("mailbox %q: %w", name, ErrBadName)
 	}
-	r, ok, err := s.c.Record(ctx, mboxKey(user, name))
+	// Every command reads its mailbox: through the client's record cache
+	// (linearizable; a plain read without client.Config.RecordCache).
+	r, ok, err := s.c.CachedRecord(ctx, mboxKey(user, name))
 	if err != nil {
 		return Mailbox{}, fmt.Errorf("read mailbox %q: %w", name, err)
 	}

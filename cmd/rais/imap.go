@@ -35,6 +35,7 @@ func runIMAP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	allowPlain := fl.Bool("allow-plaintext", false, "allow LOGIN without TLS from any address (without it: loopback only)")
 	maxSize := fl.Int64("max-message-size", 64<<20, "largest message accepted by APPEND and LMTP, in bytes")
 	bodyCache := fl.Int64("body-cache", 64<<20, "memory for recently stored or read message bodies, in bytes (0: none); bodies never change, so a cached one is never stale")
+	recordCache := fl.Int("record-cache", 100000, "mailbox records kept in memory under the leader's watch, so that a command does not ask the masters for its mailbox (0: ask every time); still linearizable: the leader invalidates them before any write")
 	hostname := fl.String("hostname", "localhost", "name announced in the LMTP greeting")
 	httpAddr := fl.String("http-addr", "", "HOST:PORT serving /metrics and /healthz (200 when the cluster answers; empty: none)")
 	logLevel := fl.String("log-level", "info", "log level: debug, info, warn or error")
@@ -74,7 +75,9 @@ func runIMAP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	// The mail store's object keys are random and never bound twice, so
 	// look-ups can be cached: a FETCH of a body skips the masters.
-	c, err := client.New(cctx, client.Config{Masters: strings.Split(*masters, ","), Logger: logger, LookupCache: 100000})
+	// Mailbox records are read by every command: cached under the
+	// leader's watch (client.Config.RecordCache).
+	c, err := client.New(cctx, client.Config{Masters: strings.Split(*masters, ","), Logger: logger, LookupCache: 100000, RecordCache: *recordCache})
 	cancel()
 	if err != nil {
 		return err
