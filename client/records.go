@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
+
+	"google.golang.org/grpc/metadata"
 
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
@@ -103,6 +106,34 @@ func (c *Client) Commit(ctx context.Context, t *Txn) (uint64, error) {
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
+	if c.records != nil {
+		var keys []string
+		for _, op := range t.pb.Ops {
+			switch o := op.Op.(type) {
+			case *txnpb.TxnOp_Put:
+				keys = append(keys, string(o.Put.Key))
+			case *txnpb.TxnOp_Delete:
+				keys = append(keys, string(o.Delete))
+			}
+		}
+		if len(keys) > 0 {
+			w, id := c.records.beginWrite(keys)
+			if id > 0 {
+				ctx = metadata.AppendToOutgoingContext(ctx, "x-rais-watch", strconv.FormatUint(id, 10))
+			}
+			rev, err := c.commit(ctx, t)
+			// Certain: applied, or refused before anything was proposed.
+			certain := err == nil || errors.Is(err, ErrCompareFailed) || errors.Is(err, ErrInvalidArgument) ||
+				errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) || errors.Is(err, raisfs.ErrPermissionDenied) ||
+				errors.Is(err, raisfs.ErrLeaseExpired)
+			c.records.endWrite(w, certain)
+			return rev, err
+		}
+	}
+	return c.commit(ctx, t)
+}
+
+func (c *Client) commit(ctx context.Context, t *Txn) (uint64, error) {
 	var outcomeUnknown error
 	var resp *masterpb.TxnResponse
 	err := c.call(ctx, "txn", func(ctx context.Context, m masterpb.MasterClient) (err error) {

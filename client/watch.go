@@ -48,6 +48,8 @@ type recordCache struct {
 
 	mu         sync.Mutex
 	epoch      uint64 // stream generation
+	id         uint64 // the stream's id at the leader (0: not known yet)
+	endSession context.CancelFunc
 	send       chan *masterpb.WatchRequest
 	leaseUntil time.Time
 	lastUse    time.Time
@@ -74,6 +76,8 @@ func newRecordCache(c *Client, max int) *recordCache {
 // resetLocked drops everything the stream promised.
 func (rc *recordCache) resetLocked() {
 	rc.epoch++
+	rc.id = 0
+	rc.endSession = nil
 	rc.send = nil
 	rc.leaseUntil = time.Time{}
 	rc.watched = map[string]bool{}
@@ -127,6 +131,7 @@ func (rc *recordCache) session(ctx context.Context) error {
 	send := make(chan *masterpb.WatchRequest, 256)
 	rc.mu.Lock()
 	rc.send = send
+	rc.endSession = cancel
 	var keys [][]byte
 	for k := range rc.requested {
 		keys = append(keys, []byte(k))
@@ -202,6 +207,9 @@ func (rc *recordCache) ping() *masterpb.WatchRequest {
 func (rc *recordCache) handle(ev *masterpb.WatchEvent) (ack uint64) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
+	if ev.WatcherId > 0 {
+		rc.id = ev.WatcherId
+	}
 	for _, k := range ev.Added {
 		rc.watched[string(k)] = true
 	}
@@ -282,6 +290,55 @@ func (rc *recordCache) get(ctx context.Context, key string) (Record, bool, error
 		rc.mu.Unlock()
 	}
 	return r, ok, nil
+}
+
+// ownWrite is a transaction of this client's in flight: the leader does
+// not invalidate this client's stream for it, so the client keeps the
+// keys out of its cache itself until the outcome is known.
+type ownWrite struct {
+	epoch uint64
+	keys  []string
+}
+
+// beginWrite drops keys and keeps them uncached until endWrite; it
+// returns the stream id to name in the transaction (0: none, and the
+// leader invalidates this client like any other).
+func (rc *recordCache) beginWrite(keys []string) (ownWrite, uint64) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.id == 0 {
+		return ownWrite{}, 0
+	}
+	for _, k := range keys {
+		delete(rc.entries, k)
+		rc.pending[k]++
+		rc.gen[k]++
+	}
+	return ownWrite{epoch: rc.epoch, keys: keys}, rc.id
+}
+
+// endWrite ends w. If the transaction may still apply (its outcome is
+// unknown), the stream is restarted: the leader will not tell this client
+// when it does, so nothing cached can be trusted.
+func (rc *recordCache) endWrite(w ownWrite, certain bool) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if w.epoch != rc.epoch || w.keys == nil {
+		return
+	}
+	if !certain {
+		if rc.endSession != nil {
+			rc.endSession()
+		}
+		rc.resetLocked()
+		return
+	}
+	for _, k := range w.keys {
+		if rc.pending[k]--; rc.pending[k] <= 0 {
+			delete(rc.pending, k)
+		}
+		rc.gen[k]++
+	}
 }
 
 // CachedRecord reads the record at key as Record does, linearizably, but

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
@@ -37,17 +38,42 @@ func (s *Server) Txn(ctx context.Context, req *txnpb.Txn) (*masterpb.TxnResponse
 		}
 	}
 	// Clients that cache a record this transaction may write drop it
-	// first (watch.go).
-	if keys := writtenRecords(req); len(keys) > 0 {
-		end, err := s.invalidate(ctx, keys)
+	// first (watch.go), and may cache it again once the entry has applied
+	// or certainly never will: when ctx ends first, only Raft's answer
+	// says so.
+	keys := writtenRecords(req)
+	if len(keys) == 0 {
+		r, err := s.apply(ctx, req)
 		if err != nil {
-			return nil, fmt.Errorf("txn: %w", err)
+			return nil, err
 		}
-		defer end()
+		return &masterpb.TxnResponse{Revision: r.Revision}, nil
 	}
-	r, err := s.apply(ctx, req)
+	end, err := s.invalidate(ctx, keys, writerWatch(ctx))
 	if err != nil {
+		return nil, fmt.Errorf("txn: %w", err)
+	}
+	data, err := raftfsm.Encode(time.Now().UnixNano(), req)
+	if err != nil {
+		end()
 		return nil, err
+	}
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	start := time.Now()
+	f := s.raft.Apply(data, timeout)
+	r := s.await(ctx, f, start)
+	if ctx.Err() == nil {
+		end() // await saw Raft's answer
+	} else {
+		// Raft answers every proposal (applied, leadership lost, or
+		// shutdown), so this goroutine ends with it.
+		go func() { f.Error(); end() }()
+	}
+	if r.Err != nil {
+		return nil, r.Err
 	}
 	return &masterpb.TxnResponse{Revision: r.Revision}, nil
 }

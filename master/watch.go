@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
@@ -47,8 +49,14 @@ import (
 // rates.
 const watchMargin = 5 * time.Millisecond
 
+// watchKey is the gRPC metadata key naming the writer's own watch stream
+// on a Txn: the client keeps its own cache right around its writes, so
+// the leader need not wait for it.
+const watchKey = "x-rais-watch"
+
 // watcher is one client's stream.
 type watcher struct {
+	id   uint64
 	send chan *masterpb.WatchEvent // to the stream's sender; never closed
 
 	mu         sync.Mutex
@@ -73,6 +81,7 @@ type watchRegistry struct {
 	pending  map[string]int                   // transactions invalidating the key
 	deferred map[string]map[*watcher]struct{} // adds waiting for pending to end
 	all      map[*watcher]struct{}
+	lastID   uint64
 	closed   bool
 }
 
@@ -132,15 +141,18 @@ func (r *watchRegistry) remove(w *watcher) {
 	}
 }
 
-// begin marks keys as being written and returns the watchers to tell.
-func (r *watchRegistry) begin(keys []string) map[*watcher][]string {
+// begin marks keys as being written and returns the watchers to tell
+// (all but the writer's own stream, self; 0: none).
+func (r *watchRegistry) begin(keys []string, self uint64) map[*watcher][]string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := map[*watcher][]string{}
 	for _, k := range keys {
 		r.pending[k]++
 		for w := range r.byKey[k] {
-			out[w] = append(out[w], k)
+			if w.id != self || self == 0 {
+				out[w] = append(out[w], k)
+			}
 		}
 	}
 	return out
@@ -178,13 +190,13 @@ func (w *watcher) post(ev *masterpb.WatchEvent) bool {
 	}
 }
 
-// invalidate tells every watcher of keys that they are about to be
-// written and waits until each has acknowledged or its lease has run out.
-// The returned function ends the write (call it once the transaction has
-// been applied or has failed).
-func (s *Server) invalidate(ctx context.Context, keys []string) (end func(), err error) {
+// invalidate tells every watcher of keys (but the writer's own, self)
+// that they are about to be written and waits until each has acknowledged
+// or its lease has run out. The returned function ends the write: call it
+// once the transaction has applied or certainly never will.
+func (s *Server) invalidate(ctx context.Context, keys []string, self uint64) (end func(), err error) {
 	r := s.watches
-	targets := r.begin(keys)
+	targets := r.begin(keys, self)
 	type sent struct {
 		w   *watcher
 		seq uint64
@@ -255,6 +267,20 @@ func (w *watcher) waitAck(ctx context.Context, seq uint64) error {
 	}
 }
 
+// writerWatch is the writer's own watch stream named in ctx's metadata.
+func writerWatch(ctx context.Context) uint64 {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return 0
+	}
+	for _, v := range md.Get(watchKey) {
+		if id, err := strconv.ParseUint(v, 10, 64); err == nil {
+			return id
+		}
+	}
+	return 0
+}
+
 // writtenRecords lists the record keys a transaction may write.
 func writtenRecords(t *txnpb.Txn) []string {
 	var keys []string
@@ -284,8 +310,14 @@ func (s *Server) WatchRecords(stream masterpb.Master_WatchRecordsServer) error {
 		r.mu.Unlock()
 		return fmt.Errorf("watch records: %w", raisfs.ErrUnavailable)
 	}
+	r.lastID++
+	w.id = r.lastID
 	r.all[w] = struct{}{}
 	r.mu.Unlock()
+	if err := stream.Send(&masterpb.WatchEvent{WatcherId: w.id}); err != nil {
+		r.remove(w)
+		return err
+	}
 	term := s.raft.CurrentTerm()
 	defer func() {
 		// The client may trust what it cached until its lease ends;

@@ -96,7 +96,11 @@ type WatchEvent struct {
 	Pong       uint64   `protobuf:"varint,5,opt,name=pong,proto3" json:"pong,omitempty"`  // answer to ping
 	// With pong: the cache may be used for this long from when the ping was
 	// sent (0: not at all).
-	LeaseNanos    int64 `protobuf:"varint,6,opt,name=lease_nanos,json=leaseNanos,proto3" json:"lease_nanos,omitempty"`
+	LeaseNanos int64 `protobuf:"varint,6,opt,name=lease_nanos,json=leaseNanos,proto3" json:"lease_nanos,omitempty"`
+	// First event of a stream: its id. A Txn sent with it in the metadata
+	// key x-rais-watch does not invalidate this stream (the client drops
+	// what it writes itself).
+	WatcherId     uint64 `protobuf:"varint,7,opt,name=watcher_id,json=watcherId,proto3" json:"watcher_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,6 +173,13 @@ func (x *WatchEvent) GetPong() uint64 {
 func (x *WatchEvent) GetLeaseNanos() int64 {
 	if x != nil {
 		return x.LeaseNanos
+	}
+	return 0
+}
+
+func (x *WatchEvent) GetWatcherId() uint64 {
+	if x != nil {
+		return x.WatcherId
 	}
 	return 0
 }
@@ -2990,7 +3001,7 @@ const file_master_proto_rawDesc = "" +
 	"\fWatchRequest\x12\x10\n" +
 	"\x03add\x18\x01 \x03(\fR\x03add\x12\x10\n" +
 	"\x03ack\x18\x02 \x01(\x04R\x03ack\x12\x12\n" +
-	"\x04ping\x18\x03 \x01(\x04R\x04ping\"\x9d\x01\n" +
+	"\x04ping\x18\x03 \x01(\x04R\x04ping\"\xbc\x01\n" +
 	"\n" +
 	"WatchEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1e\n" +
@@ -3001,7 +3012,9 @@ const file_master_proto_rawDesc = "" +
 	"\x05added\x18\x04 \x03(\fR\x05added\x12\x12\n" +
 	"\x04pong\x18\x05 \x01(\x04R\x04pong\x12\x1f\n" +
 	"\vlease_nanos\x18\x06 \x01(\x03R\n" +
-	"leaseNanos\")\n" +
+	"leaseNanos\x12\x1d\n" +
+	"\n" +
+	"watcher_id\x18\a \x01(\x04R\twatcherId\")\n" +
 	"\vTxnResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\"u\n" +
 	"\x0eRecordsRequest\x12\x16\n" +
