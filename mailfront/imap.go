@@ -1055,7 +1055,13 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	var headers map[uint32][]byte
 	if needsHeaders(criteria) {
 		// One ranged read of the header cache instead of one per message.
-		h, err := s.s.store.Headers(ctx, s.user, v.mbox)
+		live := make([]mailstore.Message, 0, len(v.uids))
+		for _, uid := range v.uids {
+			if !v.gone[uid] {
+				live = append(live, v.state[uid])
+			}
+		}
+		h, err := s.s.store.Headers(ctx, s.user, v.mbox, live)
 		if err != nil {
 			return nil, imapErr(err)
 		}

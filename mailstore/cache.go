@@ -56,6 +56,21 @@ func (c *bodyCache) get(key string) ([]byte, bool) {
 	return e.Value.(*cacheEntry).body, true
 }
 
+// peek is get without counting a hit or a miss (a look for a body's
+// header block).
+func (c *bodyCache) peek(key string) ([]byte, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.byKey[key]
+	if !ok {
+		return nil, false
+	}
+	return e.Value.(*cacheEntry).body, true
+}
+
 // add keeps body under key, evicting the least recently used entries to
 // stay within the budget.
 func (c *bodyCache) add(key string, body []byte) {

@@ -106,3 +106,68 @@ func TestStore_BodyCacheServesWhatTheClusterHolds(t *testing.T) {
 		t.Errorf("a store without a cache counted %+v", plain.CacheStats())
 	}
 }
+
+// Header blocks are kept in memory too (their index keys are never bound
+// to other bytes): a search's second pass over a mailbox reads nothing,
+// and what memory serves is what the index holds.
+func TestStore_HeadersFromMemoryMatchTheIndex(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	addrs := cl.MasterAddrs()
+	c, err := client.New(ctxT(t), client.Config{Masters: addrs, Logger: testcluster.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	cached := New(c, Options{MaxMessageSize: 1 << 20, BodyCache: 1 << 20, Logger: testcluster.Logger(t)})
+	plain := newStore(t, addrs)
+	ctx := ctxT(t)
+	for i := range 4 {
+		body := fmt.Appendf(nil, "Subject: m%d\r\nFrom: a@example.org\r\n\r\nbody %d\r\n", i, i)
+		if errs := plain.Deliver(ctx, []Recipient{{User: "bob"}}, body, time.Now()); errs[0] != nil {
+			t.Fatal(errs[0])
+		}
+	}
+	// One stored through the caching store: its header comes from its
+	// cached body.
+	if _, _, err := cached.Append(ctx, "bob", "INBOX", NewMessage{Body: []byte("Subject: m4\r\nTo: b@example.org\r\n\r\nbody 4\r\n")}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := plain.Mailbox(ctx, "bob", "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := plain.Messages(ctx, "bob", m)
+	if err != nil || len(msgs) != 5 {
+		t.Fatalf("messages %d, %v; want 5", len(msgs), err)
+	}
+	want, err := plain.Headers(ctx, "bob", m, msgs) // from the index
+	if err != nil || len(want) != 5 {
+		t.Fatalf("headers %d, %v; want 5", len(want), err)
+	}
+	for _, msg := range msgs {
+		if !bytes.HasPrefix(want[msg.UID], fmt.Appendf(nil, "Subject: m")) {
+			t.Fatalf("header of %d: %q", msg.UID, want[msg.UID])
+		}
+	}
+	first, err := cached.Headers(ctx, "bob", m, msgs) // the index, then kept
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := cached.CacheStats()
+	second, err := cached.Headers(ctx, "bob", m, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hits := cached.CacheStats().Hits - before.Hits; hits != 5 {
+		t.Errorf("second pass: %d headers from memory, want 5", hits)
+	}
+	for _, msg := range msgs {
+		if !bytes.Equal(first[msg.UID], want[msg.UID]) || !bytes.Equal(second[msg.UID], want[msg.UID]) {
+			t.Fatalf("header of %d: %q then %q, index %q", msg.UID, first[msg.UID], second[msg.UID], want[msg.UID])
+		}
+		h, err := cached.Header(ctx, "bob", m, msg)
+		if err != nil || !bytes.Equal(h, want[msg.UID]) {
+			t.Fatalf("Header of %d: %q, %v", msg.UID, h, err)
+		}
+	}
+}

@@ -1225,7 +1225,7 @@ func (s *Store) Copy(ctx context.Context, user, src, dst string, sel Selection, 
 		}
 		var headers map[uint32][]byte
 		if len(msgs) > 8 {
-			if headers, err = s.Headers(ctx, user, sm); err != nil {
+			if headers, err = s.Headers(ctx, user, sm, msgs); err != nil {
 				return err
 			}
 		}
@@ -1293,25 +1293,59 @@ func (s *Store) Copy(ctx context.Context, user, src, dst string, sel Selection, 
 	return srcUIDs, dstUIDs, uidValidity, err
 }
 
-// Header returns msg's header block (from the index when cached).
+// memHeader returns msg's header block from memory: the body cache holds
+// header blocks under their index keys, and whole bodies (whose first
+// HeaderLen bytes are the block). Both are immutable: a header record's
+// key names one message of one mailbox id, never reused, and is never
+// rewritten. The slice must not be modified.
+func (s *Store) memHeader(user string, m Mailbox, msg Message) ([]byte, bool) {
+	if h, ok := s.bodies.get(headerCacheKey(user, m.ID, msg.UID)); ok {
+		return h, true
+	}
+	if b, ok := s.bodies.peek(msg.obj); ok && int64(len(b)) >= msg.HeaderLen {
+		return b[:msg.HeaderLen], true
+	}
+	return nil, false
+}
+
+func headerCacheKey(user string, id uint64, uid uint32) string { return "hdr:" + hdrKey(user, id, uid) }
+
+// Header returns msg's header block (from memory, or the index when
+// cached there, or the message's first bytes).
 func (s *Store) Header(ctx context.Context, user string, m Mailbox, msg Message) ([]byte, error) {
+	if h, ok := s.memHeader(user, m, msg); ok {
+		return h, nil
+	}
 	if msg.headerCached {
 		r, ok, err := s.c.Record(ctx, hdrKey(user, m.ID, msg.UID))
 		if err != nil {
 			return nil, err
 		}
 		if ok {
+			s.bodies.add(headerCacheKey(user, m.ID, msg.UID), r.Value)
 			return r.Value, nil
 		}
 	}
 	return s.Range(ctx, msg, 0, msg.HeaderLen)
 }
 
-// Headers returns the cached header blocks of m's messages, by UID, in a
-// few ranged reads of the index (for searches over a whole mailbox).
-// Messages whose header is not cached are missing from the map.
-func (s *Store) Headers(ctx context.Context, user string, m Mailbox) (map[uint32][]byte, error) {
-	out := map[uint32][]byte{}
+// Headers returns the header blocks of msgs (messages of m), by UID: from
+// memory when every one is there, else in a few ranged reads of the index
+// (for searches over a whole mailbox). Messages whose header is in
+// neither are missing from the map.
+func (s *Store) Headers(ctx context.Context, user string, m Mailbox, msgs []Message) (map[uint32][]byte, error) {
+	out := make(map[uint32][]byte, len(msgs))
+	complete := true
+	for _, msg := range msgs {
+		if h, ok := s.memHeader(user, m, msg); ok {
+			out[msg.UID] = h
+		} else if msg.headerCached {
+			complete = false
+		}
+	}
+	if complete {
+		return out, nil
+	}
 	prefix := fmt.Sprintf("%shdr/%016x/", userPrefix(user), m.ID)
 	after := ""
 	for {
@@ -1320,7 +1354,9 @@ func (s *Store) Headers(ctx context.Context, user string, m Mailbox) (map[uint32
 			return nil, fmt.Errorf("read headers of %q: %w", m.Name, err)
 		}
 		for _, r := range p.Records {
-			out[uidOfKey(r.Key)] = r.Value
+			uid := uidOfKey(r.Key)
+			out[uid] = r.Value
+			s.bodies.add(headerCacheKey(user, m.ID, uid), r.Value)
 		}
 		if p.Next == "" {
 			return out, nil
