@@ -1193,19 +1193,42 @@ func needsHeaders(c *imap.SearchCriteria) bool {
 	})
 }
 
+// rawHdr returns the message's header block as stored.
+func (m *matcher) rawHdr() ([]byte, error) {
+	if m.cached == nil {
+		h, err := m.s.s.store.Header(m.ctx, m.s.user, m.s.sel.mbox, m.msg)
+		if err != nil {
+			return nil, err
+		}
+		m.cached = h
+	}
+	return m.cached, nil
+}
+
 func (m *matcher) hdr() (*mail.Header, error) {
 	if m.header == nil {
-		h := m.cached
-		if h == nil {
-			var err error
-			if h, err = m.s.s.store.Header(m.ctx, m.s.user, m.s.sel.mbox, m.msg); err != nil {
-				return nil, err
-			}
+		h, err := m.rawHdr()
+		if err != nil {
+			return nil, err
 		}
 		th, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(h)))
 		m.header = &mail.Header{Header: gomessage.Header{Header: th}}
 	}
 	return m.header, nil
+}
+
+// cannotMatch reports, without parsing the header block h, that no field
+// of it can contain pattern: the pattern is not in the block at all. That
+// holds only when parsing cannot make text that is not in the block: no
+// encoded words (=?charset?...?=) to decode, and no whitespace in the
+// pattern (unfolding joins continuation lines with a space). Most
+// messages fail a header search this way, and parsing every header
+// block was most of a search's time.
+func cannotMatch(h []byte, pattern string) bool {
+	if pattern == "" || strings.ContainsAny(pattern, " \t\r\n") || bytes.Contains(h, []byte("=?")) {
+		return false
+	}
+	return !bytes.Contains(bytes.ToLower(h), []byte(strings.ToLower(pattern)))
 }
 
 func (m *matcher) entity() (*gomessage.Entity, error) {
@@ -1259,6 +1282,15 @@ func (m *matcher) match(c *imap.SearchCriteria) (bool, error) {
 		return false, nil
 	}
 	if len(c.Header) > 0 || !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
+		raw, err := m.rawHdr()
+		if err != nil {
+			return false, err
+		}
+		for _, f := range c.Header {
+			if cannotMatch(raw, f.Value) {
+				return false, nil
+			}
+		}
 		h, err := m.hdr()
 		if err != nil {
 			return false, err
