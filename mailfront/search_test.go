@@ -23,7 +23,8 @@ func TestCannotMatch_NeverRulesOutAMatch(t *testing.T) {
 		"Subject:no space\r\n\r\n",
 	}
 	patterns := []string{"report", "REPORT", "folded subject", "subject line", "café", "Caf", "mixed case", "case",
-		"zürich", "ZÜRICH", "\xe9t\xe9", "no space", "space", "absent", "b@example", "line"}
+		"zürich", "ZÜRICH", "\xe9t\xe9", "no space", "space", "absent", "b@example", "line", "folded  subject",
+		"quarterly absent", " report ", "a folded subject line"}
 	ruledOut := 0
 	for _, h := range headers {
 		th, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader([]byte(h))))
@@ -44,7 +45,7 @@ func TestCannotMatch_NeverRulesOutAMatch(t *testing.T) {
 		t.Fatal("nothing was ruled out")
 	}
 	// And it does rule out the plain miss.
-	if !cannotMatch([]byte("Subject: hello\r\n\r\n"), "absent") {
+	if !cannotMatch([]byte("Subject: hello\r\n\r\n"), "absent") || !cannotMatch([]byte("Subject: bench 17\r\n\r\n"), "bench 1234") {
 		t.Error("a plain miss was not ruled out")
 	}
 }
