@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -58,6 +59,8 @@ const watchKey = "x-rais-watch"
 type watcher struct {
 	id   uint64
 	send chan *masterpb.WatchEvent // to the stream's sender; never closed
+	kill chan struct{}             // closed when an event could not be queued
+	once sync.Once
 
 	mu         sync.Mutex
 	seq        uint64        // last invalidation sequence sent
@@ -81,13 +84,13 @@ type watchRegistry struct {
 	pending  map[string]int                   // transactions invalidating the key
 	deferred map[string]map[*watcher]struct{} // adds waiting for pending to end
 	all      map[*watcher]struct{}
-	lastID   uint64
+	ids      map[uint64]bool
 	closed   bool
 }
 
 func newWatchRegistry() *watchRegistry {
 	return &watchRegistry{byKey: map[string]map[*watcher]struct{}{}, pending: map[string]int{},
-		deferred: map[string]map[*watcher]struct{}{}, all: map[*watcher]struct{}{}}
+		deferred: map[string]map[*watcher]struct{}{}, all: map[*watcher]struct{}{}, ids: map[uint64]bool{}}
 }
 
 func addTo(m map[string]map[*watcher]struct{}, k string, w *watcher) {
@@ -127,6 +130,7 @@ func (r *watchRegistry) remove(w *watcher) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.all, w)
+	delete(r.ids, w.id)
 	for k, set := range r.byKey {
 		delete(set, w)
 		if len(set) == 0 {
@@ -179,13 +183,16 @@ func (r *watchRegistry) end(keys []string) {
 	}
 }
 
-// post queues ev for w's stream; it reports false when the queue is full
-// (the client does not keep up: transactions then wait for its lease).
+// post queues ev for w's stream. When the queue is full (the client does
+// not keep up) the event is lost, so the stream is ended: the client drops
+// its whole cache when it sees that, and the stream grants no more leases;
+// a transaction that told it waits for the last lease to run out.
 func (w *watcher) post(ev *masterpb.WatchEvent) bool {
 	select {
 	case w.send <- ev:
 		return true
 	default:
+		w.once.Do(func() { close(w.kill) })
 		return false
 	}
 }
@@ -218,8 +225,7 @@ func (s *Server) invalidate(ctx context.Context, keys []string, self uint64) (en
 			bs[i] = []byte(k)
 		}
 		if !w.post(&masterpb.WatchEvent{Seq: seq, Invalidate: bs}) {
-			// The client would never see it: it must not use its cache
-			// past its lease, and cannot renew it (pings queue behind).
+			// Lost, and the stream is ending: wait out its lease.
 			w.mu.Lock()
 			w.gone = true
 			w.mu.Unlock()
@@ -303,15 +309,19 @@ func (s *Server) WatchRecords(stream masterpb.Master_WatchRecordsServer) error {
 		return fmt.Errorf("watch records: %w", raisfs.ErrNotLeader)
 	}
 	ctx := stream.Context()
-	w := &watcher{send: make(chan *masterpb.WatchEvent, 1024), ackCh: make(chan struct{})}
+	w := &watcher{send: make(chan *masterpb.WatchEvent, 1024), kill: make(chan struct{}), ackCh: make(chan struct{})}
 	r := s.watches
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		return fmt.Errorf("watch records: %w", raisfs.ErrUnavailable)
 	}
-	r.lastID++
-	w.id = r.lastID
+	// Random, not counted: a client may name its stream on a Txn that
+	// reaches another leader, where a counted id could be someone else's.
+	for w.id == 0 || r.ids[w.id] {
+		w.id = rand.Uint64()
+	}
+	r.ids[w.id] = true
 	r.all[w] = struct{}{}
 	r.mu.Unlock()
 	if err := stream.Send(&masterpb.WatchEvent{WatcherId: w.id}); err != nil {
@@ -362,6 +372,8 @@ func (s *Server) WatchRecords(stream masterpb.Master_WatchRecordsServer) error {
 			return err
 		case <-s.watchesClosed:
 			return fmt.Errorf("watch records: master shutting down: %w", raisfs.ErrUnavailable)
+		case <-w.kill:
+			return fmt.Errorf("watch records: the client fell behind: %w", raisfs.ErrUnavailable)
 		case <-check.C:
 			if s.raft.State() != raft.Leader || s.raft.CurrentTerm() != term {
 				return fmt.Errorf("watch records: %w", raisfs.ErrNotLeader)
