@@ -904,3 +904,40 @@ func (u *unsolicited) handler(t *testing.T) *imapclient.UnilateralDataHandler {
 		},
 	}
 }
+
+// With mailbox records cached by each front end, a flag changed through
+// one front end is seen by the very next command on another, every time:
+// the cache is dropped before the change is made.
+func TestIMAP_FlagChangesCrossFrontEndsAtOnce(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f1, f2 := startFront(t, cl.MasterAddrs(), 1<<20), startFront(t, cl.MasterAddrs(), 1<<20)
+	c1 := login(t, f1.imap, "alice", "pw-a", nil)
+	c2 := login(t, f2.imap, "alice", "pw-a", nil)
+	a := appendMsg(t, c1, "INBOX", []byte(simple))
+	for _, c := range []*imapclient.Client{c1, c2} {
+		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	uid := imap.UIDSetNum(a.UID)
+	for i := range 30 {
+		op := imap.StoreFlagsAdd
+		if i%2 == 1 {
+			op = imap.StoreFlagsDel
+		}
+		if _, err := c1.Store(uid, &imap.StoreFlags{Op: op, Flags: []imap.Flag{imap.FlagFlagged}, Silent: true}, nil).Collect(); err != nil {
+			t.Fatal(err)
+		}
+		// Two reads on the other front end: the first after the change,
+		// the second (most likely) from its cache.
+		for range 2 {
+			msgs, err := c2.Fetch(uid, &imap.FetchOptions{Flags: true, UID: true}).Collect()
+			if err != nil || len(msgs) != 1 {
+				t.Fatalf("FETCH: %v, %v", msgs, err)
+			}
+			if has := slices.Contains(msgs[0].Flags, imap.FlagFlagged); has != (op == imap.StoreFlagsAdd) {
+				t.Fatalf("round %d: after STORE %v through one front end, the other read flags %v", i, op, msgs[0].Flags)
+			}
+		}
+	}
+}
