@@ -62,19 +62,25 @@ type recordCache struct {
 	invals     map[uint64][]string
 	pings      map[uint64]time.Time
 	nextPing   uint64
+	waiters    map[string]map[chan struct{}]struct{} // RecordChanged, by key
 
 	hits, misses int64
 }
 
 func newRecordCache(c *Client, max int) *recordCache {
-	rc := &recordCache{c: c, max: max, wake: make(chan struct{}, 1), requested: map[string]bool{}}
+	rc := &recordCache{c: c, max: max, wake: make(chan struct{}, 1), requested: map[string]bool{},
+		waiters: map[string]map[chan struct{}]struct{}{}}
 	rc.resetLocked()
 	rc.wg.Go(rc.run)
 	return rc
 }
 
-// resetLocked drops everything the stream promised.
+// resetLocked drops everything the stream promised (and wakes every
+// RecordChanged waiter: what changed meanwhile is unknown).
 func (rc *recordCache) resetLocked() {
+	for k := range rc.waiters {
+		rc.notifyLocked(k)
+	}
 	rc.epoch++
 	rc.id = 0
 	rc.endSession = nil
@@ -230,6 +236,7 @@ func (rc *recordCache) handle(ev *masterpb.WatchEvent) (ack uint64) {
 				delete(rc.pending, k)
 			}
 			rc.gen[k]++
+			rc.notifyLocked(k)
 		}
 		delete(rc.invals, ev.Done)
 	}
@@ -338,6 +345,49 @@ func (rc *recordCache) endWrite(w ownWrite, certain bool) {
 			delete(rc.pending, k)
 		}
 		rc.gen[k]++
+		rc.notifyLocked(k)
+	}
+}
+
+// notifyLocked wakes the RecordChanged waiters of key.
+func (rc *recordCache) notifyLocked(key string) {
+	for ch := range rc.waiters[key] {
+		close(ch)
+	}
+	delete(rc.waiters, key)
+}
+
+// RecordChanged returns a channel that is closed when a write to key has
+// applied (or may have: the cache's stream was restarted) after this
+// call, as far as this client's record cache learns (Config.RecordCache:
+// the key must have been read with CachedRecord). It never fires without
+// the cache: callers keep polling as well. Call stop when no longer
+// waiting.
+func (c *Client) RecordChanged(key string) (changed <-chan struct{}, stop func()) {
+	if c.records == nil {
+		return nil, func() {}
+	}
+	rc := c.records
+	ch := make(chan struct{})
+	rc.mu.Lock()
+	set := rc.waiters[key]
+	if set == nil {
+		set = map[chan struct{}]struct{}{}
+		rc.waiters[key] = set
+	}
+	set[ch] = struct{}{}
+	rc.mu.Unlock()
+	return ch, func() {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		if set := rc.waiters[key]; set != nil {
+			if _, ok := set[ch]; ok {
+				delete(set, ch)
+				if len(set) == 0 {
+					delete(rc.waiters, key)
+				}
+			}
+		}
 	}
 }
 

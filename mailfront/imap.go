@@ -591,22 +591,37 @@ func (s *session) report(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	return nil
 }
 
-// Idle reports changes made through any front end: it polls the
-// mailbox's record (one linearizable read) every IdleInterval.
+// Idle reports changes made through any front end: it reads the
+// mailbox's record (one linearizable read, from the record cache when it
+// can) when the record cache hears of a change, and every IdleInterval.
 func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 	t := time.NewTicker(s.s.cfg.IdleInterval)
 	defer t.Stop()
 	for {
+		// Woken at once by a change to the mailbox made through any front
+		// end (the record cache hears of it from the leader), and by the
+		// ticker in any case. Watching starts before the poll, so a change
+		// made just after it is not missed.
+		var changed <-chan struct{}
+		unwatch := func() {}
+		if s.sel != nil {
+			changed, unwatch = s.s.store.MailboxChanged(s.user, s.sel.name)
+		}
+		if err := s.Poll(w, true); err != nil {
+			unwatch()
+			return err
+		}
 		select {
 		case <-stop:
+			unwatch()
 			return nil
 		case <-s.s.done:
+			unwatch()
 			return nil
 		case <-t.C:
-			if err := s.Poll(w, true); err != nil {
-				return err
-			}
+		case <-changed:
 		}
+		unwatch()
 	}
 }
 

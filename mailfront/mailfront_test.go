@@ -46,6 +46,17 @@ func startFront(t *testing.T, masters []string, maxSize int64) *front {
 
 func startFrontOn(t *testing.T, masters []string, maxSize int64, host string, tlsCfg *tls.Config) *front {
 	t.Helper()
+	return startFrontCfg(t, masters, maxSize, host, tlsCfg, nil)
+}
+
+// startFrontWith starts a front end on loopback whose config edit changes.
+func startFrontWith(t *testing.T, masters []string, edit func(*mailfront.Config)) *front {
+	t.Helper()
+	return startFrontCfg(t, masters, 1<<20, "127.0.0.1", nil, edit)
+}
+
+func startFrontCfg(t *testing.T, masters []string, maxSize int64, host string, tlsCfg *tls.Config, edit func(*mailfront.Config)) *front {
+	t.Helper()
 	// As rais imap runs: mailbox records cached under the leader's watch.
 	c, err := client.New(context.Background(), client.Config{Masters: masters, Logger: testcluster.Logger(t), RecordCache: 1000})
 	if err != nil {
@@ -56,10 +67,14 @@ func startFrontOn(t *testing.T, masters []string, maxSize int64, host string, tl
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := mailfront.New(mailfront.Config{
+	cfg := mailfront.Config{
 		Store: mailstore.New(c, mailstore.Options{MaxMessageSize: maxSize, Logger: testcluster.Logger(t)}), Users: users, TLS: tlsCfg,
 		IdleInterval: 50 * time.Millisecond, Logger: testcluster.Logger(t),
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := mailfront.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -940,4 +955,32 @@ func TestIMAP_FlagChangesCrossFrontEndsAtOnce(t *testing.T) {
 			}
 		}
 	}
+}
+
+// IDLE on one front end hears of a delivery through another at once (the
+// leader's invalidation wakes it), not at its next poll: here the poll
+// interval is an hour.
+func TestIMAP_IdleIsWokenByChangesElsewhere(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f1 := startFront(t, cl.MasterAddrs(), 1<<20)
+	f2 := startFrontWith(t, cl.MasterAddrs(), func(cfg *mailfront.Config) { cfg.IdleInterval = time.Hour })
+	c1 := login(t, f1.imap, "alice", "pw-a", nil)
+	u := &unsolicited{}
+	c2 := login(t, f2.imap, "alice", "pw-a", u.handler(t))
+	appendMsg(t, c1, "INBOX", []byte(simple))
+	if _, err := c2.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := c2.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := uint32(2); n <= 4; n++ {
+		appendMsg(t, c1, "INBOX", []byte("Subject: more\r\n\r\nmore\r\n"))
+		waitFor(t, fmt.Sprintf("EXISTS %d during IDLE", n), func() bool { u.mu.Lock(); defer u.mu.Unlock(); return slices.Contains(u.exists, n) })
+	}
+	if err := idle.Close(); err != nil {
+		t.Fatal(err)
+	}
+	idle.Wait()
 }

@@ -359,6 +359,13 @@ func (s *Store) readMailbox(ctx context.Context, user, name string) (Mailbox, er
 	return rec.mailbox(name, r.Version), nil
 }
 
+// MailboxChanged returns a channel closed when a change to mailbox name
+// of user has been made through any front end, as far as the client's
+// record cache learns of it (nil without one: poll). Call stop when done.
+func (s *Store) MailboxChanged(user, name string) (changed <-chan struct{}, stop func()) {
+	return s.c.RecordChanged(mboxKey(user, CanonicalMailbox(name)))
+}
+
 // Mailbox returns mailbox name of user (INBOX is created on first use).
 func (s *Store) Mailbox(ctx context.Context, user, name string) (Mailbox, error) {
 	return s.readMailbox(ctx, user, name)
