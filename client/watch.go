@@ -33,6 +33,10 @@ const (
 	// watchIdleAfter: with no cached read for this long, the stream stops
 	// pinging (an idle front end costs the leader nothing but the stream).
 	watchIdleAfter = 2 * time.Second
+	// watchSilentAfter: a stream whose pings go unanswered this long is
+	// given up (a master that hangs rather than fails), and a new one
+	// found.
+	watchSilentAfter = 3 * time.Second
 )
 
 type cachedRecord struct {
@@ -62,6 +66,7 @@ type recordCache struct {
 	invals     map[uint64][]string
 	pings      map[uint64]time.Time
 	nextPing   uint64
+	lastPong   time.Time
 	waiters    map[string]map[chan struct{}]struct{} // RecordChanged, by key
 
 	hits, misses int64
@@ -92,6 +97,7 @@ func (rc *recordCache) resetLocked() {
 	rc.entries = map[string]cachedRecord{}
 	rc.invals = map[uint64][]string{}
 	rc.pings = map[uint64]time.Time{}
+	rc.lastPong = time.Now()
 }
 
 // run keeps a stream to the leader open until the client closes.
@@ -171,8 +177,18 @@ func (rc *recordCache) session(ctx context.Context) error {
 			case <-ping.C:
 				rc.mu.Lock()
 				idle := time.Since(rc.lastUse) > watchIdleAfter
+				silent := time.Since(rc.lastPong) > watchSilentAfter
 				rc.mu.Unlock()
-				if !idle && stream.Send(rc.ping()) != nil {
+				if silent {
+					return // unanswered pings: look for the leader again
+				}
+				if idle {
+					rc.mu.Lock()
+					rc.lastPong = time.Now() // not pinging: nothing to miss
+					rc.mu.Unlock()
+					continue
+				}
+				if stream.Send(rc.ping()) != nil {
 					return
 				}
 			}
@@ -241,6 +257,7 @@ func (rc *recordCache) handle(ev *masterpb.WatchEvent) (ack uint64) {
 		delete(rc.invals, ev.Done)
 	}
 	if ev.Pong > 0 {
+		rc.lastPong = time.Now()
 		if sent, ok := rc.pings[ev.Pong]; ok {
 			delete(rc.pings, ev.Pong)
 			if ev.LeaseNanos > 0 {
