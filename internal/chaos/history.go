@@ -20,6 +20,12 @@ const (
 	OpGet    = "get"
 	OpDelete = "delete"
 	OpStat   = "stat"
+	// Records (keys "r…"): written by transactions that overwrite, read
+	// through the client's record cache (client.Config.RecordCache), whose
+	// reads must stay linearizable through every fault.
+	OpRecordPut    = "record_put"
+	OpRecordDelete = "record_delete"
+	OpRecordGet    = "record_get"
 )
 
 // Outcomes.
@@ -146,6 +152,31 @@ type modelOut struct {
 
 func step(state uint64, in modelIn, out modelOut) []uint64 {
 	switch in.kind {
+	case OpRecordPut: // a register: a put overwrites
+		switch out.out {
+		case OutOK:
+			return []uint64{in.value}
+		case OutUnknown:
+			return []uint64{state, in.value}
+		}
+	case OpRecordDelete:
+		switch out.out {
+		case OutOK:
+			return []uint64{0}
+		case OutUnknown:
+			return []uint64{state, 0}
+		}
+	case OpRecordGet:
+		switch out.out {
+		case OutOK:
+			if state == out.value && state != 0 {
+				return []uint64{state}
+			}
+		case OutNotFound:
+			if state == 0 {
+				return []uint64{0}
+			}
+		}
 	case OpPut:
 		switch out.out {
 		case OutOK:
@@ -230,7 +261,7 @@ var model = porcupine.NondeterministicModel{
 func operations(ops []Op) []porcupine.Operation {
 	var out []porcupine.Operation
 	for _, op := range ops {
-		if (op.Kind == OpGet || op.Kind == OpStat) && op.Out == OutUnknown {
+		if (op.Kind == OpGet || op.Kind == OpStat || op.Kind == OpRecordGet) && op.Out == OutUnknown {
 			continue
 		}
 		if op.Corrupt != "" {
@@ -249,7 +280,7 @@ func operations(ops []Op) []porcupine.Operation {
 }
 
 func outValue(op Op) uint64 {
-	if op.Kind == OpGet || op.Kind == OpStat {
+	if op.Kind == OpGet || op.Kind == OpStat || op.Kind == OpRecordGet {
 		return op.Value
 	}
 	return 0

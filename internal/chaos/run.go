@@ -3,6 +3,7 @@ package chaos
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -64,6 +65,9 @@ type Report struct {
 	Partitions       bool           `json:"partitions"` // network partitions were possible (root, iproute2)
 	SmallDisk        bool           `json:"small_disk"` // a chunk server ran on a small filesystem (root)
 	Problems         []string       `json:"problems"`
+	// Record reads answered from the clients' caches, and from the masters.
+	RecordCacheHits   int64 `json:"record_cache_hits"`
+	RecordCacheMisses int64 `json:"record_cache_misses"`
 }
 
 // OK reports whether every checker passed.
@@ -123,6 +127,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	wctx, stop := context.WithTimeout(ctx, cfg.Duration)
 	defer stop()
 	var wg sync.WaitGroup
+	var clients []*client.Client
 	for i := range cfg.Clients {
 		// Half the clients know every master; the others know one each
 		// (as behind a load balancer), so followers answer too.
@@ -130,17 +135,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if i%2 == 1 {
 			masters = []string{cl.Masters[i/2%len(cl.Masters)]}
 		}
-		c, err := client.New(ctx, client.Config{Masters: masters, Timeout: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		c, err := client.New(ctx, client.Config{Masters: masters, Timeout: 10 * time.Second, RecordCache: 1000, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			return nil, err
 		}
 		defer c.Close()
+		clients = append(clients, c)
 		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1))
 		wg.Go(func() { w.run(wctx, i, c, rng) })
 	}
 	n := &nemesis{cl: cl, rng: rand.New(rand.NewPCG(cfg.Seed, 0)), start: start, log: log, keys: cfg.Keys}
 	wg.Go(func() { n.run(wctx) })
 	wg.Wait()
+	for _, c := range clients {
+		h, m := c.RecordCacheStats()
+		rep.RecordCacheHits += h
+		rep.RecordCacheMisses += m
+	}
 	rep.Faults = append(rep.Faults, n.faults...)
 	rep.LeaderKills = len(n.leaderKills)
 	for _, k := range n.leaderKills {
@@ -223,6 +234,20 @@ func keyNames(n int) []string {
 
 func (w *workload) run(ctx context.Context, id int, c *client.Client, rng *rand.Rand) {
 	for ctx.Err() == nil {
+		if rng.IntN(5) == 0 {
+			// Records: few keys, mostly reads (what a mail front end does
+			// with mailbox records), so cached reads meet writes.
+			key := fmt.Sprintf("r%d", rng.IntN(max(w.cfg.Keys/8, 2)))
+			switch r := rng.IntN(10); {
+			case r < 3:
+				w.recordPut(id, c, key)
+			case r < 4:
+				w.recordDelete(id, c, key)
+			default:
+				w.recordGet(id, c, key)
+			}
+			continue
+		}
 		if rng.IntN(2) == 0 {
 			key := fmt.Sprintf("s%d", rng.IntN(max(w.cfg.Keys/2, 1)))
 			if _, written := w.stable.Load(key); !written {
@@ -329,6 +354,50 @@ func (w *workload) delete(_ context.Context, id int, c *client.Client, key strin
 	op.Return, op.Out = w.since(), classify(err)
 	if err != nil {
 		op.Err = err.Error()
+	}
+	w.hist.Add(op)
+}
+
+func (w *workload) recordPut(id int, c *client.Client, key string) {
+	v := w.nextValue.Add(1)
+	op := Op{Client: id, Kind: OpRecordPut, Key: key, Value: v, Call: w.since()}
+	ctx, cancel := opCtx()
+	_, err := c.Commit(ctx, new(client.Txn).Put(key, binary.BigEndian.AppendUint64(nil, v)))
+	cancel()
+	op.Return, op.Out = w.since(), classify(err)
+	if err != nil {
+		op.Err = err.Error()
+	}
+	w.hist.Add(op)
+}
+
+func (w *workload) recordDelete(id int, c *client.Client, key string) {
+	op := Op{Client: id, Kind: OpRecordDelete, Key: key, Call: w.since()}
+	ctx, cancel := opCtx()
+	_, err := c.Commit(ctx, new(client.Txn).Delete(key))
+	cancel()
+	op.Return, op.Out = w.since(), classify(err)
+	if err != nil {
+		op.Err = err.Error()
+	}
+	w.hist.Add(op)
+}
+
+func (w *workload) recordGet(id int, c *client.Client, key string) {
+	op := Op{Client: id, Kind: OpRecordGet, Key: key, Call: w.since()}
+	ctx, cancel := opCtx()
+	r, ok, err := c.CachedRecord(ctx, key)
+	cancel()
+	op.Return = w.since()
+	switch {
+	case err != nil:
+		op.Out, op.Err = classify(err), err.Error()
+	case !ok:
+		op.Out = OutNotFound
+	case len(r.Value) != 8:
+		op.Out, op.Corrupt = OutOK, fmt.Sprintf("record value of %d bytes, never written", len(r.Value))
+	default:
+		op.Out, op.Value = OutOK, binary.BigEndian.Uint64(r.Value)
 	}
 	w.hist.Add(op)
 }
@@ -502,6 +571,7 @@ func PrintReport(out io.Writer, rep *Report, reproduce string) {
 	fmt.Fprintf(out, "faults             %d (partitions: %v, small disk: %v)\n", len(rep.Faults), rep.Partitions, rep.SmallDisk)
 	fmt.Fprintf(out, "operations         %s\n", strings.Join(ops, ", "))
 	fmt.Fprintf(out, "acknowledged       %d\n", rep.Acked)
+	fmt.Fprintf(out, "record reads       %d from the clients' caches, %d from the masters\n", rep.RecordCacheHits, rep.RecordCacheMisses)
 	fmt.Fprintf(out, "failed             %s\n", strings.Join(failed, ", "))
 	fmt.Fprintf(out, "lost %d\n", rep.Lost)
 	fmt.Fprintf(out, "corrupt            %d\n", rep.Corrupt)
