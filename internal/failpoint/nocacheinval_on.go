@@ -1,0 +1,6 @@
+//go:build chaosbug_nocacheinval
+
+package failpoint
+
+// SkipCacheInvalidation: see nocacheinval_off.go.
+const SkipCacheInvalidation = true
