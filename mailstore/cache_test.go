@@ -50,12 +50,7 @@ func TestBodyCache_EvictsLeastRecentlyUsed(t *testing.T) {
 func TestStore_BodyCacheServesWhatTheClusterHolds(t *testing.T) {
 	cl := testcluster.Start(t, testcluster.Options{})
 	addrs := cl.MasterAddrs()
-	c, err := client.New(ctxT(t), client.Config{Masters: addrs, Logger: testcluster.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	cached := New(c, Options{MaxMessageSize: 1 << 20, BodyCache: 1 << 20, Logger: testcluster.Logger(t)})
+	cached := newCachingStore(t, addrs)
 	plain := newStore(t, addrs)
 	ctx := ctxT(t)
 
@@ -113,12 +108,7 @@ func TestStore_BodyCacheServesWhatTheClusterHolds(t *testing.T) {
 func TestStore_HeadersFromMemoryMatchTheIndex(t *testing.T) {
 	cl := testcluster.Start(t, testcluster.Options{})
 	addrs := cl.MasterAddrs()
-	c, err := client.New(ctxT(t), client.Config{Masters: addrs, Logger: testcluster.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	cached := New(c, Options{MaxMessageSize: 1 << 20, BodyCache: 1 << 20, Logger: testcluster.Logger(t)})
+	cached := newCachingStore(t, addrs)
 	plain := newStore(t, addrs)
 	ctx := ctxT(t)
 	for i := range 4 {
@@ -170,4 +160,16 @@ func TestStore_HeadersFromMemoryMatchTheIndex(t *testing.T) {
 			t.Fatalf("Header of %d: %q, %v", msg.UID, h, err)
 		}
 	}
+}
+
+// newCachingStore is a store with a 1 MiB body cache on the cluster at
+// addrs.
+func newCachingStore(t *testing.T, addrs []string) *Store {
+	t.Helper()
+	c, err := client.New(ctxT(t), client.Config{Masters: addrs, Logger: testcluster.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return New(c, Options{MaxMessageSize: 1 << 20, BodyCache: 1 << 20, Logger: testcluster.Logger(t)})
 }

@@ -25,24 +25,8 @@ func BenchmarkApplyPutBatch(b *testing.B) {
 			}
 			defer f.Close()
 			now := time.Now().UnixNano()
-			idx := uint64(1)
 			seq := 0
-			apply := func(ops ...any) {
-				entries := make([]Entry, len(ops))
-				for i, op := range ops {
-					data, err := Encode(now, op)
-					if err != nil {
-						b.Fatal(err)
-					}
-					entries[i] = Entry{Index: idx, Data: data}
-					idx++
-				}
-				for _, r := range f.Apply(entries) {
-					if r.Err != nil {
-						b.Fatal(r.Err)
-					}
-				}
-			}
+			apply := applier(b, f, now)
 			put := func() *fsmpb.PutObject {
 				seq++
 				h := make([]byte, 32)

@@ -36,16 +36,11 @@ func BenchmarkScale(b *testing.B) {
 	}
 }
 
-func benchScale(b *testing.B, n int) {
-	dir := b.TempDir()
-	f, err := Open(filepath.Join(dir, "state.db"), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	now := time.Now().UnixNano()
+// applier returns a function that applies ops to f as the next Raft
+// entries, one each, failing b on any error.
+func applier(b *testing.B, f *FSM, now int64) func(ops ...any) {
 	idx := uint64(1)
-	apply := func(ops ...any) {
+	return func(ops ...any) {
 		entries := make([]Entry, len(ops))
 		for i, op := range ops {
 			data, err := Encode(now, op)
@@ -61,6 +56,17 @@ func benchScale(b *testing.B, n int) {
 			}
 		}
 	}
+}
+
+func benchScale(b *testing.B, n int) {
+	dir := b.TempDir()
+	f, err := Open(filepath.Join(dir, "state.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	now := time.Now().UnixNano()
+	apply := applier(b, f, now)
 	apply(&fsmpb.UpsertServer{Id: "cs1", Address: "a:1"})
 	apply(&fsmpb.CreateVolume{Members: []string{"cs1"}})
 	key := func(i int) []byte {

@@ -166,17 +166,6 @@ func step(state uint64, in modelIn, out modelOut) []uint64 {
 		case OutUnknown:
 			return []uint64{state, 0}
 		}
-	case OpRecordGet:
-		switch out.out {
-		case OutOK:
-			if state == out.value && state != 0 {
-				return []uint64{state}
-			}
-		case OutNotFound:
-			if state == 0 {
-				return []uint64{0}
-			}
-		}
 	case OpPut:
 		switch out.out {
 		case OutOK:
@@ -206,7 +195,7 @@ func step(state uint64, in modelIn, out modelOut) []uint64 {
 		case OutUnknown:
 			return []uint64{state, 0}
 		}
-	case OpGet, OpStat:
+	case OpGet, OpStat, OpRecordGet: // reads are alike for objects and records
 		switch out.out {
 		case OutOK:
 			if state == out.value && state != 0 {
