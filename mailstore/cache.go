@@ -40,31 +40,27 @@ func newBodyCache(max int64) *bodyCache {
 
 // get returns the body stored under key, if cached. A nil cache has
 // nothing.
-func (c *bodyCache) get(key string) ([]byte, bool) {
-	if c == nil {
-		return nil, false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.byKey[key]
-	if !ok {
-		c.misses++
-		return nil, false
-	}
-	c.hits++
-	c.lru.MoveToFront(e)
-	return e.Value.(*cacheEntry).body, true
-}
+func (c *bodyCache) get(key string) ([]byte, bool) { return c.lookup(key, true) }
 
-// peek is get without counting a hit or a miss (a look for a body's
-// header block).
-func (c *bodyCache) peek(key string) ([]byte, bool) {
+// peek is get without counting a hit or a miss, or refreshing the entry
+// (a look for a body's header block).
+func (c *bodyCache) peek(key string) ([]byte, bool) { return c.lookup(key, false) }
+
+func (c *bodyCache) lookup(key string, use bool) ([]byte, bool) {
 	if c == nil {
 		return nil, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.byKey[key]
+	if use {
+		if !ok {
+			c.misses++
+			return nil, false
+		}
+		c.hits++
+		c.lru.MoveToFront(e)
+	}
 	if !ok {
 		return nil, false
 	}
