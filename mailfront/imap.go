@@ -56,6 +56,32 @@ type view struct {
 	gone     map[uint32]bool              // expunged elsewhere, not yet reported
 	fresh    []uint32                     // new UIDs, not yet reported
 	saved    imap.UIDSet                  // SEARCHRES
+
+	// seq is state in sequence order (seq n is seq[n-1]), built when a
+	// search needs it and dropped by every change to uids or state (set,
+	// drop, and reporting fresh UIDs): searches walk an array instead of
+	// looking every message up in the map.
+	seq   []mailstore.Message
+	seqOK bool
+}
+
+// set records msg's latest state.
+func (v *view) set(msg mailstore.Message) {
+	v.state[msg.UID] = msg
+	v.seqOK = false
+}
+
+// seqMessages returns the view's messages in sequence order; the slice
+// must not be modified.
+func (v *view) seqMessages() []mailstore.Message {
+	if !v.seqOK {
+		v.seq = v.seq[:0]
+		for _, uid := range v.uids {
+			v.seq = append(v.seq, v.state[uid])
+		}
+		v.seqOK = true
+	}
+	return v.seq
 }
 
 func (s *session) ctx() (context.Context, context.CancelFunc) {
@@ -463,7 +489,7 @@ func (v *view) take(msgs []mailstore.Message, last uint32) {
 		if v.reported[msg.UID] != msg.ModSeq {
 			v.dirty[msg.UID] = true
 		}
-		v.state[msg.UID] = msg
+		v.set(msg)
 	}
 }
 
@@ -523,6 +549,7 @@ func (v *view) drop(uid uint32) (seq uint32) {
 	}
 	v.uids = slices.Delete(v.uids, i, i+1)
 	delete(v.state, uid)
+	v.seqOK = false
 	delete(v.reported, uid)
 	delete(v.gone, uid)
 	return uint32(i + 1)
@@ -561,6 +588,7 @@ func (s *session) report(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	if len(v.fresh) > 0 {
 		v.uids = append(v.uids, v.fresh...)
 		v.fresh = nil
+		v.seqOK = false
 		if err := w.WriteNumMessages(uint32(len(v.uids))); err != nil {
 			return err
 		}
@@ -723,7 +751,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			}
 			v.applied(ch)
 			for _, m := range msgs {
-				v.state[m.UID] = m
+				v.set(m)
 				v.dirty[m.UID] = true
 			}
 			options.Flags = true // a changed flag is reported with the fetch
@@ -936,7 +964,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	// picture was just confirmed); otherwise the next poll reads.
 	s.synced = ch.From == before && (ch.To != ch.From || known != nil)
 	for _, m := range msgs {
-		v.state[m.UID] = m
+		v.set(m)
 		v.reported[m.UID] = m.ModSeq
 	}
 	if flags.Silent {
@@ -1064,18 +1092,23 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 		return nil, imapErr(err)
 	}
 	v := s.sel
+	msgs := v.seqMessages()
+	anyGone := len(v.gone) > 0
+	live := msgs
+	if anyGone {
+		live = make([]mailstore.Message, 0, len(msgs))
+		for _, msg := range msgs {
+			if !v.gone[msg.UID] {
+				live = append(live, msg)
+			}
+		}
+	}
 	var data imap.SearchData
 	var seqSet imap.SeqSet
 	var uidSet imap.UIDSet
 	var headers map[uint32][]byte
 	if needsHeaders(criteria) {
 		// One ranged read of the header cache instead of one per message.
-		live := make([]mailstore.Message, 0, len(v.uids))
-		for _, uid := range v.uids {
-			if !v.gone[uid] {
-				live = append(live, v.state[uid])
-			}
-		}
 		h, err := s.s.store.Headers(ctx, s.user, v.mbox, live)
 		if err != nil {
 			return nil, imapErr(err)
@@ -1084,26 +1117,20 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	}
 	var pf *prefetcher
 	if needsBodies(criteria) {
-		live := make([]mailstore.Message, 0, len(v.uids))
-		for _, uid := range v.uids {
-			if !v.gone[uid] {
-				live = append(live, v.state[uid])
-			}
-		}
 		pf = s.prefetch(ctx, live)
 		defer pf.stop()
 	}
 	k := -1 // index into the live messages
 	resolved := map[any]map[uint32]bool{}
-	anyGone := len(v.gone) > 0
 	m := &matcher{s: s, ctx: ctx, resolved: resolved}
-	for i, uid := range v.uids {
+	for i := range msgs {
+		uid := msgs[i].UID
 		if anyGone && v.gone[uid] {
 			continue
 		}
 		k++
 		seq := uint32(i + 1)
-		*m = matcher{s: s, ctx: ctx, msg: v.state[uid], seq: seq, resolved: resolved}
+		*m = matcher{s: s, ctx: ctx, msg: msgs[i], seq: seq, resolved: resolved}
 		if headers != nil {
 			m.cached = headers[uid]
 		}
