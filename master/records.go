@@ -54,17 +54,12 @@ func (s *Server) Txn(ctx context.Context, req *txnpb.Txn) (*masterpb.TxnResponse
 	if err != nil {
 		return nil, fmt.Errorf("txn: %w", err)
 	}
-	data, err := raftfsm.Encode(time.Now().UnixNano(), req)
+	start := time.Now()
+	f, err := s.propose(req, applyTimeout(ctx))
 	if err != nil {
 		end()
 		return nil, err
 	}
-	timeout := 10 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	start := time.Now()
-	f := s.raft.Apply(data, timeout)
 	r := s.await(ctx, f, start)
 	if ctx.Err() == nil {
 		end() // await saw Raft's answer

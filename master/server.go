@@ -553,23 +553,11 @@ func (s *Server) apply(ctx context.Context, op any) (raftfsm.Result, error) {
 // says how that op fared (as apply's error would).
 func (s *Server) applyAll(ctx context.Context, ops []any) []raftfsm.Result {
 	results := make([]raftfsm.Result, len(ops))
-	timeout := 10 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
+	timeout := applyTimeout(ctx)
 	start := time.Now()
 	futures := make([]raft.ApplyFuture, len(ops))
 	for i, op := range ops {
-		data, err := raftfsm.Encode(time.Now().UnixNano(), op)
-		if err != nil {
-			results[i].Err = err
-			continue
-		}
-		if timeout <= 0 {
-			results[i].Err = fmt.Errorf("apply: %w", context.DeadlineExceeded)
-			continue
-		}
-		futures[i] = s.raft.Apply(data, timeout)
+		futures[i], results[i].Err = s.propose(op, timeout)
 	}
 	for i, f := range futures {
 		if f == nil {
@@ -578,6 +566,27 @@ func (s *Server) applyAll(ctx context.Context, ops []any) []raftfsm.Result {
 		results[i] = s.await(ctx, f, start)
 	}
 	return results
+}
+
+// applyTimeout is how long a proposal may wait to be taken by Raft:
+// until ctx's deadline, or 10 s.
+func applyTimeout(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return time.Until(dl)
+	}
+	return 10 * time.Second
+}
+
+// propose hands op to Raft; await waits for its outcome.
+func (s *Server) propose(op any, timeout time.Duration) (raft.ApplyFuture, error) {
+	data, err := raftfsm.Encode(time.Now().UnixNano(), op)
+	if err != nil {
+		return nil, err
+	}
+	if timeout <= 0 {
+		return nil, fmt.Errorf("apply: %w", context.DeadlineExceeded)
+	}
+	return s.raft.Apply(data, timeout), nil
 }
 
 // await waits for a proposed entry's outcome, or for ctx (an unknown
