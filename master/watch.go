@@ -216,20 +216,20 @@ func (s *Server) invalidate(ctx context.Context, keys []string, self uint64) (en
 		r.end(keys)
 	}
 	for w, ks := range targets {
-		w.mu.Lock()
-		w.seq++
-		seq := w.seq
-		w.mu.Unlock()
 		bs := make([][]byte, len(ks))
 		for i, k := range ks {
 			bs[i] = []byte(k)
 		}
+		// Numbered and queued under one lock, so invalidations reach the
+		// client in sequence order: its acknowledgement of one covers
+		// every earlier one.
+		w.mu.Lock()
+		w.seq++
+		seq := w.seq
 		if !w.post(&masterpb.WatchEvent{Seq: seq, Invalidate: bs}) {
-			// Lost, and the stream is ending: wait out its lease.
-			w.mu.Lock()
-			w.gone = true
-			w.mu.Unlock()
+			w.gone = true // lost, and the stream is ending: wait out its lease
 		}
+		w.mu.Unlock()
 		told = append(told, sent{w, seq})
 	}
 	for _, t := range told {
