@@ -2,6 +2,9 @@ package client_test
 
 import (
 	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,4 +148,69 @@ func waitForHit(t *testing.T, c *client.Client, key, want string) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// Concurrent writes to several keys one client caches (so invalidations
+// to its stream interleave): a read that starts after a write was
+// acknowledged never returns an older value.
+func TestClient_RecordCacheUnderConcurrentWrites(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	reader := mustClient(t, cl.MasterAddrs(), func(cfg *client.Config) { cfg.RecordCache = 100 })
+	writer := mustClient(t, cl.MasterAddrs(), nil)
+	ctx := ctxT(t)
+	const keys, writes = 4, 60
+	var acked [keys]atomic.Int64
+	for k := range keys {
+		if _, err := writer.Commit(ctx, new(client.Txn).Put(fmt.Sprintf("cc/%d", k), []byte("0"))); err != nil {
+			t.Fatal(err)
+		}
+		waitForHit(t, reader, fmt.Sprintf("cc/%d", k), "0")
+	}
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	errs := make(chan error, 2*keys)
+	for k := range keys {
+		key := fmt.Sprintf("cc/%d", k)
+		wg.Go(func() {
+			for v := 1; v <= writes; v++ {
+				if _, err := writer.Commit(ctx, new(client.Txn).Put(key, []byte(strconv.Itoa(v)))); err != nil {
+					errs <- err
+					return
+				}
+				acked[k].Store(int64(v))
+			}
+		})
+	}
+	var readers sync.WaitGroup
+	for k := range keys {
+		key := fmt.Sprintf("cc/%d", k)
+		readers.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				floor := acked[k].Load()
+				r, _, err := reader.CachedRecord(ctx, key)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if v, _ := strconv.Atoi(string(r.Value)); int64(v) < floor {
+					errs <- fmt.Errorf("%s read %d after %d was acknowledged", key, v, floor)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(done)
+	readers.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	hits, misses := reader.RecordCacheStats()
+	t.Logf("record cache: %d hits, %d misses", hits, misses)
 }
