@@ -238,7 +238,7 @@ func (w *workload) run(ctx context.Context, id int, c *client.Client, rng *rand.
 			// Records: few keys, mostly reads (what a mail front end does
 			// with mailbox records), so cached reads meet writes.
 			key := fmt.Sprintf("r%d", rng.IntN(max(w.cfg.Keys/8, 2)))
-			switch r := rng.IntN(10); {
+			switch r := rng.IntN(20); {
 			case r < 3:
 				w.recordPut(id, c, key)
 			case r < 4:
