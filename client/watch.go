@@ -1,6 +1,7 @@
 package client
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -20,7 +21,11 @@ import (
 //   - A value is cached only if, when its read was sent, the key was
 //     confirmed watched on the current stream with no invalidation
 //     pending, and nothing about the key changed before the answer came
-//     (its generation counts invalidations and their ends).
+//     (a counter, tick, orders every change; each key keeps the tick of
+//     its last change and of when it was confirmed watched).
+//   - Only keys read through the cache are tracked, at most
+//     Config.RecordCache of them; the least recently read is dropped (and
+//     unwatched at the leader) to make room for a new one.
 //   - A cached value is used only while the lease runs: the leader's
 //     answer to a ping, counted from when the ping was sent.
 //   - When the stream ends, everything is dropped.
@@ -57,11 +62,13 @@ type recordCache struct {
 	send       chan *masterpb.WatchRequest
 	leaseUntil time.Time
 	lastUse    time.Time
-	wake       chan struct{} // capacity 1: a read wants the stream pinging again
-	requested  map[string]bool
-	watched    map[string]bool
+	wake       chan struct{}            // capacity 1: a read wants the stream pinging again
+	requested  map[string]*list.Element // keys read through the cache; in lru
+	lru        *list.List               // of string, most recently read first
+	tick       uint64                   // counts changes below
+	watchedAt  map[string]uint64        // tick when the leader confirmed the key watched
+	changed    map[string]uint64        // tick of the key's last invalidation or its end
 	pending    map[string]int
-	gen        map[string]uint64
 	entries    map[string]cachedRecord
 	invals     map[uint64][]string
 	pings      map[uint64]time.Time
@@ -73,8 +80,8 @@ type recordCache struct {
 }
 
 func newRecordCache(c *Client, max int) *recordCache {
-	rc := &recordCache{c: c, max: max, wake: make(chan struct{}, 1), requested: map[string]bool{},
-		waiters: map[string]map[chan struct{}]struct{}{}}
+	rc := &recordCache{c: c, max: max, wake: make(chan struct{}, 1), requested: map[string]*list.Element{},
+		lru: list.New(), waiters: map[string]map[chan struct{}]struct{}{}}
 	rc.resetLocked()
 	rc.wg.Go(rc.run)
 	return rc
@@ -91,9 +98,9 @@ func (rc *recordCache) resetLocked() {
 	rc.endSession = nil
 	rc.send = nil
 	rc.leaseUntil = time.Time{}
-	rc.watched = map[string]bool{}
+	rc.watchedAt = map[string]uint64{}
+	rc.changed = map[string]uint64{}
 	rc.pending = map[string]int{}
-	rc.gen = map[string]uint64{}
 	rc.entries = map[string]cachedRecord{}
 	rc.invals = map[uint64][]string{}
 	rc.pings = map[uint64]time.Time{}
@@ -233,26 +240,24 @@ func (rc *recordCache) handle(ev *masterpb.WatchEvent) (ack uint64) {
 		rc.id = ev.WatcherId
 	}
 	for _, k := range ev.Added {
-		rc.watched[string(k)] = true
+		if rc.requested[string(k)] != nil {
+			rc.tick++
+			rc.watchedAt[string(k)] = rc.tick
+		}
 	}
 	if ev.Seq > 0 {
-		keys := make([]string, len(ev.Invalidate))
-		for i, k := range ev.Invalidate {
-			keys[i] = string(k)
-			delete(rc.entries, keys[i])
-			rc.pending[keys[i]]++
-			rc.gen[keys[i]]++
+		var keys []string
+		for _, k := range ev.Invalidate {
+			if rc.beginLocked(string(k)) {
+				keys = append(keys, string(k))
+			}
 		}
 		rc.invals[ev.Seq] = keys
 		ack = ev.Seq
 	}
 	if ev.Done > 0 {
 		for _, k := range rc.invals[ev.Done] {
-			if rc.pending[k]--; rc.pending[k] <= 0 {
-				delete(rc.pending, k)
-			}
-			rc.gen[k]++
-			rc.notifyLocked(k)
+			rc.endLocked(k)
 		}
 		delete(rc.invals, ev.Done)
 	}
@@ -270,6 +275,71 @@ func (rc *recordCache) handle(ev *masterpb.WatchEvent) (ack uint64) {
 	return ack
 }
 
+// changeLocked records a change to a tracked key.
+func (rc *recordCache) changeLocked(k string) {
+	if rc.requested[k] != nil {
+		rc.tick++
+		rc.changed[k] = rc.tick
+	}
+}
+
+// beginLocked drops tracked key k and keeps it uncached until endLocked;
+// it reports whether k is tracked (untracked keys are never cached).
+func (rc *recordCache) beginLocked(k string) bool {
+	if rc.requested[k] == nil {
+		return false
+	}
+	delete(rc.entries, k)
+	rc.pending[k]++
+	rc.changeLocked(k)
+	return true
+}
+
+// endLocked ends one beginLocked of k (k may have been dropped since).
+func (rc *recordCache) endLocked(k string) {
+	if rc.pending[k]--; rc.pending[k] <= 0 {
+		delete(rc.pending, k)
+	}
+	rc.changeLocked(k)
+	rc.notifyLocked(k)
+}
+
+// trackLocked makes key tracked (most recently read), dropping the least
+// recently read key when there are max of them.
+func (rc *recordCache) trackLocked(key string) {
+	if e := rc.requested[key]; e != nil {
+		rc.lru.MoveToFront(e)
+		return
+	}
+	if rc.max <= 0 {
+		return
+	}
+	if len(rc.requested) >= rc.max {
+		old := rc.lru.Remove(rc.lru.Back()).(string)
+		delete(rc.requested, old)
+		delete(rc.watchedAt, old)
+		delete(rc.changed, old)
+		delete(rc.entries, old)
+		delete(rc.pending, old)
+		rc.sendLocked(&masterpb.WatchRequest{Remove: [][]byte{[]byte(old)}})
+	}
+	rc.requested[key] = rc.lru.PushFront(key)
+	rc.sendLocked(&masterpb.WatchRequest{Add: [][]byte{[]byte(key)}})
+}
+
+// sendLocked queues req on the current stream, if any; a request that
+// does not fit is dropped (an add is made again by the next stream; a
+// lost remove only costs the leader an invalidation this client ignores).
+func (rc *recordCache) sendLocked(req *masterpb.WatchRequest) {
+	if rc.send == nil {
+		return
+	}
+	select {
+	case rc.send <- req:
+	default:
+	}
+}
+
 // get reads key through the cache.
 func (rc *recordCache) get(ctx context.Context, key string) (Record, bool, error) {
 	rc.mu.Lock()
@@ -281,7 +351,8 @@ func (rc *recordCache) get(ctx context.Context, key string) (Record, bool, error
 		}
 	}
 	rc.lastUse = now
-	usable := rc.send != nil && rc.watched[key] && rc.pending[key] == 0
+	rc.trackLocked(key)
+	usable := rc.send != nil && rc.watchedAt[key] != 0 && rc.pending[key] == 0
 	if usable && now.Before(rc.leaseUntil) {
 		if e, ok := rc.entries[key]; ok {
 			rc.hits++
@@ -289,16 +360,7 @@ func (rc *recordCache) get(ctx context.Context, key string) (Record, bool, error
 			return e.r, e.ok, nil
 		}
 	}
-	if !rc.requested[key] && len(rc.requested) < rc.max {
-		rc.requested[key] = true
-		if rc.send != nil {
-			select {
-			case rc.send <- &masterpb.WatchRequest{Add: [][]byte{[]byte(key)}}:
-			default: // the stream is stuck; the next one adds it
-			}
-		}
-	}
-	epoch, g := rc.epoch, rc.gen[key]
+	epoch, sent := rc.epoch, rc.tick
 	rc.misses++
 	rc.mu.Unlock()
 
@@ -308,7 +370,9 @@ func (rc *recordCache) get(ctx context.Context, key string) (Record, bool, error
 	}
 	if usable {
 		rc.mu.Lock()
-		if rc.epoch == epoch && rc.gen[key] == g && rc.watched[key] && rc.pending[key] == 0 {
+		// Watched since before the read was sent (not dropped and added
+		// again meanwhile), unchanged since, nothing pending.
+		if w := rc.watchedAt[key]; rc.epoch == epoch && w != 0 && w <= sent && rc.changed[key] <= sent && rc.pending[key] == 0 {
 			rc.entries[key] = cachedRecord{r: r, ok: ok}
 		}
 		rc.mu.Unlock()
@@ -333,12 +397,13 @@ func (rc *recordCache) beginWrite(keys []string) (ownWrite, uint64) {
 	if rc.id == 0 {
 		return ownWrite{}, 0
 	}
+	tracked := []string{}
 	for _, k := range keys {
-		delete(rc.entries, k)
-		rc.pending[k]++
-		rc.gen[k]++
+		if rc.beginLocked(k) {
+			tracked = append(tracked, k)
+		}
 	}
-	return ownWrite{epoch: rc.epoch, keys: keys}, rc.id
+	return ownWrite{epoch: rc.epoch, keys: tracked}, rc.id
 }
 
 // endWrite ends w. If the transaction may still apply (its outcome is
@@ -358,11 +423,7 @@ func (rc *recordCache) endWrite(w ownWrite, certain bool) {
 		return
 	}
 	for _, k := range w.keys {
-		if rc.pending[k]--; rc.pending[k] <= 0 {
-			delete(rc.pending, k)
-		}
-		rc.gen[k]++
-		rc.notifyLocked(k)
+		rc.endLocked(k)
 	}
 }
 

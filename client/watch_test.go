@@ -214,3 +214,46 @@ func TestClient_RecordCacheUnderConcurrentWrites(t *testing.T) {
 	hits, misses := reader.RecordCacheStats()
 	t.Logf("record cache: %d hits, %d misses", hits, misses)
 }
+
+// The cache tracks at most Config.RecordCache keys, dropping the least
+// recently read; reads of dropped keys, and of keys read again, stay
+// right; writes through the client to keys it does not track leave
+// nothing behind.
+func TestClient_RecordCacheIsBounded(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	reader := mustClient(t, cl.MasterAddrs(), func(cfg *client.Config) { cfg.RecordCache = 2 })
+	writer := mustClient(t, cl.MasterAddrs(), nil)
+	ctx := ctxT(t)
+	for round := range 3 {
+		for k := range 5 {
+			key, want := fmt.Sprintf("bounded/%d", k), fmt.Sprintf("%d-%d", round, k)
+			if _, err := writer.Commit(ctx, new(client.Txn).Put(key, []byte(want))); err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				r, _, err := reader.CachedRecord(ctx, key)
+				if err != nil || string(r.Value) != want {
+					t.Fatalf("%s: read %q, %v; want %q", key, r.Value, err, want)
+				}
+			}
+		}
+	}
+	// The two most recently read keys are cached and kept right.
+	waitForHit(t, reader, "bounded/4", "2-4")
+	if _, err := writer.Commit(ctx, new(client.Txn).Put("bounded/4", []byte("last"))); err != nil {
+		t.Fatal(err)
+	}
+	if r, _, _ := reader.CachedRecord(ctx, "bounded/4"); string(r.Value) != "last" {
+		t.Fatalf("after a write, read %q", r.Value)
+	}
+	for i := range 50 {
+		if _, err := reader.Commit(ctx, new(client.Txn).Put(fmt.Sprintf("untracked/%d", i), []byte("x"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tracked, perKey := client.RecordCacheSizes(reader)
+	t.Logf("tracked %d keys, %d per-key entries", tracked, perKey)
+	if tracked > 2 || perKey > 3*2 {
+		t.Fatalf("tracked %d keys with %d per-key entries, want at most 2 and 6", tracked, perKey)
+	}
+}

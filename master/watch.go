@@ -118,6 +118,22 @@ func (r *watchRegistry) add(w *watcher, keys [][]byte) (now [][]byte) {
 	return now
 }
 
+// unwatch stops telling w about keys.
+func (r *watchRegistry) unwatch(w *watcher, keys [][]byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, k := range keys {
+		for _, m := range []map[string]map[*watcher]struct{}{r.byKey, r.deferred} {
+			if set := m[string(k)]; set != nil {
+				delete(set, w)
+				if len(set) == 0 {
+					delete(m, string(k))
+				}
+			}
+		}
+	}
+}
+
 // remove forgets w. Transactions that already chose it still wait for its
 // lease; later ones do not need to: the client drops its whole cache when
 // its stream ends, and a client that has not noticed yet cannot renew its
@@ -391,6 +407,9 @@ func (s *Server) WatchRecords(stream masterpb.Master_WatchRecordsServer) error {
 					w.ackCh = make(chan struct{})
 				}
 				w.mu.Unlock()
+			}
+			if len(req.Remove) > 0 {
+				r.unwatch(w, req.Remove)
 			}
 			if len(req.Add) > 0 {
 				if now := r.add(w, req.Add); len(now) > 0 {

@@ -27,9 +27,10 @@ const (
 
 type WatchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Add           [][]byte               `protobuf:"bytes,1,rep,name=add,proto3" json:"add,omitempty"`    // start watching these record keys
-	Ack           uint64                 `protobuf:"varint,2,opt,name=ack,proto3" json:"ack,omitempty"`   // every invalidation up to this sequence is done
-	Ping          uint64                 `protobuf:"varint,3,opt,name=ping,proto3" json:"ping,omitempty"` // asks for a lease (echoed as pong)
+	Add           [][]byte               `protobuf:"bytes,1,rep,name=add,proto3" json:"add,omitempty"`       // start watching these record keys
+	Ack           uint64                 `protobuf:"varint,2,opt,name=ack,proto3" json:"ack,omitempty"`      // every invalidation up to this sequence is done
+	Ping          uint64                 `protobuf:"varint,3,opt,name=ping,proto3" json:"ping,omitempty"`    // asks for a lease (echoed as pong)
+	Remove        [][]byte               `protobuf:"bytes,4,rep,name=remove,proto3" json:"remove,omitempty"` // stop watching these keys
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -83,6 +84,13 @@ func (x *WatchRequest) GetPing() uint64 {
 		return x.Ping
 	}
 	return 0
+}
+
+func (x *WatchRequest) GetRemove() [][]byte {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
 }
 
 type WatchEvent struct {
@@ -2997,11 +3005,12 @@ var File_master_proto protoreflect.FileDescriptor
 
 const file_master_proto_rawDesc = "" +
 	"\n" +
-	"\fmaster.proto\x12\x10raisfs.master.v1\x1a\x13api/txnpb/txn.proto\"F\n" +
+	"\fmaster.proto\x12\x10raisfs.master.v1\x1a\x13api/txnpb/txn.proto\"^\n" +
 	"\fWatchRequest\x12\x10\n" +
 	"\x03add\x18\x01 \x03(\fR\x03add\x12\x10\n" +
 	"\x03ack\x18\x02 \x01(\x04R\x03ack\x12\x12\n" +
-	"\x04ping\x18\x03 \x01(\x04R\x04ping\"\xbc\x01\n" +
+	"\x04ping\x18\x03 \x01(\x04R\x04ping\x12\x16\n" +
+	"\x06remove\x18\x04 \x03(\fR\x06remove\"\xbc\x01\n" +
 	"\n" +
 	"WatchEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1e\n" +
