@@ -239,13 +239,21 @@ func (s *Server) BeginPut(ctx context.Context, req *masterpb.BeginPutRequest) (*
 	return s.grantPut(p, vid, vol), nil
 }
 
+// checkBatch refuses a batch of more than maxBatch puts.
+func checkBatch(n int) error {
+	if n > maxBatch {
+		return fmt.Errorf("%d puts in one batch, at most %d: %w", n, maxBatch, raisfs.ErrInvalidArgument)
+	}
+	return nil
+}
+
 // BeginPuts implements masterpb.MasterServer.
 func (s *Server) BeginPuts(ctx context.Context, req *masterpb.BeginPutsRequest) (*masterpb.BeginPutsResponse, error) {
 	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.BeginPuts); ok || err != nil {
 		return resp, err
 	}
-	if len(req.Puts) > maxBatch {
-		return nil, fmt.Errorf("%d puts in one batch, at most %d: %w", len(req.Puts), maxBatch, raisfs.ErrInvalidArgument)
+	if err := checkBatch(len(req.Puts)); err != nil {
+		return nil, err
 	}
 	resp := &masterpb.BeginPutsResponse{Results: make([]*masterpb.BeginPutResult, len(req.Puts))}
 	// Items to upload, by class: each class's share goes to one volume.
@@ -424,8 +432,8 @@ func (s *Server) CommitPuts(ctx context.Context, req *masterpb.CommitPutsRequest
 	if resp, ok, err := forward(s, ctx, req, masterpb.MasterClient.CommitPuts); ok || err != nil {
 		return resp, err
 	}
-	if len(req.Puts) > maxBatch {
-		return nil, fmt.Errorf("%d puts in one batch, at most %d: %w", len(req.Puts), maxBatch, raisfs.ErrInvalidArgument)
+	if err := checkBatch(len(req.Puts)); err != nil {
+		return nil, err
 	}
 	resp := &masterpb.CommitPutsResponse{Results: make([]*masterpb.CommitPutResult, len(req.Puts))}
 	ops := make([]*fsmpb.PutObject, 0, len(req.Puts))

@@ -360,21 +360,18 @@ func (w *workload) delete(_ context.Context, id int, c *client.Client, key strin
 
 func (w *workload) recordPut(id int, c *client.Client, key string) {
 	v := w.nextValue.Add(1)
-	op := Op{Client: id, Kind: OpRecordPut, Key: key, Value: v, Call: w.since()}
-	ctx, cancel := opCtx()
-	_, err := c.Commit(ctx, new(client.Txn).Put(key, binary.BigEndian.AppendUint64(nil, v)))
-	cancel()
-	op.Return, op.Out = w.since(), classify(err)
-	if err != nil {
-		op.Err = err.Error()
-	}
-	w.hist.Add(op)
+	w.recordWrite(Op{Client: id, Kind: OpRecordPut, Key: key, Value: v}, c, new(client.Txn).Put(key, binary.BigEndian.AppendUint64(nil, v)))
 }
 
 func (w *workload) recordDelete(id int, c *client.Client, key string) {
-	op := Op{Client: id, Kind: OpRecordDelete, Key: key, Call: w.since()}
+	w.recordWrite(Op{Client: id, Kind: OpRecordDelete, Key: key}, c, new(client.Txn).Delete(key))
+}
+
+// recordWrite commits t and records it as op.
+func (w *workload) recordWrite(op Op, c *client.Client, t *client.Txn) {
+	op.Call = w.since()
 	ctx, cancel := opCtx()
-	_, err := c.Commit(ctx, new(client.Txn).Delete(key))
+	_, err := c.Commit(ctx, t)
 	cancel()
 	op.Return, op.Out = w.since(), classify(err)
 	if err != nil {
