@@ -479,7 +479,23 @@ func (s *Server) putBatch(w http.ResponseWriter, r *http.Request) error {
 	if r.ContentLength > maxBatchBytes {
 		return fmt.Errorf("batch of %d bytes exceeds limit %d: %w", r.ContentLength, maxBatchBytes, raisfs.ErrTooLarge)
 	}
-	items, err := blobbatch.Decode(http.MaxBytesReader(w, r.Body, maxBatchBytes), maxBatchItems, s.store.cfg.MaxBlobSize)
+	body := http.MaxBytesReader(w, r.Body, maxBatchBytes)
+	var items []blobbatch.Item
+	if n := r.ContentLength; n >= 0 {
+		// The usual case (the SDK sends the length): one pooled buffer,
+		// items parsed in place, given back once PutMany has copied them.
+		buf := getBuf(int(n))
+		defer putBuf(buf)
+		if k, err := io.ReadFull(body, buf); err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+				return fmt.Errorf("batch: %d of %d bytes, cut short: %w", k, n, raisfs.ErrInvalidArgument)
+			}
+			return fmt.Errorf("batch: read after %d bytes: %w", k, err)
+		}
+		items, err = blobbatch.Parse(buf, maxBatchItems, s.store.cfg.MaxBlobSize)
+	} else {
+		items, err = blobbatch.Decode(body, maxBatchItems, s.store.cfg.MaxBlobSize)
+	}
 	if err != nil {
 		return err
 	}

@@ -448,10 +448,16 @@ func TestServer_BatchUploadMalformed(t *testing.T) {
 	enc, _ := blobbatch.Encode([]blobbatch.Item{{Hash: ha, Body: a}, {Hash: hb, Body: b}})
 	ts.expect(t, "POST", "/v1/volumes/1/blobs", bytes.NewReader(enc[:len(enc)-1]), 400, "invalid_argument")
 	ts.expect(t, "POST", "/v1/volumes/1/blobs", strings.NewReader("not a batch"), 400, "invalid_argument")
+	// Without a Content-Length (chunked): the streaming decoder, same answers.
+	ts.expect(t, "POST", "/v1/volumes/1/blobs", io.MultiReader(bytes.NewReader(enc[:len(enc)-1])), 400, "invalid_argument")
 	ts.expect(t, "POST", "/v1/volumes/9/blobs", bytes.NewReader(enc), 200, "") // per item: not found
 	ts.expect(t, "GET", blobPath(1, ha), nil, 404, "not_found")
 	ts.expect(t, "GET", blobPath(1, hb), nil, 404, "not_found")
 	if st := ts.store.Status(); st.Volumes[0].SizeBytes != superblockSize {
 		t.Fatalf("volume is %d bytes after refused batches, want %d (nothing written)", st.Volumes[0].SizeBytes, superblockSize)
+	}
+	ts.expect(t, "POST", "/v1/volumes/1/blobs", io.MultiReader(bytes.NewReader(enc)), 200, "")
+	if got := ts.expect(t, "GET", blobPath(1, hb), nil, 200, ""); !bytes.Equal(got, b) {
+		t.Fatal("blob of a chunked batch reads back wrong")
 	}
 }

@@ -22,7 +22,8 @@ type spooled struct {
 	size int64
 	n    int64 // needle length
 
-	mem []byte // whole needle, for bodies up to the spool threshold
+	mem    []byte // whole needle, for bodies up to the spool threshold
+	pooled bool   // mem came from getBuf: close gives it back
 
 	fs   FS
 	path string // temp file holding the whole needle, for larger bodies
@@ -34,6 +35,10 @@ func (s *spooled) close() {
 		s.file.Close()
 		s.fs.Remove(s.path)
 		s.file = nil
+	}
+	if s.pooled {
+		putBuf(s.mem)
+		s.pooled = false
 	}
 	s.mem = nil
 }
@@ -63,7 +68,8 @@ var blockPool = sync.Pool{New: func() any { b := make([]byte, blockSize); return
 // spoolSmall is the fast path for a body of known size that fits in
 // memory: it is read straight into its place in the needle buffer.
 func (s *spooled) spoolSmall(r io.Reader, size int64) error {
-	s.mem = make([]byte, needleLen(size))
+	s.mem, s.pooled = getBuf(int(needleLen(size))), true
+	clear(s.mem[headerSize+size:]) // footer and padding: a reused buffer holds old bytes
 	body := s.mem[headerSize : headerSize+size]
 	n, err := io.ReadFull(r, body)
 	if err != nil {

@@ -89,7 +89,7 @@ func (v *Volume) putMany(sps []*spooled) (created []bool, errs []error) {
 		return created, errs
 	}
 	ch := make(chan struct{})
-	buf := make([]byte, 0, total)
+	buf := getBuf(int(total))[:0]
 	for _, sp := range sps {
 		v.inflight[sp.hash] = ch
 		buf = append(buf, sp.mem...)
@@ -104,6 +104,7 @@ func (v *Volume) putMany(sps []*spooled) (created []bool, errs []error) {
 		_, err := f.WriteAt(buf, off)
 		return err
 	}) // unlocks
+	putBuf(buf) // written (or not) by now: the page cache holds the bytes
 	if err == nil {
 		<-b.done
 		err = b.err

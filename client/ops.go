@@ -66,6 +66,12 @@ func (c *Client) spool(ctx context.Context, r io.Reader) (*body, error) {
 	h := blake3.New()
 	b := &body{}
 	var buf bytes.Buffer
+	if l, ok := r.(interface{ Len() int }); ok {
+		// A reader that knows its length (bytes.Reader, strings.Reader,
+		// bytes.Buffer): one allocation instead of doubling from 512
+		// bytes, which cost a 1 MiB put 40% of the client's CPU.
+		buf.Grow(int(min(int64(l.Len()), c.cfg.SpoolThreshold+1)))
+	}
 	n, err := io.Copy(io.MultiWriter(&buf, h), io.LimitReader(r, c.cfg.SpoolThreshold+1))
 	if err != nil {
 		return nil, fmt.Errorf("read body: %w", err)

@@ -14,7 +14,6 @@ package blobbatch
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 
@@ -67,49 +66,51 @@ func Encode(items []Item) ([]byte, error) {
 // size over the limit) fails the whole batch with an error wrapping
 // raisfs.ErrInvalidArgument or raisfs.ErrTooLarge: nothing of a malformed
 // batch should be stored. Bodies are not checked against their hashes
-// here; the store does that as it writes them.
+// here; the store does that as it writes them. The caller bounds r.
 func Decode(r io.Reader, maxItems int, maxBlob int64) ([]Item, error) {
-	var magic [len(Magic)]byte
-	if _, err := io.ReadFull(r, magic[:]); err != nil || string(magic[:]) != Magic {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("batch: read: %w", err)
+	}
+	return Parse(b, maxItems, maxBlob)
+}
+
+// Parse is Decode of a batch already in memory. Items' bodies are slices
+// of b, not copies: b must outlive them.
+func Parse(b []byte, maxItems int, maxBlob int64) ([]Item, error) {
+	if len(b) < len(Magic) || string(b[:len(Magic)]) != Magic {
 		return nil, fmt.Errorf("batch: not a blob batch (magic): %w", raisfs.ErrInvalidArgument)
 	}
+	b = b[len(Magic):]
 	var items []Item
-	var hdr [headerSize]byte
-	for {
-		_, err := io.ReadFull(r, hdr[:])
-		if err == io.EOF {
-			return items, nil
-		}
-		if err != nil {
-			return nil, cut(len(items), err)
-		}
+	for len(b) > 0 {
 		if len(items) == maxItems {
 			return nil, fmt.Errorf("batch: more than %d items: %w", maxItems, raisfs.ErrTooLarge)
 		}
+		if len(b) < headerSize {
+			return nil, cut(len(items))
+		}
 		var it Item
-		copy(it.Hash[:], hdr[:32])
-		size := binary.LittleEndian.Uint64(hdr[32:40])
+		copy(it.Hash[:], b[:32])
+		size := binary.LittleEndian.Uint64(b[32:40])
 		if size > uint64(maxBlob) {
 			return nil, fmt.Errorf("batch: item %d: body of %d bytes exceeds limit %d: %w", len(items), size, maxBlob, raisfs.ErrTooLarge)
 		}
-		lease := make([]byte, binary.LittleEndian.Uint16(hdr[40:42]))
-		if _, err := io.ReadFull(r, lease); err != nil {
-			return nil, cut(len(items), err)
+		lease := int(binary.LittleEndian.Uint16(b[40:42]))
+		b = b[headerSize:]
+		if uint64(len(b)) < uint64(lease)+size {
+			return nil, cut(len(items))
 		}
-		it.Lease = string(lease)
-		it.Body = make([]byte, size)
-		if _, err := io.ReadFull(r, it.Body); err != nil {
-			return nil, cut(len(items), err)
-		}
+		it.Lease = string(b[:lease])
+		it.Body = b[lease : lease+int(size) : lease+int(size)]
+		b = b[lease+int(size):]
 		items = append(items, it)
 	}
+	return items, nil
 }
 
-func cut(i int, err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("batch: item %d cut short: %w", i, raisfs.ErrInvalidArgument)
-	}
-	return fmt.Errorf("batch: item %d: %w", i, err)
+func cut(i int) error {
+	return fmt.Errorf("batch: item %d cut short: %w", i, raisfs.ErrInvalidArgument)
 }
 
 // Result is one item's outcome: Status 201 (stored), 200 (held already)
