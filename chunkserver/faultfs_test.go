@@ -29,8 +29,6 @@ type faultFS struct {
 	// trace records durability-relevant operations when non-nil.
 	trace *[]string
 	syncs int
-	// drops records every page-cache drop as [off, off+n) per file.
-	drops map[string][][2]int64
 }
 
 func (fs *faultFS) record(format string, args ...any) {
@@ -116,20 +114,6 @@ type faultFile struct {
 	File
 	fs   *faultFS
 	name string
-}
-
-// DropCache records the drop and passes it on to the real file.
-func (f *faultFile) DropCache(off, n int64) error {
-	f.fs.mu.Lock()
-	if f.fs.drops == nil {
-		f.fs.drops = map[string][][2]int64{}
-	}
-	f.fs.drops[f.name] = append(f.fs.drops[f.name], [2]int64{off, off + n})
-	f.fs.mu.Unlock()
-	if cd, ok := f.File.(cacheDropper); ok {
-		return cd.DropCache(off, n)
-	}
-	return nil
 }
 
 func (f *faultFile) WriteAt(p []byte, off int64) (int, error) {

@@ -41,14 +41,6 @@ type Config struct {
 	// MaxBatchWait bounds how long the group committer waits for released
 	// writers to queue again before the next fsync (default 2 ms).
 	MaxBatchWait time.Duration
-	// CacheBehind is how much of a volume's data file, counted back from
-	// its newest synced needle, stays in the page cache after its fsync;
-	// older written ranges are dropped from it (default 16 MiB; negative:
-	// never dropped). Written mail is rarely read back from the chunk
-	// server soon (front ends cache what they deliver), and pages the
-	// kernel must take from its free pool cost far more to fill than pages
-	// it recycles (ARCHITECTURE.md, "Page cache behind the tail").
-	CacheBehind int64
 	// UsageCacheTTL is how long a data dir's free-space reading is reused
 	// by the put path (default 200 ms; negative: read it on every put).
 	// Bytes appended since the reading are subtracted from it, so the
@@ -77,7 +69,6 @@ func DefaultConfig() Config {
 		HighWater:        0.95,
 		MinFreeBytes:     64 << 20,
 		MaxBatchWait:     2 * time.Millisecond,
-		CacheBehind:      16 << 20,
 		IndexSyncEvery:   4096,
 		UsageCacheTTL:    200 * time.Millisecond,
 		ScrubEvery:       24 * time.Hour,
@@ -107,9 +98,6 @@ func (c *Config) withDefaults() {
 	}
 	if c.MaxBatchWait == 0 {
 		c.MaxBatchWait = d.MaxBatchWait
-	}
-	if c.CacheBehind == 0 {
-		c.CacheBehind = d.CacheBehind
 	}
 	if c.UsageCacheTTL == 0 {
 		c.UsageCacheTTL = d.UsageCacheTTL
@@ -281,7 +269,6 @@ func (s *Store) volumeOptions(d *dataDir, id raisfs.VolumeID) volumeOptions {
 		fs: s.cfg.FS, dir: d.path, id: id,
 		sealSize:     s.cfg.VolumeSize,
 		maxBatchWait: s.cfg.MaxBatchWait,
-		cacheBehind:  s.cfg.CacheBehind,
 		indexSyncN:   s.cfg.IndexSyncEvery,
 		logger:       s.cfg.Logger.With(LogKeySubsystem, "volume"),
 		metrics:      s.metrics,

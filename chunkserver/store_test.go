@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -582,64 +581,4 @@ func TestStore_PutManySharesOneFsync(t *testing.T) {
 	}
 	s.Close()
 	check(mustOpen(t, cfg))
-}
-
-// A volume's synced pages further back than CacheBehind from its newest
-// needle are dropped from the page cache, in order, from the start, never
-// closer to the tail than CacheBehind; every blob still reads back. With a
-// negative CacheBehind nothing is dropped.
-func TestStore_DropsSyncedPagesBehindTheTail(t *testing.T) {
-	for _, behind := range []int64{2 << 20, -1} {
-		t.Run(fmt.Sprint(behind), func(t *testing.T) {
-			fs := &faultFS{}
-			cfg := testConfig(t, fs)
-			cfg.VolumeSize = 64 << 20
-			cfg.CacheBehind = behind
-			s := mustOpen(t, cfg)
-			mustCreate(t, s, 1)
-			var bodies [][]byte
-			var hashes []raisfs.Hash
-			var tail int64
-			for i := range 24 {
-				b, h := payload(uint64(i), 512<<10)
-				mustPut(t, s, 1, b, h)
-				bodies, hashes = append(bodies, b), append(hashes, h)
-				tail += needleLen(int64(len(b)))
-			}
-			fs.mu.Lock()
-			var drops [][2]int64
-			for name, d := range fs.drops {
-				if !strings.HasSuffix(name, ".dat") {
-					t.Errorf("dropped pages of %s, want only data files", name)
-				}
-				drops = append(drops, d...)
-			}
-			fs.mu.Unlock()
-			if behind < 0 {
-				if len(drops) != 0 {
-					t.Fatalf("CacheBehind %d: dropped %v, want nothing", behind, drops)
-				}
-			} else {
-				if len(drops) == 0 {
-					t.Fatalf("wrote %d bytes with CacheBehind %d: nothing dropped", tail, behind)
-				}
-				var next int64
-				for _, d := range drops {
-					if d[0] != next || d[1]-d[0] < 1<<20 {
-						t.Fatalf("drops %v: want contiguous runs of at least 1 MiB from 0", drops)
-					}
-					next = d[1]
-				}
-				if next > tail-behind {
-					t.Fatalf("dropped up to %d of %d written: closer to the tail than %d", next, tail, behind)
-				}
-				if next < tail-behind-(2<<20) {
-					t.Fatalf("dropped up to %d of %d written: want up to about %d", next, tail, tail-behind)
-				}
-			}
-			for i := range bodies {
-				mustRead(t, s, 1, hashes[i], bodies[i])
-			}
-		})
-	}
 }

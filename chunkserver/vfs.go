@@ -6,8 +6,6 @@ import (
 	"io"
 	"os"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // FS is the small slice of a filesystem the store uses. Everything the store
@@ -34,12 +32,6 @@ type FS interface {
 	// file, creating it if needed. It fails at once if another process
 	// holds the lock. Close releases it.
 	Lock(name string) (io.Closer, error)
-}
-
-// cacheDropper is implemented by files whose cached pages can be dropped
-// (osFile); the volume's syncer uses it when present.
-type cacheDropper interface {
-	DropCache(off, n int64) error
 }
 
 // File is an open file. ReadAt may be called concurrently with WriteAt on
@@ -80,13 +72,6 @@ func (f osFile) Sync() error {
 			return nil
 		}
 	}
-}
-
-// DropCache asks the kernel to drop the file's cached pages in [off,
-// off+n) (posix_fadvise DONTNEED). Dirty pages are written back, never
-// lost; it is a hint, so a failure changes nothing but speed.
-func (f osFile) DropCache(off, n int64) error {
-	return unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)
 }
 
 func (f osFile) Size() (int64, error) {

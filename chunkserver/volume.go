@@ -70,8 +70,7 @@ type volumeOptions struct {
 	id           raisfs.VolumeID
 	sealSize     int64
 	maxBatchWait time.Duration
-	cacheBehind  int64 // page cache kept behind the newest synced needle; <0: all
-	indexSyncN   int   // fsync the index after this many unsynced entries
+	indexSyncN   int // fsync the index after this many unsynced entries
 	logger       *slog.Logger
 	metrics      *metrics
 }
@@ -495,7 +494,6 @@ func (v *Volume) syncLoop() {
 	// released plus those that queued while it ran.
 	target := 0
 	var lastDur time.Duration
-	var dropper dropBehind
 	for {
 		stopping := false
 		select {
@@ -552,11 +550,6 @@ func (v *Volume) syncLoop() {
 			}
 			v.writeIndexLocked(b.recs)
 		}
-		var drop *dataFile
-		if err == nil && v.opts.cacheBehind >= 0 && v.data.f == f {
-			drop = v.data
-			drop.acquire()
-		}
 		target = len(b.recs)
 		if v.cur != nil {
 			target += len(v.cur.recs)
@@ -579,44 +572,7 @@ func (v *Volume) syncLoop() {
 		if syncIdx {
 			idx.Sync()
 		}
-		if drop != nil {
-			dropper.after(drop.f, b.recs, v.opts.cacheBehind)
-			drop.release()
-		}
 	}
-}
-
-// dropBehind drops a data file's synced pages from the page cache once
-// they are more than the configured distance behind the newest synced
-// needle, at least 1 MiB at a time. On this project's test machine a page
-// the kernel takes from its free pool costs about ten times as much to
-// fill as one it recycles (2.2 against 0.2 ms per MiB, ARCHITECTURE.md),
-// and an append-only file that keeps every page it ever wrote cached makes
-// every new page a fresh one.
-type dropBehind struct {
-	f       File
-	dropped int64 // [0, dropped) of f has been dropped
-}
-
-func (d *dropBehind) after(f File, recs []indexEntry, behind int64) {
-	cd, ok := f.(cacheDropper)
-	if !ok {
-		return
-	}
-	if d.f != f { // a new data file (compaction): start over
-		d.f, d.dropped = f, 0
-	}
-	var newest int64
-	for _, r := range recs {
-		newest = max(newest, r.offset)
-	}
-	end := newest - behind
-	if end-d.dropped < 1<<20 {
-		return
-	}
-	// Only a hint: a failure costs speed, never data.
-	_ = cd.DropCache(d.dropped, end-d.dropped)
-	d.dropped = end
 }
 
 // gather waits until at least n records are queued or wait has passed.
