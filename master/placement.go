@@ -139,7 +139,10 @@ func (s *Server) candidates(servers map[string]*fsmpb.Server) []candidate {
 // from yet, while it is younger than ServerDownAfter (after that, such a
 // server is marked down), and says how long it has led.
 func (s *Server) unheard(servers map[string]*fsmpb.Server) (int, time.Duration) {
-	age := time.Since(s.registry.started())
+	var age time.Duration
+	if since := s.registry.started(); !since.IsZero() {
+		age = time.Since(since)
+	} // else Raft made this master leader a moment ago and the registry is not reset yet: as new as it gets
 	if age >= s.cfg.ServerDownAfter {
 		return 0, age
 	}

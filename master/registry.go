@@ -66,7 +66,9 @@ func (r *registry) reset(now time.Time) {
 	r.servers = map[string]heartbeat{}
 }
 
-// started is when this leader began listening to heartbeats.
+// started is when this leader began listening to heartbeats; zero before
+// its leadership loop has taken office (Raft may already call it leader)
+// and after it lost office.
 func (r *registry) started() time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -415,6 +415,9 @@ func (s *Server) leadershipLoop(ctx context.Context) {
 			stop()
 			if !leader {
 				s.log.Info("lost leadership")
+				// Until the next term's reset: nothing heard, not yet
+				// started (placement answers "unavailable", not "full").
+				s.registry.reset(time.Time{})
 				continue
 			}
 			s.log.Info("became leader")
