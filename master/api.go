@@ -38,6 +38,13 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	return resp, rpcerr.ToStatus(err)
 }
 
+// streamInterceptor gives stream handlers' errors (WatchRecords) the same
+// status codes and reasons as unary calls: a client tells "not the leader"
+// from "fell behind" by errors.Is, not by reading messages.
+func streamInterceptor(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return rpcerr.ToStatus(handler(srv, ss))
+}
+
 // peerConns caches gRPC client connections to other masters.
 type peerConns struct {
 	mu    sync.Mutex

@@ -114,6 +114,8 @@ type Config struct {
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
 
+	watchQueue int // events queued per watch stream before it is ended; 0: 1024 (tests make it small)
+
 	// opsVersion, when set, is announced instead of raftfsm.OpsVersion
 	// (tests: a master of an older build).
 	opsVersion uint32

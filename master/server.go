@@ -152,7 +152,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.apiLn, err = listen(cfg.APIListener, cfg.APIAddr, "api"); err != nil {
 		return nil, err
 	}
-	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(s.unaryInterceptor))
+	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(s.unaryInterceptor), grpc.ChainStreamInterceptor(streamInterceptor))
 	masterpb.RegisterMasterServer(s.grpc, s)
 	s.goLoop("grpc", func(ctx context.Context) {
 		if err := s.grpc.Serve(s.apiLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

@@ -325,7 +325,11 @@ func (s *Server) WatchRecords(stream masterpb.Master_WatchRecordsServer) error {
 		return fmt.Errorf("watch records: %w", raisfs.ErrNotLeader)
 	}
 	ctx := stream.Context()
-	w := &watcher{send: make(chan *masterpb.WatchEvent, 1024), kill: make(chan struct{}), ackCh: make(chan struct{})}
+	queue := s.cfg.watchQueue
+	if queue <= 0 {
+		queue = 1024
+	}
+	w := &watcher{send: make(chan *masterpb.WatchEvent, queue), kill: make(chan struct{}), ackCh: make(chan struct{})}
 	r := s.watches
 	r.mu.Lock()
 	if r.closed {
@@ -357,6 +361,25 @@ func (s *Server) WatchRecords(stream masterpb.Master_WatchRecordsServer) error {
 			time.AfterFunc(d, func() { r.remove(w); s.wg.Done() })
 		} else {
 			r.remove(w)
+		}
+	}()
+
+	// Every event goes out through one sender, in the order posted. The
+	// loop below never blocks on the stream itself: a client that stops
+	// reading fills the queue, which ends the stream (post), instead of
+	// stalling this handler in a Send that flow control never releases.
+	sendErr := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case ev := <-w.send:
+				if err := stream.Send(ev); err != nil {
+					sendErr <- err
+					return
+				}
+			case <-ctx.Done(): // the handler returned, or the client left
+				return
+			}
 		}
 	}()
 
@@ -394,10 +417,8 @@ func (s *Server) WatchRecords(stream masterpb.Master_WatchRecordsServer) error {
 			if s.raft.State() != raft.Leader || s.raft.CurrentTerm() != term {
 				return fmt.Errorf("watch records: %w", raisfs.ErrNotLeader)
 			}
-		case ev := <-w.send:
-			if err := stream.Send(ev); err != nil {
-				return err
-			}
+		case err := <-sendErr:
+			return err
 		case req := <-reqs:
 			if req.Ack > 0 {
 				w.mu.Lock()
@@ -413,9 +434,7 @@ func (s *Server) WatchRecords(stream masterpb.Master_WatchRecordsServer) error {
 			}
 			if len(req.Add) > 0 {
 				if now := r.add(w, req.Add); len(now) > 0 {
-					if err := stream.Send(&masterpb.WatchEvent{Added: now}); err != nil {
-						return err
-					}
+					w.post(&masterpb.WatchEvent{Added: now})
 				}
 			}
 			if req.Ping > 0 {
@@ -427,9 +446,7 @@ func (s *Server) WatchRecords(stream masterpb.Master_WatchRecordsServer) error {
 					}
 					w.mu.Unlock()
 				}
-				if err := stream.Send(&masterpb.WatchEvent{Pong: req.Ping, LeaseNanos: int64(lease)}); err != nil {
-					return err
-				}
+				w.post(&masterpb.WatchEvent{Pong: req.Ping, LeaseNanos: int64(lease)})
 			}
 		}
 	}

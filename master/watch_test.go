@@ -2,10 +2,18 @@ package master
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
 	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/api/txnpb"
 )
 
 // openWatch opens a raw watch stream on the leader and adds key.
@@ -151,5 +159,73 @@ func TestWatch_AddDuringAWriteIsConfirmedAfterIt(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A watching client that stops reading its stream (alive, connected, but
+// stuck) fills its event queue; the leader then ends the stream on its own,
+// without waiting for the client to read again, and writes to the keys it
+// watched go on. When the client reads again it finds the events sent
+// before the end and then an Unavailable error ("fell behind").
+func TestWatch_ClientThatStopsReadingIsCutOff(t *testing.T) {
+	c := mustCluster(t, 3, func(cfg *Config) { cfg.watchQueue = 4 })
+	l := c.waitLeader()
+	m := client(t, l.APIAddr())
+	// A client connection with the smallest flow-control windows (and no
+	// window growth), so that the leader's sends block after 64 KiB.
+	conn, err := grpc.NewClient(l.APIAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	var keys []*txnpb.TxnOp
+	var add [][]byte
+	for i := range 100 {
+		k := fmt.Sprintf("w/stuck/%03d", i)
+		keys = append(keys, &txnpb.TxnOp{Op: &txnpb.TxnOp_Put{Put: &txnpb.RecordPut{Key: []byte(k), Value: []byte("v")}}})
+		add = append(add, []byte(k))
+	}
+	if _, err := m.Txn(ctxT(t), &txnpb.Txn{Ops: keys}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	s, err := masterpb.NewMasterClient(conn).WatchRecords(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&masterpb.WatchRequest{Add: add}); err != nil {
+		t.Fatal(err)
+	}
+	watching := func() int {
+		l.watches.mu.Lock()
+		defer l.watches.mu.Unlock()
+		return len(l.watches.byKey)
+	}
+	testPoll(t, 10*time.Second, "the keys to be watched", func() bool { return watching() == 100 })
+	// The client reads nothing from now on. Each transaction rewrites all
+	// 100 keys: one invalidation of about 1.5 KB for the stuck client.
+	start := time.Now()
+	n := 0
+	for ; watching() > 0; n++ {
+		if n == 1000 {
+			t.Fatalf("after %d transactions the stuck client's stream is still open", n)
+		}
+		if _, err := m.Txn(ctxT(t), &txnpb.Txn{Ops: keys}); err != nil {
+			t.Fatalf("transaction %d while a client is stuck: %v", n, err)
+		}
+	}
+	t.Logf("stream ended by the leader after %d transactions in %s", n, time.Since(start).Round(time.Millisecond))
+	// Reading again: what was sent before the end, then the error.
+	for {
+		_, err := s.Recv()
+		if err == nil {
+			continue
+		}
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "fell behind") {
+			t.Fatalf("stream ended with %v, want Unavailable: the client fell behind", err)
+		}
+		break
 	}
 }
