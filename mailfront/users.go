@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -15,10 +16,32 @@ import (
 )
 
 // Users is the user database: a file of "name:bcrypt-hash" lines (blank
-// lines and lines starting with # are ignored), read at start.
+// lines and lines starting with # are ignored). Reload re-reads it, so
+// users can be added, changed and removed without a restart (`rais imap`
+// does when the file changes and on SIGHUP).
 type Users struct {
+	path string // "" for StaticUsers
+
 	mu     sync.RWMutex
 	hashes map[string][]byte
+	stamp  fileStamp // of the file as last read
+}
+
+// fileStamp tells whether a file was replaced or rewritten since it was
+// read: AddUser renames a new file into place (another inode), an editor
+// may rewrite it in place (another size or modification time).
+type fileStamp struct {
+	ino     uint64
+	size    int64
+	modNano int64
+}
+
+func stampOf(fi os.FileInfo) fileStamp {
+	st := fileStamp{size: fi.Size(), modNano: fi.ModTime().UnixNano()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.ino = sys.Ino
+	}
+	return st
 }
 
 // dummyHash makes a login for an unknown user cost as much as one for a
@@ -27,12 +50,61 @@ var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("no such user"), bcrypt.De
 
 // LoadUsers reads path.
 func LoadUsers(path string) (*Users, error) {
+	hashes, stamp, err := readUsers(path)
+	if err != nil {
+		return nil, err
+	}
+	return &Users{path: path, hashes: hashes, stamp: stamp}, nil
+}
+
+// Reload re-reads the file if it changed since it was last read (or
+// always, with force) and reports whether it read it. A file that does
+// not parse changes nothing: the users stay as they were and the error
+// says why, so a half-edited file never locks everyone out.
+func (u *Users) Reload(force bool) (reloaded bool, err error) {
+	if u.path == "" {
+		return false, nil
+	}
+	if !force {
+		fi, err := os.Stat(u.path)
+		if err != nil {
+			return false, fmt.Errorf("users file: %w", err)
+		}
+		u.mu.RLock()
+		same := stampOf(fi) == u.stamp
+		u.mu.RUnlock()
+		if same {
+			return false, nil
+		}
+	}
+	hashes, stamp, err := readUsers(u.path)
+	if err != nil {
+		return false, err
+	}
+	u.mu.Lock()
+	u.hashes, u.stamp = hashes, stamp
+	u.mu.Unlock()
+	return true, nil
+}
+
+// Len is the number of users.
+func (u *Users) Len() int {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	return len(u.hashes)
+}
+
+func readUsers(path string) (map[string][]byte, fileStamp, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("users file: %w", err)
+		return nil, fileStamp{}, fmt.Errorf("users file: %w", err)
 	}
 	defer f.Close()
-	u := &Users{hashes: map[string][]byte{}}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fileStamp{}, fmt.Errorf("users file: %w", err)
+	}
+	hashes := map[string][]byte{}
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -41,17 +113,17 @@ func LoadUsers(path string) (*Users, error) {
 		}
 		name, hash, ok := strings.Cut(line, ":")
 		if !ok || !mailstore.ValidUser(name) {
-			return nil, fmt.Errorf("%s:%d: want NAME:BCRYPT-HASH", path, n)
+			return nil, fileStamp{}, fmt.Errorf("%s:%d: want NAME:BCRYPT-HASH", path, n)
 		}
 		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
-			return nil, fmt.Errorf("%s:%d: user %s: not a bcrypt hash: %w", path, n, name, err)
+			return nil, fileStamp{}, fmt.Errorf("%s:%d: user %s: not a bcrypt hash: %w", path, n, name, err)
 		}
-		u.hashes[name] = []byte(hash)
+		hashes[name] = []byte(hash)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("users file: %w", err)
+		return nil, fileStamp{}, fmt.Errorf("users file: %w", err)
 	}
-	return u, nil
+	return hashes, stampOf(fi), nil
 }
 
 // StaticUsers is a user database in memory (tests, rais dev's demo user).

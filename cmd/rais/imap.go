@@ -8,10 +8,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/raisfs/raisfs/client"
@@ -29,7 +33,7 @@ func runIMAP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	masters := fl.String("masters", os.Getenv("RAIS_MASTERS"), "masters' API addresses, comma separated (default $RAIS_MASTERS)")
 	imapAddr := fl.String("imap-addr", "127.0.0.1:1143", "HOST:PORT for IMAP (STARTTLS when --tls-cert is set); port 0 picks a free port")
 	lmtpAddr := fl.String("lmtp-addr", "127.0.0.1:2424", "HOST:PORT for LMTP delivery from the mail transfer agent")
-	usersFile := fl.String("users", "", "users file: NAME:BCRYPT-HASH lines, written by `rais imap adduser` (required)")
+	usersFile := fl.String("users", "", "users file: NAME:BCRYPT-HASH lines, written by `rais imap adduser`; re-read when it changes (required)")
 	tlsCert := fl.String("tls-cert", "", "PEM certificate for STARTTLS")
 	tlsKey := fl.String("tls-key", "", "PEM private key for STARTTLS")
 	allowPlain := fl.Bool("allow-plaintext", false, "allow LOGIN without TLS from any address (without it: loopback only)")
@@ -43,7 +47,8 @@ func runIMAP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stderr, "usage: rais imap --masters H:P,... --users FILE [--imap-addr H:P] [--lmtp-addr H:P] [--tls-cert F --tls-key F]\n"+
 			"       rais imap adduser --users FILE NAME   (reads the password from stdin)\n\n"+
 			"Serves IMAP and LMTP with every mailbox, flag and message stored in the cluster: front ends\n"+
-			"keep no state, so run several behind any load balancer and lose any of them.\n\nflags:\n")
+			"keep no state, so run several behind any load balancer and lose any of them. The users file is\n"+
+			"re-read when it changes (checked every 2 s) and on SIGHUP.\n\nflags:\n")
 		fl.PrintDefaults()
 	}
 	if err := fl.Parse(args); err != nil {
@@ -64,6 +69,16 @@ func runIMAP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	// Users added, changed or removed in the file take effect without a
+	// restart: checked every 2 s, and at once on SIGHUP.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	uctx, ucancel := context.WithCancel(ctx)
+	defer ucancel()
+	wg.Go(func() { watchUsers(uctx, users, hup, 2*time.Second, logger) })
 	var tlsCfg *tls.Config
 	if *tlsCert != "" {
 		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
@@ -158,4 +173,35 @@ func runAddUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stdout, "user %s written to %s\n", fl.Arg(0), *usersFile)
 	return nil
+}
+
+// watchUsers reloads users when its file changes (checked every interval)
+// and, even if it looks unchanged, when hup fires, until ctx ends. A file
+// that does not parse leaves the users as they were; its error is logged
+// once until it changes.
+func watchUsers(ctx context.Context, users *mailfront.Users, hup <-chan os.Signal, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	lastErr := ""
+	for {
+		force := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			force = true
+		case <-t.C:
+		}
+		reloaded, err := users.Reload(force)
+		switch {
+		case err != nil:
+			if err.Error() != lastErr || force {
+				log.Error("users file not reloaded; keeping the users as they were", "err", err)
+			}
+			lastErr = err.Error()
+		case reloaded:
+			lastErr = ""
+			log.Info("users file reloaded", "users", users.Len())
+		}
+	}
 }

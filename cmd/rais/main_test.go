@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +17,8 @@ import (
 	"time"
 
 	"github.com/zeebo/blake3"
+
+	"github.com/raisfs/raisfs/mailfront"
 )
 
 // raisBinary builds the rais command once per test binary run.
@@ -169,4 +173,57 @@ func TestHashCommand(t *testing.T) {
 	if err != nil || string(out) != want {
 		t.Fatalf("rais hash = %q, %v; want %q", out, err, want)
 	}
+}
+
+// rais imap's users watcher: a user added to the file can log in within
+// the check interval; SIGHUP reloads at once even when the file looks
+// unchanged; a file that does not parse leaves the users as they were.
+func TestWatchUsers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users")
+	if err := mailfront.AddUser(path, "ann", "pw"); err != nil {
+		t.Fatal(err)
+	}
+	users, err := mailfront.LoadUsers(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	hup := make(chan os.Signal, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watchUsers(ctx, users, hup, 20*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	defer func() { cancel(); <-done }()
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if err := mailfront.AddUser(path, "bob", "pw"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("bob to be loaded", func() bool { return users.Exists("bob") })
+	// Broken: nothing changes.
+	good, _ := os.ReadFile(path)
+	os.WriteFile(path, append(good, []byte("carl:x\n")...), 0o600)
+	// The channel holds one signal: the third send returns only once the
+	// watcher has finished the reload the first one asked for.
+	for range 3 {
+		hup <- syscall.SIGHUP
+	}
+	if !users.Exists("bob") || users.Exists("carl") || users.Len() != 2 {
+		t.Fatalf("a broken users file was applied (%d users)", users.Len())
+	}
+	// Repaired, and bob removed: loaded again.
+	if err := os.WriteFile(path, bytes.Join(bytes.Split(good, []byte("\n"))[:1], nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup <- syscall.SIGHUP
+	waitUntil("bob's removal to be loaded", func() bool { return !users.Exists("bob") && users.Exists("ann") })
 }
