@@ -195,20 +195,10 @@ func TestWatchUsers(t *testing.T) {
 		watchUsers(ctx, users, hup, 20*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
 	defer func() { cancel(); <-done }()
-	waitUntil := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
 	if err := mailfront.AddUser(path, "bob", "pw"); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil("bob to be loaded", func() bool { return users.Exists("bob") })
+	waitFor(t, 10*time.Second, "bob to be loaded", func() bool { return users.Exists("bob") })
 	// Broken: nothing changes.
 	good, _ := os.ReadFile(path)
 	os.WriteFile(path, append(good, []byte("carl:x\n")...), 0o600)
@@ -225,5 +215,5 @@ func TestWatchUsers(t *testing.T) {
 		t.Fatal(err)
 	}
 	hup <- syscall.SIGHUP
-	waitUntil("bob's removal to be loaded", func() bool { return !users.Exists("bob") && users.Exists("ann") })
+	waitFor(t, 10*time.Second, "bob's removal to be loaded", func() bool { return !users.Exists("bob") && users.Exists("ann") })
 }
