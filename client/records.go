@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,22 @@ type Record struct {
 	Key     string
 	Value   []byte
 	Version uint64
+}
+
+// written is what t, applied at revision rev, left in the records it
+// wrote (ops apply in order: the last one on a key wins).
+func (t *Txn) written(rev uint64) map[string]cachedRecord {
+	out := map[string]cachedRecord{}
+	for _, op := range t.pb.Ops {
+		switch o := op.Op.(type) {
+		case *txnpb.TxnOp_Put:
+			k := string(o.Put.Key)
+			out[k] = cachedRecord{r: Record{Key: k, Value: bytes.Clone(o.Put.Value), Version: rev}, ok: true}
+		case *txnpb.TxnOp_Delete:
+			out[string(o.Delete)] = cachedRecord{}
+		}
+	}
+	return out
 }
 
 // Txn is a transaction: if every compare holds, all ops apply at once.
@@ -126,7 +143,11 @@ func (c *Client) Commit(ctx context.Context, t *Txn) (uint64, error) {
 			certain := err == nil || errors.Is(err, ErrCompareFailed) || errors.Is(err, ErrInvalidArgument) ||
 				errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) || errors.Is(err, raisfs.ErrPermissionDenied) ||
 				errors.Is(err, raisfs.ErrLeaseExpired)
-			c.records.endWrite(w, certain)
+			var written map[string]cachedRecord
+			if err == nil {
+				written = t.written(rev)
+			}
+			c.records.endWrite(w, certain, written)
 			return rev, err
 		}
 	}

@@ -386,6 +386,12 @@ func (rc *recordCache) get(ctx context.Context, key string) (Record, bool, error
 type ownWrite struct {
 	epoch uint64
 	keys  []string
+	// fresh holds, for each key that was watched with nothing pending when
+	// the write was sent, the change count of the write's own drop: if the
+	// key's last change is still that one when the write applied, nothing
+	// else touched it in between and the written value may be cached, as a
+	// read sent then and answered now could be.
+	fresh map[string]uint64
 }
 
 // beginWrite drops keys and keeps them uncached until endWrite; it
@@ -398,18 +404,27 @@ func (rc *recordCache) beginWrite(keys []string) (ownWrite, uint64) {
 		return ownWrite{}, 0
 	}
 	tracked := []string{}
+	fresh := map[string]uint64{}
 	for _, k := range keys {
+		watched := rc.watchedAt[k] != 0 && rc.pending[k] == 0
 		if rc.beginLocked(k) {
 			tracked = append(tracked, k)
+			if watched {
+				fresh[k] = rc.changed[k]
+			}
 		}
 	}
-	return ownWrite{epoch: rc.epoch, keys: tracked}, rc.id
+	return ownWrite{epoch: rc.epoch, keys: tracked, fresh: fresh}, rc.id
 }
 
 // endWrite ends w. If the transaction may still apply (its outcome is
 // unknown), the stream is restarted: the leader will not tell this client
 // when it does, so nothing cached can be trusted.
-func (rc *recordCache) endWrite(w ownWrite, certain bool) {
+//
+// written, when the transaction applied, is what it left in its keys (nil
+// otherwise): each key still fresh (see ownWrite) is cached with it, so
+// the writer's next read of its own write costs no round trip.
+func (rc *recordCache) endWrite(w ownWrite, certain bool, written map[string]cachedRecord) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	if w.epoch != rc.epoch || w.keys == nil {
@@ -423,7 +438,12 @@ func (rc *recordCache) endWrite(w ownWrite, certain bool) {
 		return
 	}
 	for _, k := range w.keys {
+		mine, isFresh := w.fresh[k]
+		keep := isFresh && written != nil && rc.changed[k] == mine && rc.pending[k] == 1
 		rc.endLocked(k)
+		if e, ok := written[k]; keep && ok {
+			rc.entries[k] = e
+		}
 	}
 }
 

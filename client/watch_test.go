@@ -257,3 +257,71 @@ func TestClient_RecordCacheIsBounded(t *testing.T) {
 		t.Fatalf("tracked %d keys with %d per-key entries, want at most 2 and 6", tracked, perKey)
 	}
 }
+
+// A client's own acknowledged write to a record it reads through its cache
+// is cached as written (value and the commit's revision): its next read
+// costs no round trip. Another client's write after it is still seen at
+// once, and a deleted record reads as missing from the cache too.
+func TestClient_RecordCacheKeepsOwnWrites(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	c := mustClient(t, cl.MasterAddrs(), func(cfg *client.Config) { cfg.RecordCache = 100 })
+	other := mustClient(t, cl.MasterAddrs(), nil)
+	ctx := ctxT(t)
+	const key = "own/k"
+	if _, err := c.Commit(ctx, new(client.Txn).Put(key, []byte("v0"))); err != nil {
+		t.Fatal(err)
+	}
+	// Until the key is watched and a lease held, reads go to the leader.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h0, _ := c.RecordCacheStats()
+		if _, _, err := c.CachedRecord(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		if h1, _ := c.RecordCacheStats(); h1 > h0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no read was answered from the cache within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	hits := 0
+	for i := 1; i <= 20; i++ {
+		want := fmt.Sprintf("mine-%d", i)
+		rev, err := c.Commit(ctx, new(client.Txn).Put("own/other", []byte("x")).Put(key, []byte(want)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h0, _ := c.RecordCacheStats()
+		r, ok, err := c.CachedRecord(ctx, key)
+		if err != nil || !ok || string(r.Value) != want || r.Version != rev {
+			t.Fatalf("read after own write %d: %q v%d %v %v; want %q v%d", i, r.Value, r.Version, ok, err, want, rev)
+		}
+		if h1, _ := c.RecordCacheStats(); h1 > h0 {
+			hits++
+		}
+		theirs := fmt.Sprintf("theirs-%d", i)
+		if _, err := other.Commit(ctx, new(client.Txn).Put(key, []byte(theirs))); err != nil {
+			t.Fatal(err)
+		}
+		if r, _, err := c.CachedRecord(ctx, key); err != nil || string(r.Value) != theirs {
+			t.Fatalf("read after another client's write: %q, %v; want %q", r.Value, err, theirs)
+		}
+	}
+	// A lapse of the lease (a loaded machine) sends a read to the leader
+	// now and then; without the own-write rule every one of them would.
+	t.Logf("%d of 20 reads after own writes answered from the cache", hits)
+	if hits < 10 {
+		t.Fatalf("%d of 20 reads after own writes answered from the cache, want most", hits)
+	}
+	h0, m0 := c.RecordCacheStats()
+	if _, err := c.Commit(ctx, new(client.Txn).Delete(key)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := c.CachedRecord(ctx, key); ok || err != nil {
+		t.Fatalf("read after own delete: ok %v, %v; want missing", ok, err)
+	}
+	h1, m1 := c.RecordCacheStats()
+	t.Logf("after own delete: hits %d→%d, misses %d→%d", h0, h1, m0, m1)
+}
