@@ -465,6 +465,12 @@ func (s *Server) putBlob(w http.ResponseWriter, r *http.Request) error {
 const (
 	maxBatchItems = 1024
 	maxBatchBytes = 32 << 20
+	// pooledBatchBytes: batches up to this size (the SDK's carry at most
+	// 4 MiB of bodies, plus their item headers) are read into a pooled
+	// buffer of their declared length before any byte arrives; larger ones
+	// grow as their bytes come, so a client that declares much and sends
+	// little pins little.
+	pooledBatchBytes = 5 << 20
 )
 
 // putBatch stores several blobs of one volume (api/blobbatch), each under
@@ -481,7 +487,7 @@ func (s *Server) putBatch(w http.ResponseWriter, r *http.Request) error {
 	}
 	body := http.MaxBytesReader(w, r.Body, maxBatchBytes)
 	var items []blobbatch.Item
-	if n := r.ContentLength; n >= 0 {
+	if n := r.ContentLength; n >= 0 && n <= pooledBatchBytes {
 		// The usual case (the SDK sends the length): one pooled buffer,
 		// items parsed in place, given back once PutMany has copied them.
 		buf := getBuf(int(n))

@@ -439,6 +439,40 @@ func TestServer_BatchUpload(t *testing.T) {
 	check()
 }
 
+// A batch larger than the pooled size is read as its bytes come, and
+// stores the same.
+func TestServer_BatchUploadLargerThanPooled(t *testing.T) {
+	ts := mustServe(t, func(cfg *Config) { cfg.VolumeSize = 64 << 20 }, nil)
+	ts.expect(t, "PUT", "/v1/volumes/1", nil, 204, "")
+	var items []blobbatch.Item
+	for i := range 6 {
+		b, h := payload(uint64(50+i), 1<<20)
+		items = append(items, blobbatch.Item{Hash: h, Body: b})
+	}
+	enc, err := blobbatch.Encode(items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(enc) <= pooledBatchBytes {
+		t.Fatalf("batch of %d bytes: want more than %d", len(enc), pooledBatchBytes)
+	}
+	resp, body := ts.do(t, "POST", "/v1/volumes/1/blobs", bytes.NewReader(enc))
+	var got blobbatch.Response
+	if resp.StatusCode != 200 || json.Unmarshal(body, &got) != nil || len(got.Results) != len(items) {
+		t.Fatalf("batch = %d %s", resp.StatusCode, body)
+	}
+	for i, r := range got.Results {
+		if r.Status != 201 {
+			t.Fatalf("item %d: %d %s", i, r.Status, r.Message)
+		}
+	}
+	for _, it := range items {
+		if got := ts.expect(t, "GET", blobPath(1, it.Hash), nil, 200, ""); !bytes.Equal(got, it.Body) {
+			t.Fatalf("blob %s reads back wrong", it.Hash)
+		}
+	}
+}
+
 // A malformed or torn batch is refused whole and stores nothing.
 func TestServer_BatchUploadMalformed(t *testing.T) {
 	ts := mustServe(t, nil, nil)
