@@ -25,6 +25,7 @@ type Users struct {
 	mu     sync.RWMutex
 	hashes map[string][]byte
 	stamp  fileStamp // of the file as last read
+	seen   fileStamp // of the file at the last check, read or not
 }
 
 // fileStamp tells whether a file was replaced or rewritten since it was
@@ -54,12 +55,14 @@ func LoadUsers(path string) (*Users, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Users{path: path, hashes: hashes, stamp: stamp}, nil
+	return &Users{path: path, hashes: hashes, stamp: stamp, seen: stamp}, nil
 }
 
-// Reload re-reads the file if it changed since it was last read (or
-// always, with force) and reports whether it read it. A file that does
-// not parse changes nothing: the users stay as they were and the error
+// Reload re-reads the file once it has changed since it was last read
+// and then stayed the same from one call to the next (an editor writing
+// it in place is not caught half way), or at once with force. A file that
+// does not parse, or that names no users (a truncated write, most
+// likely), changes nothing: the users stay as they were and the error
 // says why, so a half-edited file never locks everyone out.
 func (u *Users) Reload(force bool) (reloaded bool, err error) {
 	if u.path == "" {
@@ -70,10 +73,12 @@ func (u *Users) Reload(force bool) (reloaded bool, err error) {
 		if err != nil {
 			return false, fmt.Errorf("users file: %w", err)
 		}
-		u.mu.RLock()
-		same := stampOf(fi) == u.stamp
-		u.mu.RUnlock()
-		if same {
+		now := stampOf(fi)
+		u.mu.Lock()
+		loaded, settled := now == u.stamp, now == u.seen
+		u.seen = now
+		u.mu.Unlock()
+		if loaded || !settled {
 			return false, nil
 		}
 	}
@@ -81,8 +86,11 @@ func (u *Users) Reload(force bool) (reloaded bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	if len(hashes) == 0 {
+		return false, fmt.Errorf("users file %s names no users: keeping the %d loaded (restart to run without users)", u.path, u.Len())
+	}
 	u.mu.Lock()
-	u.hashes, u.stamp = hashes, stamp
+	u.hashes, u.stamp, u.seen = hashes, stamp, stamp
 	u.mu.Unlock()
 	return true, nil
 }
