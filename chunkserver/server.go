@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"strconv"
@@ -89,6 +90,41 @@ func NewServer(id raisfs.NodeID, store *Store, auth Authorizer, logger *slog.Log
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
+// idleBody ends a request body whose client stops sending: each Read may
+// wait at most d for bytes (a read deadline on the connection, moved
+// forward at every Read). Once the body has ended the deadline is lifted,
+// so that the server's own watch for the client going away while the
+// handler works is not cut short.
+type idleBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	d    time.Duration
+	done bool
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	if b.done {
+		return b.ReadCloser.Read(p)
+	}
+	if err := b.rc.SetReadDeadline(time.Now().Add(b.d)); err != nil {
+		b.done = true // a connection without deadlines: read as is
+		return b.ReadCloser.Read(p)
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.done = true
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			// The deadline stays: the server's attempt to discard the rest
+			// of the body before answering fails at once too, and the
+			// connection is closed after the answer.
+			return n, fmt.Errorf("request body: no bytes for %s: %w", b.d, raisfs.ErrInvalidArgument)
+		}
+		b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
 type statusWriter struct {
 	http.ResponseWriter
 	code int
@@ -121,6 +157,9 @@ func (s *Server) route(pattern, op string, h func(http.ResponseWriter, *http.Req
 	}
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		if d := s.store.cfg.BodyIdleTimeout; d > 0 && r.Body != nil && r.Body != http.NoBody {
+			r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: d}
+		}
 		sw := &statusWriter{ResponseWriter: w}
 		if err := h(sw, r); err != nil {
 			if sw.code != 0 {

@@ -1,6 +1,7 @@
 package chunkserver
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/blobbatch"
@@ -493,5 +495,63 @@ func TestServer_BatchUploadMalformed(t *testing.T) {
 	ts.expect(t, "POST", "/v1/volumes/1/blobs", io.MultiReader(bytes.NewReader(enc)), 200, "")
 	if got := ts.expect(t, "GET", blobPath(1, hb), nil, 200, ""); !bytes.Equal(got, b) {
 		t.Fatal("blob of a chunked batch reads back wrong")
+	}
+}
+
+// An upload whose client stops sending is ended after BodyIdleTimeout with
+// a clear error, and stores nothing; a slow upload that keeps sending is
+// not cut short, however long it takes in all.
+func TestServer_StalledUploadIsEnded(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	ts := mustServe(t, func(cfg *Config) { cfg.BodyIdleTimeout = idle }, nil)
+	ts.expect(t, "PUT", "/v1/volumes/1", nil, 204, "")
+	body, h := payload(9, 4096)
+	addr := strings.TrimPrefix(ts.URL, "http://")
+	send := func(parts ...[]byte) (string, time.Duration) {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "PUT %s HTTP/1.1\r\nHost: cs\r\nContent-Length: %d\r\n\r\n", blobPath(1, h), len(body))
+		start := time.Now()
+		for i, p := range parts {
+			if i > 0 {
+				time.Sleep(idle / 3) // a slow client, not a wait for a condition
+			}
+			c.Write(p)
+		}
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		return line, time.Since(start)
+	}
+	// Half the body, then nothing.
+	line, took := send(body[:2048])
+	if !strings.HasPrefix(line, "HTTP/1.1 400") {
+		t.Fatalf("stalled upload answered %q, want 400", line)
+	}
+	t.Logf("stalled upload ended after %s", took.Round(time.Millisecond))
+	if took < idle || took > 20*idle {
+		t.Fatalf("stalled upload ended after %s, want about %s", took, idle)
+	}
+	ts.expect(t, "GET", blobPath(1, h), nil, 404, "not_found")
+	if st := ts.store.Status(); st.Volumes[0].SizeBytes != superblockSize {
+		t.Fatalf("volume is %d bytes after a stalled upload, want %d (nothing written)", st.Volumes[0].SizeBytes, superblockSize)
+	}
+	// Eight pieces a third of the timeout apart: longer than the timeout in
+	// all, never idle that long.
+	var parts [][]byte
+	for i := 0; i < len(body); i += len(body) / 8 {
+		parts = append(parts, body[i:i+len(body)/8])
+	}
+	if line, took := send(parts...); !strings.HasPrefix(line, "HTTP/1.1 201") {
+		t.Fatalf("slow upload (%s in all) answered %q, want 201", took, line)
+	}
+	if got := ts.expect(t, "GET", blobPath(1, h), nil, 200, ""); !bytes.Equal(got, body) {
+		t.Fatal("slow upload reads back wrong")
 	}
 }

@@ -41,6 +41,11 @@ type Config struct {
 	// MaxBatchWait bounds how long the group committer waits for released
 	// writers to queue again before the next fsync (default 2 ms).
 	MaxBatchWait time.Duration
+	// BodyIdleTimeout ends an upload whose client sends no bytes for this
+	// long (default 1 minute; negative: wait forever): a stalled client
+	// would otherwise hold its spool buffer or temp file and a goroutine
+	// until its connection died. Nothing of a stalled upload is stored.
+	BodyIdleTimeout time.Duration
 	// UsageCacheTTL is how long a data dir's free-space reading is reused
 	// by the put path (default 200 ms; negative: read it on every put).
 	// Bytes appended since the reading are subtracted from it, so the
@@ -69,6 +74,7 @@ func DefaultConfig() Config {
 		HighWater:        0.95,
 		MinFreeBytes:     64 << 20,
 		MaxBatchWait:     2 * time.Millisecond,
+		BodyIdleTimeout:  time.Minute,
 		IndexSyncEvery:   4096,
 		UsageCacheTTL:    200 * time.Millisecond,
 		ScrubEvery:       24 * time.Hour,
@@ -98,6 +104,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.MaxBatchWait == 0 {
 		c.MaxBatchWait = d.MaxBatchWait
+	}
+	if c.BodyIdleTimeout == 0 {
+		c.BodyIdleTimeout = d.BodyIdleTimeout
 	}
 	if c.UsageCacheTTL == 0 {
 		c.UsageCacheTTL = d.UsageCacheTTL

@@ -27,6 +27,7 @@ func runChunkServer(ctx context.Context, args []string, stdout, stderr io.Writer
 	highWater := fl.Float64("high-water", def.HighWater, "fraction of a data dir's filesystem in use past which new blobs are refused")
 	minFree := fl.Int64("min-free", def.MinFreeBytes, "bytes always kept free on each data dir's filesystem")
 	batchWait := fl.Duration("max-batch-wait", def.MaxBatchWait, "longest the group committer waits to gather writers before an fsync")
+	bodyIdle := fl.Duration("body-idle-timeout", def.BodyIdleTimeout, "end an upload whose client sends no bytes for this long; nothing of it is stored (negative: wait forever)")
 	scrubEvery := fl.Duration("scrub-every", def.ScrubEvery, "start a pass that re-reads and verifies every stored needle this often (negative: never)")
 	scrubRate := fl.Int64("scrub-rate-mib", def.ScrubBytesPerSec>>20, "the scrubber reads at most this many MiB/s")
 	masters := fl.String("masters", "", "masters' API addresses, comma separated; empty runs stand-alone (writes need no lease)")
@@ -72,6 +73,7 @@ func runChunkServer(ctx context.Context, args []string, stdout, stderr io.Writer
 		HighWater:        *highWater,
 		MinFreeBytes:     *minFree,
 		MaxBatchWait:     *batchWait,
+		BodyIdleTimeout:  *bodyIdle,
 		Logger:           logger,
 		ScrubEvery:       *scrubEvery,
 		ScrubBytesPerSec: *scrubRate << 20,
