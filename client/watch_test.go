@@ -42,20 +42,7 @@ func TestClient_RecordCacheSeesEveryAcknowledgedWrite(t *testing.T) {
 	write("v0")
 	// Until the key is confirmed watched and the lease granted, reads go
 	// to the leader; then they are cache hits.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		h0, _ := reader.RecordCacheStats()
-		if v, _ := read(); v != "v0" {
-			t.Fatalf("read %q, want v0", v)
-		}
-		if h1, _ := reader.RecordCacheStats(); h1 > h0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no read was answered from the cache within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitForHit(t, reader, key, "v0")
 	for i := 1; i <= 50; i++ {
 		want := fmt.Sprintf("v%d", i)
 		write(want)
@@ -272,20 +259,7 @@ func TestClient_RecordCacheKeepsOwnWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Until the key is watched and a lease held, reads go to the leader.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		h0, _ := c.RecordCacheStats()
-		if _, _, err := c.CachedRecord(ctx, key); err != nil {
-			t.Fatal(err)
-		}
-		if h1, _ := c.RecordCacheStats(); h1 > h0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no read was answered from the cache within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitForHit(t, c, key, "v0")
 	hits := 0
 	for i := 1; i <= 20; i++ {
 		want := fmt.Sprintf("mine-%d", i)
