@@ -277,6 +277,14 @@ func (w *workload) run(ctx context.Context, id int, c *client.Client, rng *rand.
 
 // opCtx bounds one operation; the workload's own end does not cancel an
 // operation in flight (that would turn its outcome into unknown).
+// returned records when op returned and how: its outcome and error.
+func (w *workload) returned(op *Op, err error) {
+	op.Return, op.Out = w.since(), classify(err)
+	if err != nil {
+		op.Err = err.Error()
+	}
+}
+
 func opCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 15*time.Second)
 }
@@ -295,10 +303,7 @@ func (w *workload) put(_ context.Context, id int, c *client.Client, key string, 
 	ctx, cancel := opCtx()
 	_, err := c.Put(ctx, key, bytes.NewReader(body), nil)
 	cancel()
-	op.Return, op.Out = w.since(), classify(err)
-	if err != nil {
-		op.Err = err.Error()
-	}
+	w.returned(&op, err)
 	w.hist.Add(op)
 	return op.Out == OutOK || op.Out == OutConflict
 }
@@ -313,10 +318,8 @@ func (w *workload) get(_ context.Context, id int, c *client.Client, key string) 
 		body, err = io.ReadAll(r)
 		r.Close()
 	}
-	op.Return, op.Out = w.since(), classify(err)
-	if err != nil {
-		op.Err = err.Error()
-	} else {
+	w.returned(&op, err)
+	if err == nil {
 		v, perr := ParsePayload(key, body)
 		op.Value = v
 		if perr != nil {
@@ -331,10 +334,8 @@ func (w *workload) stat(_ context.Context, id int, c *client.Client, key string)
 	ctx, cancel := opCtx()
 	o, err := c.Stat(ctx, key)
 	cancel()
-	op.Return, op.Out = w.since(), classify(err)
-	if err != nil {
-		op.Err = err.Error()
-	} else {
+	w.returned(&op, err)
+	if err == nil {
 		w.mu.Lock()
 		ref, ok := w.byHash[o.Hash]
 		w.mu.Unlock()
@@ -351,10 +352,7 @@ func (w *workload) delete(_ context.Context, id int, c *client.Client, key strin
 	ctx, cancel := opCtx()
 	err := c.Delete(ctx, key)
 	cancel()
-	op.Return, op.Out = w.since(), classify(err)
-	if err != nil {
-		op.Err = err.Error()
-	}
+	w.returned(&op, err)
 	w.hist.Add(op)
 }
 
@@ -373,10 +371,7 @@ func (w *workload) recordWrite(op Op, c *client.Client, t *client.Txn) {
 	ctx, cancel := opCtx()
 	_, err := c.Commit(ctx, t)
 	cancel()
-	op.Return, op.Out = w.since(), classify(err)
-	if err != nil {
-		op.Err = err.Error()
-	}
+	w.returned(&op, err)
 	w.hist.Add(op)
 }
 
@@ -385,10 +380,9 @@ func (w *workload) recordGet(id int, c *client.Client, key string) {
 	ctx, cancel := opCtx()
 	r, ok, err := c.CachedRecord(ctx, key)
 	cancel()
-	op.Return = w.since()
+	w.returned(&op, err)
 	switch {
-	case err != nil:
-		op.Out, op.Err = classify(err), err.Error()
+	case err != nil: // recorded above
 	case !ok:
 		op.Out = OutNotFound
 	case len(r.Value) != 8:
