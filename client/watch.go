@@ -439,7 +439,7 @@ func (rc *recordCache) endWrite(w ownWrite, certain bool, written map[string]cac
 	}
 	for _, k := range w.keys {
 		mine, isFresh := w.fresh[k]
-		keep := isFresh && written != nil && rc.changed[k] == mine && rc.pending[k] == 1
+		keep := isFresh && rc.changed[k] == mine && rc.pending[k] == 1
 		rc.endLocked(k)
 		if e, ok := written[k]; keep && ok {
 			rc.entries[k] = e

@@ -53,11 +53,10 @@ func (c *bodyCache) lookup(key string, use bool) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.byKey[key]
-	if use {
-		if !ok {
-			c.misses++
-			return nil, false
-		}
+	switch {
+	case !ok && use:
+		c.misses++
+	case ok && use:
 		c.hits++
 		c.lru.MoveToFront(e)
 	}
