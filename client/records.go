@@ -31,17 +31,24 @@ type Record struct {
 	Version uint64
 }
 
-// written is what t, applied at revision rev, left in the records it
-// wrote (ops apply in order: the last one on a key wins).
-func (t *Txn) written(rev uint64) map[string]cachedRecord {
+// written is what t, applied at revision rev, left in those of its
+// records that are in keys (ops apply in order: the last one on a key
+// wins). Only they are copied: a delivery's transaction also writes its
+// message's records, which the cache does not track.
+func (t *Txn) written(rev uint64, keys map[string]uint64) map[string]cachedRecord {
 	out := map[string]cachedRecord{}
 	for _, op := range t.pb.Ops {
 		switch o := op.Op.(type) {
 		case *txnpb.TxnOp_Put:
 			k := string(o.Put.Key)
-			out[k] = cachedRecord{r: Record{Key: k, Value: bytes.Clone(o.Put.Value), Version: rev}, ok: true}
+			if _, ok := keys[k]; ok {
+				out[k] = cachedRecord{r: Record{Key: k, Value: bytes.Clone(o.Put.Value), Version: rev}, ok: true}
+			}
 		case *txnpb.TxnOp_Delete:
-			out[string(o.Delete)] = cachedRecord{}
+			k := string(o.Delete)
+			if _, ok := keys[k]; ok {
+				out[k] = cachedRecord{}
+			}
 		}
 	}
 	return out
@@ -144,8 +151,8 @@ func (c *Client) Commit(ctx context.Context, t *Txn) (uint64, error) {
 				errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) || errors.Is(err, raisfs.ErrPermissionDenied) ||
 				errors.Is(err, raisfs.ErrLeaseExpired)
 			var written map[string]cachedRecord
-			if err == nil {
-				written = t.written(rev)
+			if err == nil && len(w.fresh) > 0 {
+				written = t.written(rev, w.fresh)
 			}
 			c.records.endWrite(w, certain, written)
 			return rev, err
