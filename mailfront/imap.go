@@ -1,7 +1,6 @@
 package mailfront
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -17,7 +16,6 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
-	"github.com/emersion/go-message/textproto"
 
 	"github.com/raisfs/raisfs/client"
 	"github.com/raisfs/raisfs/mailstore"
@@ -840,15 +838,14 @@ func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWrite
 		if err != nil {
 			return imapErr(err)
 		}
-		hdr, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(h)))
-		w.WriteEnvelope(imapserver.ExtractEnvelope(hdr))
+		w.WriteEnvelope(imapserver.ExtractEnvelope(parseHeader(h)))
 	}
 	if o.BodyStructure != nil {
 		b, err := getBody()
 		if err != nil {
 			return imapErr(err)
 		}
-		w.WriteBodyStructure(imapserver.ExtractBodyStructure(bytes.NewReader(b)))
+		w.WriteBodyStructure(imapserver.ExtractBodyStructure(bytes.NewReader(parseable(b, msg.HeaderLen))))
 	}
 	for _, bs := range o.BodySection {
 		var out []byte
@@ -872,13 +869,20 @@ func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWrite
 			if err != nil {
 				return imapErr(err)
 			}
-			out = imapserver.ExtractBodySection(bytes.NewReader(h), bs)
+			out, _ = topSection(bs, h, nil)
+		case len(bs.Part) == 0 && bs.Specifier == imap.PartSpecifierText:
+			b, err := getBody()
+			if err != nil {
+				return imapErr(err)
+			}
+			hlen := min(msg.HeaderLen, int64(len(b)))
+			out, _ = topSection(bs, b[:hlen], b[hlen:])
 		default:
 			b, err := getBody()
 			if err != nil {
 				return imapErr(err)
 			}
-			out = imapserver.ExtractBodySection(bytes.NewReader(b), bs)
+			out = imapserver.ExtractBodySection(bytes.NewReader(parseable(b, msg.HeaderLen)), bs)
 		}
 		if err := writeLiteral(w.WriteBodySection(bs, int64(len(out))), out); err != nil {
 			return err
@@ -889,7 +893,7 @@ func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWrite
 		if err != nil {
 			return imapErr(err)
 		}
-		out := imapserver.ExtractBinarySection(bytes.NewReader(b), bs)
+		out := imapserver.ExtractBinarySection(bytes.NewReader(parseable(b, msg.HeaderLen)), bs)
 		if err := writeLiteral(w.WriteBinarySection(bs, int64(len(out))), out); err != nil {
 			return err
 		}
@@ -899,7 +903,7 @@ func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWrite
 		if err != nil {
 			return imapErr(err)
 		}
-		w.WriteBinarySectionSize(bs, imapserver.ExtractBinarySectionSize(bytes.NewReader(b), bs))
+		w.WriteBinarySectionSize(bs, imapserver.ExtractBinarySectionSize(bytes.NewReader(parseable(b, msg.HeaderLen)), bs))
 	}
 	return w.Close()
 }
@@ -1253,8 +1257,7 @@ func (m *matcher) hdr() (*mail.Header, error) {
 		if err != nil {
 			return nil, err
 		}
-		th, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(h)))
-		m.header = &mail.Header{Header: gomessage.Header{Header: th}}
+		m.header = &mail.Header{Header: gomessage.Header{Header: parseHeader(h)}}
 	}
 	return m.header, nil
 }
@@ -1294,6 +1297,9 @@ func (m *matcher) entity() (*gomessage.Entity, error) {
 		m.body = b
 	}
 	e, err := gomessage.Read(bytes.NewReader(m.body))
+	if e == nil { // a header line go-message rejects
+		e, err = gomessage.Read(bytes.NewReader(parseable(m.body, m.msg.HeaderLen)))
+	}
 	if e == nil {
 		e, _ = gomessage.New(gomessage.Header{}, bytes.NewReader(m.body))
 	}

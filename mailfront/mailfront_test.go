@@ -984,3 +984,50 @@ func TestIMAP_IdleIsWokenByChangesElsewhere(t *testing.T) {
 	}
 	idle.Wait()
 }
+
+// Sections of odd messages through a real IMAP client: HEADER and TEXT
+// put the stored message back together, HEADER.FIELDS keeps the stored
+// lines, and a malformed header line hides no field after it from
+// ENVELOPE or SEARCH.
+func TestIMAP_SectionsAreTheStoredBytes(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f := startFront(t, cl.MasterAddrs(), 64<<10)
+	c := login(t, f.imap, "alice", "pw-a", nil)
+	msgs := []string{
+		"no headers at all, just a line\r\n",
+		"From: a@b\r\nthis line is no field\r\nSubject: after it\r\n\r\nbody\r\n",
+		"Subject:  folded\n\tover lines \nX-Odd : v\r\n\r\nbare\nLF\n",
+	}
+	for _, m := range msgs {
+		appendMsg(t, c, "INBOX", []byte(m))
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	header := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, Peek: true}
+	text := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierText, Peek: true}
+	subject := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Subject"}, Peek: true}
+	got := fetchAll(t, c, imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{
+		BodySection: []*imap.FetchItemBodySection{header, text, subject}, Envelope: true,
+	})
+	if len(got) != len(msgs) {
+		t.Fatalf("fetched %d messages, want %d", len(got), len(msgs))
+	}
+	wantSubject := []string{"\r\n", "Subject: after it\r\n\r\n", "Subject:  folded\n\tover lines \n\r\n"}
+	for i, m := range got {
+		h, b := m.FindBodySection(header), m.FindBodySection(text)
+		if string(h)+string(b) != msgs[i] {
+			t.Errorf("message %d: HEADER %q + TEXT %q, stored %q", i+1, h, b, msgs[i])
+		}
+		if s := string(m.FindBodySection(subject)); s != wantSubject[i] {
+			t.Errorf("message %d: HEADER.FIELDS (Subject) = %q, want %q", i+1, s, wantSubject[i])
+		}
+	}
+	if s := got[1].Envelope.Subject; s != "after it" {
+		t.Errorf("ENVELOPE subject after a malformed line = %q", s)
+	}
+	res, err := c.Search(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: "after it"}}}, nil).Wait()
+	if err != nil || !slices.Equal(res.AllSeqNums(), []uint32{2}) {
+		t.Errorf("SEARCH SUBJECT after a malformed line = %v, %v; want [2]", res.AllSeqNums(), err)
+	}
+}

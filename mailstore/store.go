@@ -732,9 +732,9 @@ func (s *Store) messagesOf(ctx context.Context, user string, m Mailbox, sel Sele
 	return slices.DeleteFunc(msgs, func(msg Message) bool { return !in(msg.UID) }), nil
 }
 
-// headerBlock returns the length of body's header block (through the
+// HeaderBlockLen returns the length of body's header block (through the
 // blank line that ends it; the whole message if there is none).
-func headerBlock(body []byte) int {
+func HeaderBlockLen(body []byte) int {
 	for i := 0; i < len(body); {
 		j := bytes.IndexByte(body[i:], '\n')
 		if j < 0 {
@@ -840,7 +840,7 @@ func (s *Store) index(ctx context.Context, user, name, obj string, up *client.Up
 	if date.IsZero() {
 		date = time.Now()
 	}
-	hlen := headerBlock(body)
+	hlen := HeaderBlockLen(body)
 	r := &indexReq{obj: obj, up: up, size: int64(len(body)), hlen: int64(hlen), flags: flags, date: date, done: make(chan struct{})}
 	if hlen <= maxHeaderCache {
 		r.hdr = bytes.Clone(body[:hlen])
