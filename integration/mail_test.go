@@ -3,8 +3,11 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,6 +108,27 @@ func TestDev_MailWithStandardClients(t *testing.T) {
 		sd, err := c.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: "from swaks"}}}, nil).Wait()
 		if err != nil || len(sd.AllUIDs()) != 1 {
 			t.Fatalf("message from swaks: %v, %v", sd, err)
+		}
+	})
+	t.Run("metrics", func(t *testing.T) {
+		b, err := os.ReadFile(filepath.Join(d.dir, "dev.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l struct {
+			Mail struct{ HTTP string } `json:"mail"`
+		}
+		if err := json.Unmarshal(b, &l); err != nil || l.Mail.HTTP == "" {
+			t.Fatalf("front end's metrics address in dev.json: %v (%s)", err, b)
+		}
+		resp, err := http.Get("http://" + l.Mail.HTTP + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("rais_imap_sessions")) {
+			t.Fatalf("front end /metrics: %s\n%.500s", resp.Status, body)
 		}
 	})
 	t.Run("curl", func(t *testing.T) {

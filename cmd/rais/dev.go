@@ -27,8 +27,18 @@ import (
 type devLayout struct {
 	Masters      []devNode `json:"masters"`
 	ChunkServers []devNode `json:"chunkservers"`
-	// Mail is the IMAP/LMTP front end: API is IMAP, HTTPAddr is LMTP.
-	Mail *devNode `json:"mail,omitempty"`
+	Mail *devMail `json:"mail,omitempty"`
+}
+
+// devMail is the mail front end's addresses.
+type devMail struct {
+	ID       string `json:"id"`
+	IMAP     string `json:"imap"`
+	LMTP     string `json:"lmtp"`
+	HTTPAddr string `json:"http,omitempty"` // /metrics and /healthz
+	// API is where layouts written before the front end had named
+	// addresses kept IMAP (and "http" LMTP); read once, then moved.
+	API string `json:"api,omitempty"`
 }
 
 type devNode struct {
@@ -36,6 +46,15 @@ type devNode struct {
 	API      string `json:"api"`            // master gRPC API, or chunk server data API
 	Raft     string `json:"raft,omitempty"` // masters only
 	HTTPAddr string `json:"http,omitempty"` // masters' /metrics
+}
+
+// upgrade moves the addresses of a layout written before the front end
+// had named ones (IMAP in "api", LMTP in "http") to their names.
+func (m *devMail) upgrade() {
+	if m.API != "" && m.IMAP == "" {
+		m.IMAP, m.LMTP, m.HTTPAddr = m.API, m.HTTPAddr, ""
+	}
+	m.API = ""
 }
 
 // devPorts holds the listening sockets rais dev opened for its children,
@@ -101,9 +120,10 @@ func loadOrCreateLayout(dir string, chunkservers int) (*devLayout, devPorts, err
 		cs.API = port(cs.API)
 	}
 	if l.Mail == nil {
-		l.Mail = &devNode{ID: "imap1"}
+		l.Mail = &devMail{ID: "imap1"}
 	}
-	l.Mail.API, l.Mail.HTTPAddr = port(l.Mail.API), port(l.Mail.HTTPAddr)
+	l.Mail.upgrade()
+	l.Mail.IMAP, l.Mail.LMTP, l.Mail.HTTPAddr = port(l.Mail.IMAP), port(l.Mail.LMTP), port(l.Mail.HTTPAddr)
 	if portErr != nil {
 		ports.closeAll()
 		return nil, nil, portErr
@@ -291,12 +311,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	mail := layout.Mail
-	if err := start(mail.ID, []string{"imap", "lmtp"}, []string{mail.API, mail.HTTPAddr}, "imap",
-		"--masters", strings.Join(masters, ","), "--users", usersFile, "--imap-addr", mail.API, "--lmtp-addr", mail.HTTPAddr); err != nil {
+	if err := start(mail.ID, []string{"imap", "lmtp", "http"}, []string{mail.IMAP, mail.LMTP, mail.HTTPAddr}, "imap",
+		"--masters", strings.Join(masters, ","), "--users", usersFile, "--imap-addr", mail.IMAP, "--lmtp-addr", mail.LMTP,
+		"--http-addr", mail.HTTPAddr); err != nil {
 		stopAll()
 		return err
 	}
-	fmt.Fprintf(stdout, "RAIS_MASTERS=%s\nRAIS_IMAP=%s\nRAIS_LMTP=%s\n", strings.Join(masters, ","), mail.API, mail.HTTPAddr)
+	fmt.Fprintf(stdout, "RAIS_MASTERS=%s\nRAIS_IMAP=%s\nRAIS_LMTP=%s\n", strings.Join(masters, ","), mail.IMAP, mail.LMTP)
 	mu.Lock()
 	for _, c := range children {
 		fmt.Fprintf(stdout, "  %-5s %-22s pid %d   log %s\n", c.name, c.addr, c.cmd.Process.Pid, filepath.Join(*dir, "logs", c.name+".log"))
@@ -313,9 +334,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		"dies, its volumes are copied to the others (raisadm status shows under-replicated and repairing).\n"+
 		"  go run ./cmd/raisadm drain cs1     moves everything off cs1, then retires it\n"+
 		"Mail: point a mail client at IMAP %s (no TLS, user demo, password demo); deliver with LMTP\n"+
-		"to %s, recipient demo@localhost (e.g. swaks --protocol LMTP --server %s --to demo@localhost).\n"+
+		"to %s, recipient demo@localhost (e.g. swaks --protocol LMTP --server %s --to demo@localhost);\n"+
+		"its metrics: curl http://%s/metrics\n"+
 		"Ctrl-C stops everything.\n",
-		strings.Join(masters, ","), *repairAfter, mail.API, mail.HTTPAddr, mail.HTTPAddr)
+		strings.Join(masters, ","), *repairAfter, mail.IMAP, mail.LMTP, mail.LMTP, mail.HTTPAddr)
 
 	// Report children that die; do not restart them.
 	dead := make(chan *child)

@@ -124,11 +124,12 @@ func runIMAP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	srv.ServeIMAP(il)
 	srv.ServeLMTP(ll)
 	var hs *http.Server
-	if *httpAddr != "" {
-		hl, err := net.Listen("tcp", *httpAddr)
-		if err != nil {
-			srv.Close()
-			return fmt.Errorf("listen http %s: %w", *httpAddr, err)
+	if hl := lns["http"]; hl != nil || *httpAddr != "" {
+		if hl == nil {
+			if hl, err = net.Listen("tcp", *httpAddr); err != nil {
+				srv.Close()
+				return fmt.Errorf("listen http %s: %w", *httpAddr, err)
+			}
 		}
 		hs = &http.Server{Handler: srv.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
 		go hs.Serve(hl) // ends when hs is shut down below

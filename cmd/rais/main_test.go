@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -216,4 +217,21 @@ func TestWatchUsers(t *testing.T) {
 	}
 	hup <- syscall.SIGHUP
 	waitFor(t, 10*time.Second, "bob's removal to be loaded", func() bool { return !users.Exists("bob") && users.Exists("ann") })
+}
+
+func TestDevLayout_OldMailAddressesMoved(t *testing.T) {
+	var l devLayout
+	old := `{"masters":[],"chunkservers":[],"mail":{"id":"imap1","api":"127.0.0.1:1143","http":"127.0.0.1:1024"}}`
+	if err := json.Unmarshal([]byte(old), &l); err != nil {
+		t.Fatal(err)
+	}
+	l.Mail.upgrade()
+	if want := (devMail{ID: "imap1", IMAP: "127.0.0.1:1143", LMTP: "127.0.0.1:1024"}); *l.Mail != want {
+		t.Fatalf("upgraded %+v, want %+v", *l.Mail, want)
+	}
+	l.Mail.HTTPAddr = "127.0.0.1:8080"
+	l.Mail.upgrade() // a current layout is left as it is
+	if l.Mail.IMAP != "127.0.0.1:1143" || l.Mail.LMTP != "127.0.0.1:1024" || l.Mail.HTTPAddr != "127.0.0.1:8080" {
+		t.Fatalf("current layout changed: %+v", *l.Mail)
+	}
 }
