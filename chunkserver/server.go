@@ -157,11 +157,20 @@ func (s *Server) route(pattern, op string, h func(http.ResponseWriter, *http.Req
 	}
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		var ib *idleBody
 		if d := s.store.cfg.BodyIdleTimeout; d > 0 && r.Body != nil && r.Body != http.NoBody {
-			r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: d}
+			ib = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: d}
+			r.Body = ib
 		}
 		sw := &statusWriter{ResponseWriter: w}
 		if err := h(sw, r); err != nil {
+			if ib != nil && !ib.done && sw.code == 0 {
+				// Refused before the body was read to its end: net/http
+				// would read what is left, with no deadline, before
+				// answering, so a client that stalls would hold the
+				// answer and the connection. Close it after the answer.
+				sw.Header().Set("Connection", "close")
+			}
 			if sw.code != 0 {
 				// Headers are gone: abort so the client sees a broken
 				// response, never a complete-looking one.

@@ -507,14 +507,14 @@ func TestServer_StalledUploadIsEnded(t *testing.T) {
 	ts.expect(t, "PUT", "/v1/volumes/1", nil, 204, "")
 	body, h := payload(9, 4096)
 	addr := strings.TrimPrefix(ts.URL, "http://")
-	send := func(parts ...[]byte) (string, time.Duration) {
+	sendTo := func(path string, parts ...[]byte) (string, time.Duration) {
 		t.Helper()
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		fmt.Fprintf(c, "PUT %s HTTP/1.1\r\nHost: cs\r\nContent-Length: %d\r\n\r\n", blobPath(1, h), len(body))
+		fmt.Fprintf(c, "PUT %s HTTP/1.1\r\nHost: cs\r\nContent-Length: %d\r\n\r\n", path, len(body))
 		start := time.Now()
 		for i, p := range parts {
 			if i > 0 {
@@ -529,6 +529,7 @@ func TestServer_StalledUploadIsEnded(t *testing.T) {
 		}
 		return line, time.Since(start)
 	}
+	send := func(parts ...[]byte) (string, time.Duration) { return sendTo(blobPath(1, h), parts...) }
 	// Half the body, then nothing.
 	line, took := send(body[:2048])
 	if !strings.HasPrefix(line, "HTTP/1.1 400") {
@@ -553,5 +554,12 @@ func TestServer_StalledUploadIsEnded(t *testing.T) {
 	}
 	if got := ts.expect(t, "GET", blobPath(1, h), nil, 200, ""); !bytes.Equal(got, body) {
 		t.Fatal("slow upload reads back wrong")
+	}
+	// Refused before its body is read (no such volume), then stalled: the
+	// answer is not held back while the server waits for the rest of a
+	// body it will never use (the connection is closed after it instead).
+	line, took = sendTo(blobPath(99, h), body[:2048])
+	if !strings.HasPrefix(line, "HTTP/1.1 404") || took > idle {
+		t.Fatalf("upload refused before reading, then stalled: answered %q after %s, want 404 at once", line, took)
 	}
 }
