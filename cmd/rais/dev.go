@@ -27,7 +27,7 @@ import (
 type devLayout struct {
 	Masters      []devNode `json:"masters"`
 	ChunkServers []devNode `json:"chunkservers"`
-	Mail *devMail `json:"mail,omitempty"`
+	Mail         *devMail  `json:"mail,omitempty"`
 }
 
 // devMail is the mail front end's addresses.
