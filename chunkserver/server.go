@@ -166,10 +166,12 @@ func (s *Server) route(pattern, op string, h func(http.ResponseWriter, *http.Req
 		if err := h(sw, r); err != nil {
 			if ib != nil && !ib.done && sw.code == 0 {
 				// Refused before the body was read to its end: net/http
-				// would read what is left, with no deadline, before
-				// answering, so a client that stalls would hold the
-				// answer and the connection. Close it after the answer.
-				sw.Header().Set("Connection", "close")
+				// reads what is left (up to 256 KiB) before it answers, so
+				// that the client, still sending, gets the answer and not
+				// a reset connection. It reads with no deadline, so a
+				// client that stalls would hold the answer and the
+				// connection: give that read the idle timeout too.
+				ib.rc.SetReadDeadline(time.Now().Add(ib.d))
 			}
 			if sw.code != 0 {
 				// Headers are gone: abort so the client sees a broken
