@@ -845,7 +845,7 @@ func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWrite
 		if err != nil {
 			return imapErr(err)
 		}
-		w.WriteBodyStructure(imapserver.ExtractBodyStructure(bytes.NewReader(parseable(b, msg.HeaderLen))))
+		w.WriteBodyStructure(withDefaultCharset(imapserver.ExtractBodyStructure(bytes.NewReader(parseable(b, msg.HeaderLen)))))
 	}
 	for _, bs := range o.BodySection {
 		var out []byte

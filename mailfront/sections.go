@@ -171,3 +171,35 @@ func topSection(bs *imap.FetchItemBodySection, h, text []byte) ([]byte, bool) {
 	}
 	return nil, false
 }
+
+// withDefaultCharset gives every text part without a charset parameter
+// the one RFC 2046 (4.1.2) defines for it, us-ascii, as Dovecot and Cyrus
+// report it (go-imap leaves the parameter out).
+func withDefaultCharset(bs imap.BodyStructure) imap.BodyStructure {
+	switch p := bs.(type) {
+	case *imap.BodyStructureSinglePart:
+		if strings.EqualFold(p.Type, "text") && !hasKeyFold(p.Params, "charset") {
+			if p.Params == nil {
+				p.Params = map[string]string{}
+			}
+			p.Params["charset"] = "us-ascii"
+		}
+		if p.MessageRFC822 != nil {
+			withDefaultCharset(p.MessageRFC822.BodyStructure)
+		}
+	case *imap.BodyStructureMultiPart:
+		for _, c := range p.Children {
+			withDefaultCharset(c)
+		}
+	}
+	return bs
+}
+
+func hasKeyFold(m map[string]string, key string) bool {
+	for k := range m {
+		if strings.EqualFold(k, key) {
+			return true
+		}
+	}
+	return false
+}

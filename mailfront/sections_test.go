@@ -2,9 +2,12 @@ package mailfront
 
 import (
 	"bytes"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
 
 	"github.com/raisfs/raisfs/mailstore"
 )
@@ -85,5 +88,35 @@ func TestSections_CutFromTheStoredBytes(t *testing.T) {
 	}
 	if _, ok := topSection(&imap.FetchItemBodySection{Part: []int{1}, Specifier: imap.PartSpecifierHeader}, nil, nil); ok {
 		t.Error("a part's HEADER taken for the message's")
+	}
+}
+
+func TestSections_TextPartsGetTheDefaultCharset(t *testing.T) {
+	msg := "Content-Type: multipart/mixed; boundary=X\r\n\r\n" +
+		"--X\r\n\r\nno content type\r\n" +
+		"--X\r\nContent-Type: text/html\r\n\r\n<p>\r\n" +
+		"--X\r\nContent-Type: text/plain; CHARSET=utf-8\r\n\r\nx\r\n" +
+		"--X\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner\r\n" +
+		"--X\r\nContent-Type: application/octet-stream\r\n\r\nAA==\r\n--X--\r\n"
+	bs := withDefaultCharset(imapserver.ExtractBodyStructure(strings.NewReader(msg)))
+	var got []string
+	var walk func(imap.BodyStructure)
+	walk = func(b imap.BodyStructure) {
+		switch p := b.(type) {
+		case *imap.BodyStructureSinglePart:
+			got = append(got, p.MediaType()+" "+p.Params["charset"]+p.Params["CHARSET"])
+			if p.MessageRFC822 != nil {
+				walk(p.MessageRFC822.BodyStructure)
+			}
+		case *imap.BodyStructureMultiPart:
+			for _, c := range p.Children {
+				walk(c)
+			}
+		}
+	}
+	walk(bs)
+	want := []string{"text/plain us-ascii", "text/html us-ascii", "text/plain utf-8", "message/rfc822 ", "text/plain us-ascii", "application/octet-stream "}
+	if !slices.Equal(got, want) {
+		t.Fatalf("parts and charsets %q, want %q", got, want)
 	}
 }
