@@ -65,6 +65,7 @@ func TestChaos_CatchesDeliberateBugs(t *testing.T) {
 		{"chaosbug_noverify", []int{2, 4}, "corrupt read of"},
 		{"chaosbug_staleread", []int{1, 2}, "linearizable       no"},
 		{"chaosbug_nocacheinval", []int{1, 2}, "linearizable       no"},
+		{"chaosbug_ownwrite", []int{1, 2}, "linearizable       no"},
 	} {
 		t.Run(v.tag, func(t *testing.T) {
 			bin := filepath.Join(t.TempDir(), "rais")

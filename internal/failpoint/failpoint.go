@@ -7,6 +7,7 @@
 //	go build -tags chaosbug_ackearly ./cmd/rais   // puts acknowledged before their commit
 //	go build -tags chaosbug_staleread ./cmd/rais  // look-ups answered by any master from its own state
 //	go build -tags chaosbug_nocacheinval ./cmd/rais  // record writes do not invalidate clients' caches
+//	go build -tags chaosbug_ownwrite ./cmd/rais      // clients cache their own writes even after others' writes
 //
 // internal/chaos's tests build each variant and check the harness fails it.
 package failpoint
