@@ -870,6 +870,14 @@ func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWrite
 				return imapErr(err)
 			}
 			out, _ = topSection(bs, h, nil)
+		case len(bs.Part) == 0 && bs.Specifier == imap.PartSpecifierText && bs.Partial != nil && body == nil && pre == nil:
+			// BODY[TEXT]<off.len> (a client's preview of a message): a range
+			// read of the blob after the header block.
+			b, err := s.s.store.Range(ctx, msg, min(msg.HeaderLen+bs.Partial.Offset, msg.Size), bs.Partial.Size)
+			if err != nil {
+				return imapErr(err)
+			}
+			out = b
 		case len(bs.Part) == 0 && bs.Specifier == imap.PartSpecifierText:
 			b, err := getBody()
 			if err != nil {

@@ -1023,6 +1023,19 @@ func TestIMAP_SectionsAreTheStoredBytes(t *testing.T) {
 			t.Errorf("message %d: HEADER.FIELDS (Subject) = %q, want %q", i+1, s, wantSubject[i])
 		}
 	}
+	// Partial TEXT, message by message (a range read after the header
+	// block), including a range past the end.
+	for i, m := range msgs {
+		text := m[mailstore.HeaderBlockLen([]byte(m)):]
+		for _, p := range []imap.SectionPartial{{Offset: 2, Size: 3}, {Offset: 0, Size: 1 << 20}, {Offset: 1 << 20, Size: 1}} {
+			bs := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierText, Partial: &p, Peek: true}
+			f := fetchAll(t, c, imap.SeqSetNum(uint32(i+1)), &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{bs}})
+			want := text[min(int(p.Offset), len(text)):min(int(p.Offset+p.Size), len(text))]
+			if g := string(f[0].FindBodySection(bs)); len(f) != 1 || g != want {
+				t.Errorf("message %d: TEXT<%d.%d> = %q, want %q", i+1, p.Offset, p.Size, g, want)
+			}
+		}
+	}
 	if s := got[1].Envelope.Subject; s != "after it" {
 		t.Errorf("ENVELOPE subject after a malformed line = %q", s)
 	}
