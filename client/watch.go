@@ -4,13 +4,13 @@ import (
 	"container/list"
 	"context"
 	"errors"
-	"github.com/raisfs/raisfs/internal/failpoint"
 	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/internal/failpoint"
 	"github.com/raisfs/raisfs/internal/rpcerr"
 )
 
