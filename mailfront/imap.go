@@ -838,7 +838,7 @@ func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWrite
 		if err != nil {
 			return imapErr(err)
 		}
-		w.WriteEnvelope(imapserver.ExtractEnvelope(parseHeader(h)))
+		w.WriteEnvelope(envelope(h))
 	}
 	if o.BodyStructure != nil {
 		b, err := getBody()

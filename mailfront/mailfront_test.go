@@ -997,6 +997,7 @@ func TestIMAP_SectionsAreTheStoredBytes(t *testing.T) {
 		"no headers at all, just a line\r\n",
 		"From: a@b\r\nthis line is no field\r\nSubject: after it\r\n\r\nbody\r\n",
 		"Subject:  folded\n\tover lines \nX-Odd : v\r\n\r\nbare\nLF\n",
+		"Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n hello\r\n\r\nencoded\r\n",
 	}
 	for _, m := range msgs {
 		appendMsg(t, c, "INBOX", []byte(m))
@@ -1013,7 +1014,8 @@ func TestIMAP_SectionsAreTheStoredBytes(t *testing.T) {
 	if len(got) != len(msgs) {
 		t.Fatalf("fetched %d messages, want %d", len(got), len(msgs))
 	}
-	wantSubject := []string{"\r\n", "Subject: after it\r\n\r\n", "Subject:  folded\n\tover lines \n\r\n"}
+	wantSubject := []string{"\r\n", "Subject: after it\r\n\r\n", "Subject:  folded\n\tover lines \n\r\n",
+		"Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n hello\r\n\r\n"}
 	for i, m := range got {
 		h, b := m.FindBodySection(header), m.FindBodySection(text)
 		if string(h)+string(b) != msgs[i] {
@@ -1039,8 +1041,45 @@ func TestIMAP_SectionsAreTheStoredBytes(t *testing.T) {
 	if s := got[1].Envelope.Subject; s != "after it" {
 		t.Errorf("ENVELOPE subject after a malformed line = %q", s)
 	}
+	// ENVELOPE carries the subject as stored, unfolded (the client decodes
+	// it; go-imap's client does, so this one looks at the wire).
+	if out := rawIMAP(t, f.imap, "LOGIN alice pw-a", "SELECT INBOX", "FETCH 4 (ENVELOPE)"); !strings.Contains(out, `"=?UTF-8?Q?Gr=C3=BC=C3=9Fe?= hello"`) {
+		t.Errorf("ENVELOPE does not carry the stored subject:\n%s", out)
+	}
 	res, err := c.Search(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: "after it"}}}, nil).Wait()
 	if err != nil || !slices.Equal(res.AllSeqNums(), []uint32{2}) {
 		t.Errorf("SEARCH SUBJECT after a malformed line = %v, %v; want [2]", res.AllSeqNums(), err)
 	}
+}
+
+// rawIMAP sends cmds over a new connection, one by one, and returns every
+// line the server answered.
+func rawIMAP(t *testing.T, addr string, cmds ...string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	rd := bufio.NewReader(c)
+	var out strings.Builder
+	if _, err := rd.ReadString('\n'); err != nil { // greeting
+		t.Fatal(err)
+	}
+	for i, cmd := range cmds {
+		tag := fmt.Sprintf("t%d", i)
+		fmt.Fprintf(c, "%s %s\r\n", tag, cmd)
+		for {
+			l, err := rd.ReadString('\n')
+			if err != nil {
+				t.Fatalf("after %q: %v (read %q)", cmd, err, out.String())
+			}
+			out.WriteString(l)
+			if strings.HasPrefix(l, tag+" ") {
+				break
+			}
+		}
+	}
+	return out.String()
 }

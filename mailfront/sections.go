@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-message/textproto"
 )
 
@@ -202,4 +203,16 @@ func hasKeyFold(m map[string]string, key string) bool {
 		}
 	}
 	return false
+}
+
+// envelope is the ENVELOPE of header block h. The subject is the field as
+// stored (unfolded), as RFC 3501 has it and Dovecot sends it; go-imap's
+// own decodes encoded words and encodes the text again.
+func envelope(h []byte) *imap.Envelope {
+	hdr := parseHeader(h)
+	env := imapserver.ExtractEnvelope(hdr)
+	if hdr.Has("Subject") {
+		env.Subject = hdr.Get("Subject")
+	}
+	return env
 }
