@@ -2,10 +2,10 @@
 # sourced, not run. Needs root (Dovecot runs from a private config) and
 # Debian's dovecot-imapd and dovecot-lmtpd (installed if missing).
 #
-#   mail_setup          work dir ($work), rais built into $work/bin
-#   dovecot_start       Dovecot on loopback ($dimap, $dlmtp), user demo/demo
-#   dovecot_restart     the same on a fresh mail directory (after a config change)
-#   raisdev_start       rais dev under $work/cluster ($rimap, $rlmtp)
+#   mail_setup               work dir ($work), rais built into $work/bin
+#   dovecot_start NAME [CF]  a Dovecot of its own under $work/NAME on loopback
+#                            ($dimap, $dlmtp), user demo/demo, CF added to its config
+#   raisdev_start            rais dev under $work/cluster ($rimap, $rlmtp)
 #
 # Everything started is stopped and $work removed on exit.
 
@@ -25,36 +25,40 @@ mail_cleanup() {
 		kill -INT "$dev" 2>/dev/null || true
 		wait "$dev" 2>/dev/null || true
 	fi
-	if [ -e "$work/dovecot/dovecot.conf" ]; then
-		doveadm -c "$work/dovecot/dovecot.conf" stop 2>/dev/null || kill "$(cat "$work/dovecot/run/master.pid" 2>/dev/null)" 2>/dev/null || true
-	fi
+	for conf in "$work"/*/dovecot.conf; do
+		[ -e "$conf" ] || continue
+		doveadm -c "$conf" stop 2>/dev/null || kill "$(cat "$(dirname "$conf")/run/master.pid" 2>/dev/null)" 2>/dev/null || true
+	done
 	rm -rf "$work"
 }
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 dovecot_start() {
+	local d="$work/$1"
 	dimap=$(port); dlmtp=$(port)
-	mkdir -p "$work/dovecot/run" "$work/dovecot/mail"
-	chown nobody:nogroup "$work/dovecot/mail"
-	echo "demo:{PLAIN}demo" > "$work/dovecot/passwd"
-	cat > "$work/dovecot/dovecot.conf" <<CONF
-base_dir = $work/dovecot/run
-log_path = $work/dovecot/dovecot.log
+	mkdir -p "$d/run" "$d/mail"
+	chown nobody:nogroup "$d/mail"
+	echo "demo:{PLAIN}demo" > "$d/passwd"
+	cat > "$d/dovecot.conf" <<CONF
+base_dir = $d/run
+log_path = $d/dovecot.log
 protocols = imap lmtp
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# LMTP recipients as demo@localhost (the user is the local part), as RAIS-FS takes them
+auth_username_format = %Ln
 first_valid_uid = 1
-mail_location = maildir:$work/dovecot/mail/%u
+mail_location = maildir:$d/mail/%u
 passdb {
   driver = passwd-file
-  args = $work/dovecot/passwd
+  args = $d/passwd
 }
 userdb {
   driver = static
-  args = uid=nobody gid=nogroup home=$work/dovecot/mail/%u
+  args = uid=nobody gid=nogroup home=$d/mail/%u
 }
 service imap-login {
   inet_listener imap {
@@ -94,14 +98,10 @@ namespace inbox {
   }
 }
 CONF
-	dovecot -c "$work/dovecot/dovecot.conf"
-}
-
-dovecot_restart() {
-	doveadm -c "$work/dovecot/dovecot.conf" stop
-	for _ in $(seq 100); do [ -e "$work/dovecot/run/master.pid" ] || break; sleep 0.1; done
-	rm -rf "$work/dovecot/mail" && mkdir -p "$work/dovecot/mail" && chown nobody:nogroup "$work/dovecot/mail"
-	dovecot -c "$work/dovecot/dovecot.conf"
+	if [ -n "${2:-}" ]; then
+		echo "$2" >>"$d/dovecot.conf"
+	fi
+	dovecot -c "$d/dovecot.conf"
 }
 
 raisdev_start() {
