@@ -850,9 +850,16 @@ func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWrite
 	for _, bs := range o.BodySection {
 		var out []byte
 		switch {
-		case len(bs.Part) == 0 && bs.Specifier == imap.PartSpecifierNone && bs.Partial != nil:
-			// BODY[]<off.len>: a range read of the blob, not the whole message.
-			b, err := s.s.store.Range(ctx, msg, bs.Partial.Offset, bs.Partial.Size)
+		case len(bs.Part) == 0 && bs.Partial != nil &&
+			(bs.Specifier == imap.PartSpecifierNone || (bs.Specifier == imap.PartSpecifierText && body == nil && pre == nil)):
+			// BODY[]<off.len>, and BODY[TEXT]<off.len> (a client's preview)
+			// when the message is not in hand: a range read of the blob
+			// (TEXT's after the header block), not the whole message.
+			off := bs.Partial.Offset
+			if bs.Specifier == imap.PartSpecifierText {
+				off = min(msg.HeaderLen+off, msg.Size)
+			}
+			b, err := s.s.store.Range(ctx, msg, off, bs.Partial.Size)
 			if err != nil {
 				return imapErr(err)
 			}
@@ -870,14 +877,6 @@ func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWrite
 				return imapErr(err)
 			}
 			out, _ = topSection(bs, h, nil)
-		case len(bs.Part) == 0 && bs.Specifier == imap.PartSpecifierText && bs.Partial != nil && body == nil && pre == nil:
-			// BODY[TEXT]<off.len> (a client's preview of a message): a range
-			// read of the blob after the header block.
-			b, err := s.s.store.Range(ctx, msg, min(msg.HeaderLen+bs.Partial.Offset, msg.Size), bs.Partial.Size)
-			if err != nil {
-				return imapErr(err)
-			}
-			out = b
 		case len(bs.Part) == 0 && bs.Specifier == imap.PartSpecifierText:
 			b, err := getBody()
 			if err != nil {
