@@ -59,15 +59,34 @@ type Report struct {
 	Linearizable     string         `json:"linearizable"`
 	LeaderKills      int            `json:"leader_kills"`
 	WriteUnavailable time.Duration  `json:"write_unavailable"` // longest, after a leader kill
-	HealTime         time.Duration  `json:"heal_time"`         // to full redundancy and fsck clean
-	Healed           bool           `json:"healed"`
-	Faults           []Fault        `json:"faults"`
-	Partitions       bool           `json:"partitions"` // network partitions were possible (root, iproute2)
-	SmallDisk        bool           `json:"small_disk"` // a chunk server ran on a small filesystem (root)
-	Problems         []string       `json:"problems"`
+	// SlowestFailover is that kill's neighbourhood: the faults from
+	// failoverContext before it to the first acknowledged put after it.
+	SlowestFailover []Fault       `json:"slowest_failover,omitempty"`
+	HealTime        time.Duration `json:"heal_time"` // to full redundancy and fsck clean
+	Healed          bool          `json:"healed"`
+	Faults          []Fault       `json:"faults"`
+	Partitions      bool          `json:"partitions"` // network partitions were possible (root, iproute2)
+	SmallDisk       bool          `json:"small_disk"` // a chunk server ran on a small filesystem (root)
+	Problems        []string      `json:"problems"`
 	// Record reads answered from the clients' caches, and from the masters.
 	RecordCacheHits   int64 `json:"record_cache_hits"`
 	RecordCacheMisses int64 `json:"record_cache_misses"`
+}
+
+// failoverContext is how far before a leader kill the report looks for
+// faults that may have slowed the failover (a partition or a pause that
+// began a little earlier and still held).
+const failoverContext = 10 * time.Second
+
+// faultsBetween returns the faults that began within [from, to].
+func faultsBetween(faults []Fault, from, to time.Duration) []Fault {
+	var out []Fault
+	for _, f := range faults {
+		if f.At >= from && f.At <= to {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // OK reports whether every checker passed.
@@ -162,8 +181,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				first = op.Return
 			}
 		}
-		if first > 0 {
-			rep.WriteUnavailable = max(rep.WriteUnavailable, time.Duration(first)-k)
+		if first > 0 && time.Duration(first)-k > rep.WriteUnavailable {
+			rep.WriteUnavailable = time.Duration(first) - k
+			rep.SlowestFailover = faultsBetween(rep.Faults, k-failoverContext, time.Duration(first))
 		}
 	}
 
@@ -569,6 +589,13 @@ func PrintReport(out io.Writer, rep *Report, reproduce string) {
 	fmt.Fprintf(out, "resurrected        %d\n", rep.Resurrected)
 	fmt.Fprintf(out, "linearizable       %s\n", rep.Linearizable)
 	fmt.Fprintf(out, "leader kills       %d, longest write unavailability after one %s\n", rep.LeaderKills, rep.WriteUnavailable.Round(time.Millisecond))
+	if len(rep.SlowestFailover) > 0 {
+		var fs []string
+		for _, f := range rep.SlowestFailover {
+			fs = append(fs, fmt.Sprintf("%s %s %s", f.At, f.Kind, f.Target))
+		}
+		fmt.Fprintf(out, "  around it        %s\n", strings.Join(fs, "; "))
+	}
 	fmt.Fprintf(out, "full redundancy    %s after healing (fsck clean: %v)\n", rep.HealTime.Round(100*time.Millisecond), rep.Healed)
 	if rep.OK() {
 		fmt.Fprintln(out, "result             PASS")
