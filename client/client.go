@@ -30,6 +30,7 @@ import (
 
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/internal/netx"
 	"github.com/raisfs/raisfs/internal/rpcerr"
 )
 
@@ -149,7 +150,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		}}
 	}
 	for _, addr := range cfg.Masters {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(netx.DialContext))
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("client: master %s: %w", addr, err)

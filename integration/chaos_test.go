@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/raisfs/raisfs/client"
+	"github.com/raisfs/raisfs/internal/chaos"
 )
 
 // runChaos runs `rais chaos` from bin and returns its exit code and output.
@@ -83,4 +88,78 @@ func TestChaos_CatchesDeliberateBugs(t *testing.T) {
 			t.Fatalf("the harness did not catch %s", v.tag)
 		})
 	}
+}
+
+// A leader cut off by the network (not killed: its connections stay open
+// and nothing answers on them) must not hold the clients' calls for their
+// whole attempt timeout (5 s): the connections' unacknowledged-data timeout
+// (internal/netx) fails them within about 2 s and the client goes to the
+// new leader. Needs root and iproute2 (network namespaces).
+func TestChaos_PartitionedLeaderIsLeftQuickly(t *testing.T) {
+	rais, _ := binaries(t)
+	if os.Geteuid() != 0 {
+		t.Skip("network partitions need root")
+	}
+	cl, err := chaos.StartCluster(chaos.ClusterConfig{Bin: rais, Dir: t.TempDir(), ChunkServers: 3, VolumeSize: 64 << 20, Partitions: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Stop()
+	if !cl.CanPartition() {
+		t.Skip("no network namespaces here")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := cl.WaitHealthy(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(ctx, client.Config{Masters: cl.Masters, NoPutBatching: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	put := func(i int) error {
+		_, err := c.Put(ctx, fmt.Sprintf("p/%d", i), strings.NewReader(fmt.Sprintf("value %d", i)), nil)
+		return err
+	}
+	for i := 0; i < 20; i++ { // warm: the client knows the leader
+		if err := put(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader := cl.Leader(ctx)
+	if leader == "" {
+		t.Fatal("no leader")
+	}
+	// Writers keep calling through the cut; the first put called after it
+	// and acknowledged says when writes resumed.
+	cut := time.Now()
+	if err := cl.Partition(leader); err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Unpartition(leader)
+	resumed := make(chan time.Duration, 4)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				called := time.Now()
+				if put(1000*(w+1)+i) == nil {
+					resumed <- called.Sub(cut) + time.Since(called)
+					return
+				}
+			}
+		})
+	}
+	select {
+	case d := <-resumed:
+		t.Logf("writes resumed %s after the leader %s was cut off", d.Round(time.Millisecond), leader)
+		if d > 4*time.Second {
+			t.Fatalf("writes resumed %s after the leader was cut off, want well under the 5 s attempt timeout", d.Round(time.Millisecond))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("writes did not resume within 30 s of the leader being cut off")
+	}
+	cancel()
+	wg.Wait()
 }

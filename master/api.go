@@ -17,6 +17,7 @@ import (
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
 	"github.com/raisfs/raisfs/internal/failpoint"
+	"github.com/raisfs/raisfs/internal/netx"
 	"github.com/raisfs/raisfs/internal/rpcerr"
 	"github.com/raisfs/raisfs/raftfsm"
 	"github.com/raisfs/raisfs/raftfsm/fsmpb"
@@ -59,7 +60,7 @@ func (p *peerConns) get(addr string) (masterpb.MasterClient, error) {
 	if c, ok := p.conns[addr]; ok {
 		return masterpb.NewMasterClient(c), nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(netx.DialContext))
 	if err != nil {
 		return nil, err
 	}

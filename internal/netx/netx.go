@@ -1,0 +1,24 @@
+// Package netx holds the TCP settings the SDK and the masters dial with.
+package netx
+
+import (
+	"context"
+	"net"
+	"time"
+)
+
+// UnackedTimeout is how long bytes sent on a connection may stay
+// unacknowledged before the kernel gives the connection up
+// (TCP_USER_TIMEOUT, Linux). A peer cut off by the network (a partition,
+// a dead host) then fails the calls in flight on it within about this
+// long, and the caller tries another master, instead of each call waiting
+// out its whole attempt timeout (5 s). A peer that is slow or paused
+// still has its kernel acknowledge what it is sent, so it is not cut.
+const UnackedTimeout = 2 * time.Second
+
+// DialContext dials addr over TCP with UnackedTimeout set (where the
+// platform has it), for grpc.WithContextDialer.
+func DialContext(ctx context.Context, addr string) (net.Conn, error) {
+	d := net.Dialer{Control: controlUnacked}
+	return d.DialContext(ctx, "tcp", addr)
+}
