@@ -102,14 +102,20 @@ func headerFields(h []byte, names []string, not bool) []byte {
 	return append(out, "\r\n"...)
 }
 
+// readHeader parses header block h as go-message does: up to the first
+// line it rejects.
+func readHeader(h []byte) (textproto.Header, error) {
+	return textproto.ReadHeader(bufio.NewReader(bytes.NewReader(h)))
+}
+
 // parseHeader parses header block h, leaving out any field go-message
 // rejects instead of stopping there.
 func parseHeader(h []byte) textproto.Header {
-	hdr, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(h)))
+	hdr, err := readHeader(h)
 	if err == nil {
 		return hdr
 	}
-	hdr, _ = textproto.ReadHeader(bufio.NewReader(bytes.NewReader(cleanHeader(h))))
+	hdr, _ = readHeader(cleanHeader(h))
 	return hdr
 }
 
@@ -122,7 +128,7 @@ func cleanHeader(h []byte) []byte {
 		if _, ok := fieldName(f); !ok {
 			return
 		}
-		if _, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(f))); err == nil {
+		if _, err := readHeader(f); err == nil {
 			out = append(out, f...)
 		}
 	})
@@ -135,7 +141,7 @@ func cleanHeader(h []byte) []byte {
 // MIME parts and their sizes are the stored ones.
 func parseable(b []byte, hlen int64) []byte {
 	hlen = min(hlen, int64(len(b)))
-	if _, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(b[:hlen]))); err == nil {
+	if _, err := readHeader(b[:hlen]); err == nil {
 		return b
 	}
 	return slices.Concat(cleanHeader(b[:hlen]), b[hlen:])
