@@ -1,6 +1,7 @@
 package netx
 
 import (
+	"fmt"
 	"syscall"
 	"time"
 
@@ -15,5 +16,8 @@ func controlUnacked(_, _ string, c syscall.RawConn) error {
 	if err != nil {
 		return err
 	}
-	return serr
+	if serr != nil {
+		return fmt.Errorf("set TCP_USER_TIMEOUT: %w", serr)
+	}
+	return nil
 }
