@@ -55,6 +55,12 @@ type view struct {
 	fresh    []uint32                     // new UIDs, not yet reported
 	saved    imap.UIDSet                  // SEARCHRES
 
+	// \Recent (IMAP4rev1 only; see recent.go): the UIDs this session
+	// claimed, or, read-only, every UID from peek on (0: none).
+	recent []mailstore.UIDRange
+	peek   uint32
+	told   uint32 // the RECENT count last sent
+
 	// seq is state in sequence order (seq n is seq[n-1]), built when a
 	// search needs it and dropped by every change to uids or state (set,
 	// drop, and reporting fresh UIDs): searches walk an array instead of
@@ -160,7 +166,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	ctx, cancel := s.ctx()
 	defer cancel()
 	s.sel = nil
-	m, err := s.s.store.Mailbox(ctx, s.user, name)
+	m, claimed, err := s.selectMailbox(ctx, name, options.ReadOnly)
 	if err != nil {
 		return nil, imapErr(err)
 	}
@@ -169,6 +175,10 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		return nil, imapErr(err)
 	}
 	v := &view{name: m.Name, mbox: m, readOnly: options.ReadOnly, state: map[uint32]mailstore.Message{}, reported: map[uint32]uint64{}, dirty: map[uint32]bool{}, gone: map[uint32]bool{}}
+	v.claimed(claimed)
+	if options.ReadOnly && s.rev1() {
+		v.peek = m.FirstRecent
+	}
 	var firstUnseen uint32
 	keywords := map[string]bool{}
 	for i, msg := range msgs {
@@ -190,12 +200,13 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		flags = append(flags, imap.Flag(k))
 	}
 	data := &imap.SelectData{
-		Flags: flags, NumMessages: uint32(len(v.uids)), FirstUnseenSeqNum: firstUnseen,
+		Flags: flags, NumMessages: uint32(len(v.uids)), NumRecent: v.numRecent(), FirstUnseenSeqNum: firstUnseen,
 		UIDNext: imap.UID(m.UIDNext), UIDValidity: m.UIDValidity, HighestModSeq: m.HighestModSeq,
 	}
 	if !options.ReadOnly {
 		data.PermanentFlags = permanentFlags
 	}
+	v.told = data.NumRecent
 	return data, nil
 }
 
@@ -336,10 +347,6 @@ func statusData(m mailstore.Mailbox, o *imap.StatusOptions) *imap.StatusData {
 	if o.NumMessages {
 		d.NumMessages = &m.Messages
 	}
-	if o.NumRecent {
-		var zero uint32
-		d.NumRecent = &zero
-	}
 	if o.UIDNext {
 		d.UIDNext = imap.UID(m.UIDNext)
 	}
@@ -368,7 +375,15 @@ func (s *session) Status(name string, options *imap.StatusOptions) (*imap.Status
 	if err != nil {
 		return nil, imapErr(err)
 	}
-	return statusData(m, options), nil
+	d := statusData(m, options)
+	if options.NumRecent {
+		n, err := s.s.store.RecentCount(ctx, s.user, m)
+		if err != nil {
+			return nil, imapErr(err)
+		}
+		d.NumRecent = &n
+	}
+	return d, nil
 }
 
 func (s *session) Append(name string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
@@ -382,7 +397,14 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 	for _, f := range options.Flags {
 		flags = append(flags, string(f))
 	}
-	uv, uid, err := s.s.store.Append(ctx, s.user, name, mailstore.NewMessage{Body: body, Flags: flags, Date: options.Time})
+	// Appending to the mailbox this session has selected read-write: the
+	// new message is \Recent here, claimed in the append's own commit.
+	v := s.sel
+	claim := v != nil && !v.readOnly && s.rev1() && v.name == mailstore.CanonicalMailbox(name)
+	a, err := s.s.store.AppendMessage(ctx, s.user, name, mailstore.NewMessage{Body: body, Flags: flags, Date: options.Time, ClaimRecent: claim})
+	if claim && err == nil {
+		v.claimed(a.Recent)
+	}
 	if err != nil {
 		s.s.metrics.appends.WithLabelValues("error").Inc()
 	} else {
@@ -394,7 +416,7 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 	if err != nil {
 		return nil, imapErr(err)
 	}
-	return &imap.AppendData{UID: imap.UID(uid), UIDValidity: uv}, nil
+	return &imap.AppendData{UID: imap.UID(a.UID), UIDValidity: a.UIDValidity}, nil
 }
 
 // sync reads the selected mailbox's index if it changed, and notes what
@@ -557,16 +579,15 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	if s.sel == nil {
 		return nil
 	}
-	if s.synced {
-		s.synced = false
-		return s.report(w, allowExpunge)
-	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	if err := s.sync(ctx); err != nil {
-		return nil // nothing to report now; the next command tries again
+	if !s.synced {
+		if err := s.sync(ctx); err != nil {
+			return nil // nothing to report now; the next command tries again
+		}
 	}
 	s.synced = false
+	s.claimNew(ctx)
 	return s.report(w, allowExpunge)
 }
 
@@ -590,6 +611,11 @@ func (s *session) report(w *imapserver.UpdateWriter, allowExpunge bool) error {
 		if err := w.WriteNumMessages(uint32(len(v.uids))); err != nil {
 			return err
 		}
+		if err := s.tellRecent(w, true); err != nil {
+			return err
+		}
+	} else if err := s.tellRecent(w, false); err != nil { // after expunges
+		return err
 	}
 	// Only the UIDs whose flags may have changed: walking the whole
 	// mailbox after every command cost more than the command itself in a
@@ -610,7 +636,7 @@ func (s *session) report(w *imapserver.UpdateWriter, allowExpunge bool) error {
 			continue
 		}
 		v.reported[uid] = msg.ModSeq
-		if err := w.WriteMessageFlags(uint32(i+1), imap.UID(uid), imapFlags(msg.Flags)); err != nil {
+		if err := w.WriteMessageFlags(uint32(i+1), imap.UID(uid), v.flags(msg)); err != nil {
 			return err
 		}
 	}
@@ -649,14 +675,6 @@ func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 		}
 		unwatch()
 	}
-}
-
-func imapFlags(fs []string) []imap.Flag {
-	out := make([]imap.Flag, len(fs))
-	for i, f := range fs {
-		out[i] = imap.Flag(f)
-	}
-	return out
 }
 
 // resolve turns a sequence or UID set into the view's (seq, uid) pairs,
@@ -800,7 +818,7 @@ func needsBody(o *imap.FetchOptions) bool {
 func (s *session) fetchOne(ctx context.Context, w *imapserver.FetchResponseWriter, msg mailstore.Message, o *imap.FetchOptions, pre func() ([]byte, error)) error {
 	w.WriteUID(imap.UID(msg.UID))
 	if o.Flags {
-		w.WriteFlags(imapFlags(msg.Flags))
+		w.WriteFlags(s.sel.flags(msg))
 	}
 	if o.InternalDate {
 		w.WriteInternalDate(msg.Date)
@@ -988,7 +1006,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		}
 		rw := w.CreateMessage(seqs[i])
 		rw.WriteUID(imap.UID(uid))
-		rw.WriteFlags(imapFlags(m.Flags))
+		rw.WriteFlags(v.flags(m))
 		if err := rw.Close(); err != nil {
 			return err
 		}
@@ -1329,12 +1347,12 @@ func (m *matcher) match(c *imap.SearchCriteria) (bool, error) {
 		return false, nil
 	}
 	for _, f := range c.Flag {
-		if !m.msg.Has(string(f)) {
+		if !m.s.sel.has(m.msg, f) {
 			return false, nil
 		}
 	}
 	for _, f := range c.NotFlag {
-		if m.msg.Has(string(f)) {
+		if m.s.sel.has(m.msg, f) {
 			return false, nil
 		}
 	}

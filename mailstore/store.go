@@ -169,6 +169,9 @@ type mboxRec struct {
 	Unseen        uint32 `json:"unseen"`
 	Deleted       uint32 `json:"deleted"`
 	Size          int64  `json:"size"`
+	// FirstRecent is the lowest UID no session has claimed as \Recent
+	// yet (0 in records written before it existed: read as 1).
+	FirstRecent uint32 `json:"fr,omitempty"`
 }
 
 type msgRec struct {
@@ -195,6 +198,10 @@ type Mailbox struct {
 	Unseen        uint32
 	Deleted       uint32
 	Size          int64
+	// FirstRecent is the lowest UID no session has claimed as \Recent
+	// (RFC 3501): messages from it to UIDNext are recent for the next
+	// session that selects the mailbox read-write (ClaimRecent).
+	FirstRecent uint32
 	// Version changes with every change to the mailbox or its messages.
 	Version uint64
 }
@@ -232,12 +239,14 @@ func newObjKey(user string) string {
 
 func (r mboxRec) mailbox(name string, version uint64) Mailbox {
 	return Mailbox{Name: name, ID: r.ID, UIDValidity: r.UIDValidity, UIDNext: r.UIDNext, HighestModSeq: r.HighestModSeq,
-		Subscribed: r.Subscribed, Messages: r.Messages, Unseen: r.Unseen, Deleted: r.Deleted, Size: r.Size, Version: version}
+		Subscribed: r.Subscribed, Messages: r.Messages, Unseen: r.Unseen, Deleted: r.Deleted, Size: r.Size,
+		FirstRecent: max(r.FirstRecent, 1), Version: version}
 }
 
 func (m Mailbox) rec() mboxRec {
 	return mboxRec{ID: m.ID, UIDValidity: m.UIDValidity, UIDNext: m.UIDNext, HighestModSeq: m.HighestModSeq,
-		Subscribed: m.Subscribed, Messages: m.Messages, Unseen: m.Unseen, Deleted: m.Deleted, Size: m.Size}
+		Subscribed: m.Subscribed, Messages: m.Messages, Unseen: m.Unseen, Deleted: m.Deleted, Size: m.Size,
+		FirstRecent: m.FirstRecent}
 }
 
 func (r msgRec) message(uid uint32) Message {
@@ -442,7 +451,7 @@ func (s *Store) CreateMailbox(ctx context.Context, user, name string) error {
 		// UIDVALIDITY: the time, kept increasing, so a mailbox deleted and
 		// created again never reuses one (clients would keep stale caches).
 		u.LastUIDValidity = max(u.LastUIDValidity+1, uint32(time.Now().Unix()))
-		rec := mboxRec{ID: u.NextID, UIDValidity: u.LastUIDValidity, UIDNext: 1, HighestModSeq: 1, Subscribed: true}
+		rec := mboxRec{ID: u.NextID, UIDValidity: u.LastUIDValidity, UIDNext: 1, HighestModSeq: 1, Subscribed: true, FirstRecent: 1}
 		_, err = s.c.Commit(ctx, new(client.Txn).
 			IfVersion(userKey(user), ur.Version).IfVersion(mboxKey(user, name), 0).
 			Put(userKey(user), mustJSON(u)).Put(mboxKey(user, name), mustJSON(rec)))
@@ -533,7 +542,7 @@ func (s *Store) RenameMailbox(ctx context.Context, user, oldName, newName string
 			}
 			u.NextID++
 			u.LastUIDValidity = max(u.LastUIDValidity+1, uint32(time.Now().Unix()))
-			rec := mboxRec{ID: u.NextID, UIDValidity: u.LastUIDValidity, UIDNext: 1, HighestModSeq: 1, Subscribed: true}
+			rec := mboxRec{ID: u.NextID, UIDValidity: u.LastUIDValidity, UIDNext: 1, HighestModSeq: 1, Subscribed: true, FirstRecent: 1}
 			// Replace the Delete of INBOX by a Put of the new one.
 			t2 := new(client.Txn).IfVersion(userKey(user), ur.Version).Put(userKey(user), mustJSON(u))
 			for _, m := range all {
@@ -754,6 +763,25 @@ type NewMessage struct {
 	Body  []byte
 	Flags []string
 	Date  time.Time // zero: now
+	// ClaimRecent: the caller has the mailbox selected read-write, so the
+	// message, and any others no session has claimed yet, are \Recent for
+	// it; claimed in the same transaction as the index entry (see
+	// ClaimRecent), so an APPEND costs no second commit.
+	ClaimRecent bool
+}
+
+// UIDRange is the UIDs from From up to, not including, To.
+type UIDRange struct{ From, To uint32 }
+
+// Contains reports whether uid is in r.
+func (r UIDRange) Contains(uid uint32) bool { return uid >= r.From && uid < r.To }
+
+// Appended is what Append did.
+type Appended struct {
+	UIDValidity, UID uint32
+	// Recent is the UIDs the caller claimed as \Recent (empty unless
+	// NewMessage.ClaimRecent).
+	Recent UIDRange
 }
 
 // Append adds msg to mailbox name and returns its UIDVALIDITY and UID,
@@ -761,17 +789,85 @@ type NewMessage struct {
 // committed. msg.Body may be kept by the body cache: the caller must not
 // modify it afterwards.
 func (s *Store) Append(ctx context.Context, user, name string, msg NewMessage) (uidValidity, uid uint32, err error) {
+	a, err := s.AppendMessage(ctx, user, name, msg)
+	return a.UIDValidity, a.UID, err
+}
+
+// AppendMessage is Append, returning the \Recent claim too.
+func (s *Store) AppendMessage(ctx context.Context, user, name string, msg NewMessage) (Appended, error) {
 	if int64(len(msg.Body)) > s.maxSize {
-		return 0, 0, fmt.Errorf("%d bytes, limit %d: %w", len(msg.Body), s.maxSize, ErrTooLarge)
+		return Appended{}, fmt.Errorf("%d bytes, limit %d: %w", len(msg.Body), s.maxSize, ErrTooLarge)
 	}
 	flags, err := normFlags(msg.Flags)
 	if err != nil {
-		return 0, 0, err
+		return Appended{}, err
 	}
 	if !ValidUser(user) || !ValidMailbox(CanonicalMailbox(name)) {
-		return 0, 0, fmt.Errorf("append to %q for %q: %w", name, user, ErrBadName)
+		return Appended{}, fmt.Errorf("append to %q for %q: %w", name, user, ErrBadName)
 	}
-	return s.indexMessage(ctx, user, name, newObjKey(user), nil, msg.Body, flags, msg.Date)
+	r := &indexReq{obj: newObjKey(user), flags: flags, date: msg.Date, claim: msg.ClaimRecent}
+	err = s.indexMessage(ctx, user, name, r, msg.Body)
+	return Appended{UIDValidity: r.uidValidity, UID: r.uid, Recent: r.recent}, err
+}
+
+// ClaimRecent makes the caller the one session that sees mailbox name's
+// unclaimed messages as \Recent (RFC 3501: the first session to be told
+// of a message): it moves the mailbox's FirstRecent to UIDNext in one
+// transaction and returns the UIDs it claimed, and the change (the
+// mailbox as read and as written; nothing is written when there is
+// nothing to claim). Two sessions, on any front ends, never claim the
+// same UID.
+func (s *Store) ClaimRecent(ctx context.Context, user, name string) (UIDRange, Change, error) {
+	var got UIDRange
+	var ch Change
+	err := retry(ctx, func() error {
+		got = UIDRange{}
+		m, err := s.readMailbox(ctx, user, name)
+		if err != nil {
+			return err
+		}
+		ch = Change{From: m.Version, To: m.Version, After: m}
+		if m.FirstRecent >= m.UIDNext {
+			return nil
+		}
+		claim := UIDRange{From: m.FirstRecent, To: m.UIDNext}
+		m.FirstRecent = m.UIDNext
+		to, err := s.c.Commit(ctx, new(client.Txn).IfVersion(mboxKey(user, m.Name), m.Version).
+			Put(mboxKey(user, m.Name), mustJSON(m.rec())))
+		if err != nil {
+			// An unknown outcome counts as not claimed: the messages are
+			// then recent for no session, never for two.
+			return err
+		}
+		m.Version = to
+		got, ch.To, ch.After = claim, to, m
+		return nil
+	})
+	return got, ch, err
+}
+
+// RecentCount counts the messages of m no session has claimed as \Recent
+// (STATUS RECENT): one ranged read of the index from m.FirstRecent.
+func (s *Store) RecentCount(ctx context.Context, user string, m Mailbox) (uint32, error) {
+	if m.FirstRecent >= m.UIDNext {
+		return 0, nil
+	}
+	n := uint32(0)
+	after := ""
+	if m.FirstRecent > 1 {
+		after = msgKey(user, m.ID, m.FirstRecent-1)
+	}
+	for {
+		p, err := s.c.Records(ctx, msgPrefix(user, m.ID), after, 10000)
+		if err != nil {
+			return 0, fmt.Errorf("count recent messages of %q: %w", m.Name, err)
+		}
+		n += uint32(len(p.Records))
+		if p.Next == "" {
+			return n, nil
+		}
+		after = p.Next
+	}
 }
 
 // indexMessage indexes body in mailbox name of user, committing it as
@@ -779,22 +875,24 @@ func (s *Store) Append(ctx context.Context, user, name string, msg NewMessage) (
 // appears whole or not at all. up is its upload, nil for none yet; an
 // upload that can no longer be committed (its lease ran out) is made
 // again, twice at most. An indexed body joins the body cache.
-func (s *Store) indexMessage(ctx context.Context, user, name, obj string, up *client.Upload, body []byte, flags []string, date time.Time) (uidValidity, uid uint32, err error) {
+func (s *Store) indexMessage(ctx context.Context, user, name string, r *indexReq, body []byte) error {
 	for attempt := 0; ; attempt++ {
-		if up == nil {
-			if up, err = s.c.Upload(ctx, obj, bytes.NewReader(body), nil); err != nil {
-				return 0, 0, fmt.Errorf("store message: %w", err)
+		if r.up == nil {
+			up, err := s.c.Upload(ctx, r.obj, bytes.NewReader(body), nil)
+			if err != nil {
+				return fmt.Errorf("store message: %w", err)
 			}
+			r.up = up
 		}
-		uidValidity, uid, err = s.index(ctx, user, name, obj, up, body, flags, date)
+		err := s.index(ctx, user, name, r, body)
 		if attempt < 2 && uploadGone(err) {
-			up = nil
+			r.up = nil
 			continue
 		}
 		if err == nil {
-			s.bodies.add(obj, body)
+			s.bodies.add(r.obj, body)
 		}
-		return uidValidity, uid, err
+		return err
 	}
 }
 
@@ -805,17 +903,19 @@ func uploadGone(err error) bool {
 	return errors.Is(err, client.ErrLeaseExpired) || (errors.Is(err, client.ErrNotFound) && !errors.Is(err, ErrNoMailbox))
 }
 
-// indexReq is one message waiting to be indexed.
+// indexReq is one message to index.
 type indexReq struct {
 	obj   string         // the message's object key
-	up    *client.Upload // its bytes, committed as obj with the entry
+	up    *client.Upload // its bytes, committed as obj with the entry; nil: upload first
 	hdr   []byte         // the header block, if it is cached
 	size  int64
 	hlen  int64
 	flags []string
 	date  time.Time
+	claim bool // claim the mailbox's unclaimed \Recent messages
 	// Filled in when done is closed.
 	uidValidity, uid uint32
+	recent           UIDRange // claimed, if claim
 	err              error
 	done             chan struct{}
 }
@@ -836,12 +936,13 @@ const maxIndexBatch = 128
 // transaction for it is in flight wait and go together in the next one
 // (one Raft commit, consecutive UIDs), instead of each competing for the
 // mailbox record's version and retrying.
-func (s *Store) index(ctx context.Context, user, name, obj string, up *client.Upload, body []byte, flags []string, date time.Time) (uidValidity, uid uint32, err error) {
-	if date.IsZero() {
-		date = time.Now()
+func (s *Store) index(ctx context.Context, user, name string, r *indexReq, body []byte) error {
+	if r.date.IsZero() {
+		r.date = time.Now()
 	}
 	hlen := HeaderBlockLen(body)
-	r := &indexReq{obj: obj, up: up, size: int64(len(body)), hlen: int64(hlen), flags: flags, date: date, done: make(chan struct{})}
+	r.size, r.hlen, r.done, r.err = int64(len(body)), int64(hlen), make(chan struct{}), nil
+	r.hdr = nil
 	if hlen <= maxHeaderCache {
 		r.hdr = bytes.Clone(body[:hlen])
 	}
@@ -879,7 +980,7 @@ func (s *Store) index(ctx context.Context, user, name, obj string, up *client.Up
 	// A waiter does not give up on its own deadline: the batch it is in may
 	// commit, and the caller must know before it decides about the object.
 	<-r.done
-	return r.uidValidity, r.uid, r.err
+	return r.err
 }
 
 // indexBatch commits batch and closes every request's done.
@@ -913,7 +1014,12 @@ func (s *Store) commitBatch(ctx context.Context, user, name string, batch []*ind
 		}
 		t := new(client.Txn).IfVersion(mboxKey(user, m.Name), m.Version)
 		m.HighestModSeq++
+		var claimer *indexReq
 		for _, r := range batch {
+			r.recent = UIDRange{}
+			if r.claim && claimer == nil {
+				claimer = r
+			}
 			r.uid, r.uidValidity = m.UIDNext, m.UIDValidity
 			m.UIDNext++
 			msg := Message{UID: r.uid, Flags: r.flags, Date: r.date, Size: r.size, ModSeq: m.HighestModSeq, HeaderLen: r.hlen, obj: r.obj, headerCached: r.hdr != nil}
@@ -923,6 +1029,12 @@ func (s *Store) commitBatch(ctx context.Context, user, name string, batch []*ind
 				t.Put(hdrKey(user, m.ID, r.uid), r.hdr)
 			}
 			t.CommitObjectAs(r.obj, r.up)
+		}
+		if claimer != nil && m.FirstRecent < m.UIDNext {
+			// Everything unclaimed, this batch's messages included, is
+			// recent for the first request that has the mailbox selected.
+			claimer.recent = UIDRange{From: m.FirstRecent, To: m.UIDNext}
+			m.FirstRecent = m.UIDNext
 		}
 		t.Put(mboxKey(user, m.Name), mustJSON(m.rec()))
 		_, err = s.c.Commit(ctx, t)
@@ -1015,7 +1127,7 @@ func (s *Store) Deliver(ctx context.Context, rcpts []Recipient, body []byte, dat
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			_, _, errs[i] = s.indexMessage(ctx, r.User, name, obj, up, body, nil, date)
+			errs[i] = s.indexMessage(ctx, r.User, name, &indexReq{obj: obj, up: up, date: date}, body)
 		})
 	}
 	wg.Wait()

@@ -322,3 +322,93 @@ func TestStore_DeliverToManyRecipients(t *testing.T) {
 		}
 	}
 }
+
+// \Recent: while messages arrive, sessions on two front ends claim them,
+// by ClaimRecent and in their own appends' commits; every UID is claimed
+// by exactly one of them, and RecentCount counts what nobody claimed.
+func TestStore_RecentIsClaimedOnce(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	addrs := cl.MasterAddrs()
+	stores := []*Store{newStore(t, addrs[:1]), newStore(t, addrs[1:])}
+	ctx := ctxT(t)
+	for i := range 3 {
+		if _, _, err := stores[0].Append(ctx, "rita", "INBOX", msg(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := stores[1].Mailbox(ctx, "rita", "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := stores[1].RecentCount(ctx, "rita", m); err != nil || n != 3 {
+		t.Fatalf("RecentCount before any claim = %d, %v; want 3", n, err)
+	}
+	var mu sync.Mutex
+	owner := map[uint32]int{}
+	claim := func(who int, r UIDRange) {
+		mu.Lock()
+		defer mu.Unlock()
+		for uid := r.From; uid < r.To; uid++ {
+			if o, ok := owner[uid]; ok {
+				t.Errorf("UID %d claimed by %d and %d", uid, o, who)
+			}
+			owner[uid] = who
+		}
+	}
+	var wg sync.WaitGroup
+	const per = 12
+	for w := range 4 {
+		s := stores[w%2]
+		wg.Go(func() {
+			for i := range per {
+				if w%2 == 0 {
+					a, err := s.AppendMessage(ctx, "rita", "INBOX", NewMessage{Body: msg(w*100 + i).Body, ClaimRecent: true})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if !a.Recent.Contains(a.UID) {
+						t.Errorf("append claimed %v, not its own UID %d", a.Recent, a.UID)
+					}
+					claim(w, a.Recent)
+					continue
+				}
+				if _, _, err := s.Append(ctx, "rita", "INBOX", msg(w*100+i)); err != nil {
+					t.Error(err)
+					return
+				}
+				r, _, err := s.ClaimRecent(ctx, "rita", "INBOX")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				claim(w, r)
+			}
+		})
+	}
+	wg.Wait()
+	r, ch, err := stores[0].ClaimRecent(ctx, "rita", "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim(9, r)
+	if len(owner) != 3+4*per {
+		t.Errorf("%d UIDs claimed, want %d", len(owner), 3+4*per)
+	}
+	if ch.After.FirstRecent != ch.After.UIDNext {
+		t.Errorf("after claiming everything: %+v", ch.After)
+	}
+	// Nothing left: no write, RecentCount 0; a new message counts 1.
+	if r, ch, err := stores[1].ClaimRecent(ctx, "rita", "INBOX"); err != nil || r != (UIDRange{}) || ch.From != ch.To {
+		t.Errorf("claiming nothing = %v, %+v, %v", r, ch, err)
+	}
+	if _, _, err := stores[1].Append(ctx, "rita", "INBOX", msg(999)); err != nil {
+		t.Fatal(err)
+	}
+	if m, err = stores[0].Mailbox(ctx, "rita", "INBOX"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := stores[0].RecentCount(ctx, "rita", m); err != nil || n != 1 {
+		t.Errorf("RecentCount after one more message = %d, %v; want 1", n, err)
+	}
+}

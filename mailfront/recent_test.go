@@ -1,0 +1,174 @@
+package mailfront_test
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/raisfs/raisfs/internal/testcluster"
+)
+
+// appendRaw appends body to mbox with a synchronising literal and returns
+// the answer.
+func (r *rawSession) appendRaw(mbox, body string) string {
+	r.t.Helper()
+	r.tag++
+	tag := fmt.Sprintf("t%d", r.tag)
+	fmt.Fprintf(r.c, "%s APPEND %s {%d}\r\n", tag, mbox, len(body))
+	if l, err := r.rd.ReadString('\n'); err != nil || !strings.HasPrefix(l, "+") {
+		r.t.Fatalf("APPEND: no continuation: %q, %v", l, err)
+	}
+	fmt.Fprintf(r.c, "%s\r\n", body)
+	var out strings.Builder
+	for {
+		l, err := r.rd.ReadString('\n')
+		if err != nil {
+			r.t.Fatalf("APPEND: %v (read %q)", err, out.String())
+		}
+		out.WriteString(l)
+		if strings.HasPrefix(l, tag+" ") {
+			return out.String()
+		}
+	}
+}
+
+// recentLine returns the n of "* n RECENT" in out, -1 if there is none.
+func recentLine(out string) int {
+	m := regexp.MustCompile(`(?m)^\* (\d+) RECENT\r$`).FindStringSubmatch(out)
+	if m == nil {
+		return -1
+	}
+	var n int
+	fmt.Sscan(m[1], &n)
+	return n
+}
+
+// recentUIDs returns the UIDs a FETCH answer gives \Recent.
+func recentUIDs(out string) string {
+	var uids []string
+	for _, l := range strings.Split(out, "\r\n") {
+		if m := regexp.MustCompile(`UID (\d+)`).FindStringSubmatch(l); m != nil && strings.Contains(l, `\Recent`) {
+			uids = append(uids, m[1])
+		}
+	}
+	return strings.Join(uids, ",")
+}
+
+// \Recent (RFC 3501): a message is recent in exactly one session, the
+// first told of it, whichever front end serves it: at SELECT, when new
+// mail is reported, and for a session's own APPEND to its selected
+// mailbox. EXAMINE sees what is unclaimed without claiming it; STATUS
+// counts what is unclaimed; SEARCH RECENT, NEW and OLD follow; a session
+// that enabled IMAP4rev2 is told nothing of it.
+func TestIMAP_RecentIsOneSessionsOwn(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f1 := startFront(t, cl.MasterAddrs(), 1<<20)
+	f2 := startFront(t, cl.MasterAddrs(), 1<<20)
+	msg := func(i int) []byte { return fmt.Appendf(nil, "Subject: m%d\r\n\r\nbody %d\r\n", i, i) }
+	for i := 1; i <= 2; i++ {
+		if _, err := deliver(t, f1.lmtp, msg(i), "alice@localhost"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b, other := dialRaw(t, f1.imap), dialRaw(t, f2.imap), dialRaw(t, f2.imap)
+	for _, s := range []*rawSession{a, b, other} {
+		s.cmd("LOGIN alice pw-a")
+	}
+	status := func(want string) {
+		t.Helper()
+		if out := other.cmd("STATUS INBOX (MESSAGES RECENT)"); !strings.Contains(out, want) {
+			t.Errorf("STATUS: want %q in\n%s", want, out)
+		}
+	}
+	status("(MESSAGES 2 RECENT 2)")
+	if out := other.cmd("EXAMINE INBOX"); recentLine(out) != 2 {
+		t.Errorf("EXAMINE before any SELECT: want 2 RECENT:\n%s", out)
+	}
+	other.cmd("CLOSE")
+	status("RECENT 2)") // EXAMINE claimed nothing
+
+	if out := a.cmd("SELECT INBOX"); recentLine(out) != 2 {
+		t.Errorf("first SELECT: want 2 RECENT:\n%s", out)
+	}
+	if out := b.cmd("SELECT INBOX"); recentLine(out) != 0 {
+		t.Errorf("second SELECT (other front end): want 0 RECENT:\n%s", out)
+	}
+	status("RECENT 0)")
+	if got := recentUIDs(a.cmd("FETCH 1:* (UID FLAGS)")); got != "1,2" {
+		t.Errorf("first session's \\Recent UIDs = %q, want 1,2", got)
+	}
+	if got := recentUIDs(b.cmd("FETCH 1:* (UID FLAGS)")); got != "" {
+		t.Errorf("second session's \\Recent UIDs = %q, want none", got)
+	}
+
+	// New mail: the first session told of it has it recent.
+	if _, err := deliver(t, f2.lmtp, msg(3), "alice@localhost"); err != nil {
+		t.Fatal(err)
+	}
+	status("RECENT 1)")
+	if out := b.cmd("NOOP"); !strings.Contains(out, "* 3 EXISTS") || recentLine(out) != 1 {
+		t.Errorf("NOOP on the second session after a delivery: want 3 EXISTS, 1 RECENT:\n%s", out)
+	}
+	if out := a.cmd("NOOP"); !strings.Contains(out, "* 3 EXISTS") || recentLine(out) != 2 {
+		t.Errorf("NOOP on the first session after it: want 3 EXISTS, 2 RECENT:\n%s", out)
+	}
+	status("RECENT 0)")
+
+	// A session's own APPEND to its selected mailbox is recent for it,
+	// claimed in the append's commit.
+	if out := a.appendRaw("INBOX", string(msg(4))); !strings.Contains(out, "OK") || recentLine(out) != 3 {
+		t.Errorf("APPEND to the selected mailbox: want OK and 3 RECENT:\n%s", out)
+	}
+	if out := b.cmd("NOOP"); !strings.Contains(out, "* 4 EXISTS") || recentLine(out) != 1 {
+		t.Errorf("the other session after the APPEND: want 4 EXISTS, still 1 RECENT:\n%s", out)
+	}
+	if got := recentUIDs(a.cmd("UID FETCH 1:* FLAGS")); got != "1,2,4" {
+		t.Errorf("first session's \\Recent UIDs = %q, want 1,2,4", got)
+	}
+	if got := recentUIDs(b.cmd("UID FETCH 1:* FLAGS")); got != "3" {
+		t.Errorf("second session's \\Recent UIDs = %q, want 3", got)
+	}
+	// STORE FLAGS keeps \Recent in its answer; SEARCH RECENT/NEW/OLD.
+	if out := a.cmd(`STORE 1 FLAGS (\Seen)`); !strings.Contains(out, `\Recent`) {
+		t.Errorf("STORE answer lost \\Recent:\n%s", out)
+	}
+	for q, want := range map[string]string{"UID SEARCH RECENT": "* SEARCH 1 2 4", "UID SEARCH NEW": "* SEARCH 2 4", "UID SEARCH OLD": "* SEARCH 3"} {
+		if out := a.cmd(q); !strings.Contains(out, want+"\r\n") {
+			t.Errorf("%s: want %q:\n%s", q, want, out)
+		}
+	}
+
+	// IMAP4rev2 has no \Recent: not told, and claims nothing.
+	if _, err := deliver(t, f1.lmtp, msg(5), "alice@localhost"); err != nil {
+		t.Fatal(err)
+	}
+	rev2 := dialRaw(t, f1.imap)
+	rev2.cmd("LOGIN alice pw-a")
+	rev2.cmd("ENABLE IMAP4rev2")
+	if out := rev2.cmd("SELECT INBOX"); recentLine(out) != -1 || strings.Contains(rev2.cmd("FETCH 1:* FLAGS"), `\Recent`) {
+		t.Errorf("an IMAP4rev2 session was told of \\Recent:\n%s", out)
+	}
+	status("(MESSAGES 5 RECENT 1)")
+}
+
+// An EXPUNGE of a recent message is followed by the new RECENT count.
+func TestIMAP_RecentCountAfterExpunge(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f := startFront(t, cl.MasterAddrs(), 1<<20)
+	a := dialRaw(t, f.imap)
+	a.cmd("LOGIN alice pw-a")
+	for i := range 3 {
+		a.appendRaw("INBOX", fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n", i))
+	}
+	if out := a.cmd("SELECT INBOX"); recentLine(out) != 3 {
+		t.Fatalf("SELECT: want 3 RECENT:\n%s", out)
+	}
+	a.cmd(`STORE 2 +FLAGS.SILENT (\Deleted)`)
+	if out := a.cmd("EXPUNGE"); !strings.Contains(out, "* 2 EXPUNGE") || recentLine(out) != 2 {
+		t.Errorf("EXPUNGE: want 2 EXPUNGE then 2 RECENT:\n%s", out)
+	}
+	if out := a.cmd("NOOP"); recentLine(out) != -1 {
+		t.Errorf("NOOP with nothing new repeated RECENT:\n%s", out)
+	}
+}
