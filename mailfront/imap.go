@@ -1018,7 +1018,10 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uidSet *imap.UIDSet) (err
 	defer s.unsyncOnError(&err)
 	v := s.sel
 	if v.readOnly {
-		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Mailbox is read-only (EXAMINE)"}
+		// Nothing is removed from a mailbox opened with EXAMINE, and no
+		// error is given: CLOSE comes here too, and RFC 3501 has it
+		// succeed (Dovecot answers EXPUNGE the same way).
+		return nil
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()

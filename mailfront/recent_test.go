@@ -172,3 +172,25 @@ func TestIMAP_RecentCountAfterExpunge(t *testing.T) {
 		t.Errorf("NOOP with nothing new repeated RECENT:\n%s", out)
 	}
 }
+
+// CLOSE (and EXPUNGE) in a mailbox opened with EXAMINE succeed and remove
+// nothing (RFC 3501 6.4.2).
+func TestIMAP_CloseAfterExamineRemovesNothing(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f := startFront(t, cl.MasterAddrs(), 1<<20)
+	a := dialRaw(t, f.imap)
+	a.cmd("LOGIN alice pw-a")
+	a.appendRaw(`INBOX (\Deleted)`, "Subject: x\r\n\r\nbody\r\n")
+	a.cmd("EXAMINE INBOX")
+	for _, c := range []string{"EXPUNGE", "CLOSE"} {
+		if out := a.cmd(c); !strings.Contains(out, " OK") || strings.Contains(out, "EXPUNGE\r\n") && strings.HasPrefix(out, "* ") {
+			t.Errorf("%s after EXAMINE: want OK and nothing expunged:\n%s", c, out)
+		}
+	}
+	if out := a.cmd("STATUS INBOX (MESSAGES)"); !strings.Contains(out, "(MESSAGES 1)") {
+		t.Errorf("after CLOSE of an EXAMINEd mailbox:\n%s", out)
+	}
+	if out := a.cmd("FETCH 1 FLAGS"); !strings.Contains(out, " BAD") {
+		t.Errorf("CLOSE did not leave the selected state:\n%s", out)
+	}
+}
