@@ -119,7 +119,7 @@ func (v *view) flags(msg mailstore.Message) []imap.Flag {
 
 // has reports whether msg carries flag in this session (SEARCH).
 func (v *view) has(msg mailstore.Message, flag imap.Flag) bool {
-	if strings.EqualFold(string(flag), string(recentFlag)) {
+	if len(flag) == len(recentFlag) && strings.EqualFold(string(flag), string(recentFlag)) {
 		return v.isRecent(msg.UID)
 	}
 	return msg.Has(string(flag))
