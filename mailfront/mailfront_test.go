@@ -1112,3 +1112,21 @@ func (r *rawSession) cmd(cmd string) string {
 		}
 	}
 }
+
+// ENVELOPE on the wire: groups as start and end markers, a comment as the
+// name of a mailbox without a display name, an empty Sender taken from
+// From, a missing domain marked.
+func TestIMAP_EnvelopeAddresses(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f := startFront(t, cl.MasterAddrs(), 64<<10)
+	c := login(t, f.imap, "alice", "pw-a", nil)
+	appendMsg(t, c, "INBOX", []byte("Date: Thu, 01 Feb 2007 01:02:03 +0200\r\nFrom: user@example.org (Real Name)\r\nSender: \r\n"+
+		"To: group: g1@d1.org, g2@d2.org;, Other <o@d3.org>\r\nCc: root\r\n\r\nbody\r\n"))
+	out := rawIMAP(t, f.imap, "LOGIN alice pw-a", "EXAMINE INBOX", "FETCH 1 (ENVELOPE)")
+	want := `ENVELOPE ("Thu, 01 Feb 2007 01:02:03 +0200" NIL (("Real Name" NIL "user" "example.org")) (("Real Name" NIL "user" "example.org")) ` +
+		`(("Real Name" NIL "user" "example.org")) ((NIL NIL "group" NIL) (NIL NIL "g1" "d1.org") (NIL NIL "g2" "d2.org") (NIL NIL NIL NIL) ` +
+		`("Other" NIL "o" "d3.org")) ((NIL NIL "root" "MISSING_DOMAIN")) NIL NIL NIL)`
+	if !strings.Contains(out, want) {
+		t.Errorf("want %s in\n%s", want, out)
+	}
+}

@@ -7,7 +7,8 @@ import (
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
 )
 
@@ -212,13 +213,23 @@ func hasKeyFold(m map[string]string, key string) bool {
 }
 
 // envelope is the ENVELOPE of header block h. The subject is the field as
-// stored (unfolded), as RFC 3501 has it and Dovecot sends it; go-imap's
-// own decodes encoded words and encodes the text again.
+// stored (unfolded), as RFC 3501 has it and Dovecot sends it (go-imap's
+// own ExtractEnvelope decodes encoded words and encodes the text again),
+// and the address lists are read by envelopeAddresses.
 func envelope(h []byte) *imap.Envelope {
 	hdr := parseHeader(h)
-	env := imapserver.ExtractEnvelope(hdr)
-	if hdr.Has("Subject") {
-		env.Subject = hdr.Get("Subject")
+	mh := mail.Header{Header: gomessage.Header{Header: hdr}}
+	env := &imap.Envelope{
+		Subject: hdr.Get("Subject"),
+		From:    envelopeAddresses(hdr.Get("From")),
+		Sender:  envelopeAddresses(hdr.Get("Sender")),
+		ReplyTo: envelopeAddresses(hdr.Get("Reply-To")),
+		To:      envelopeAddresses(hdr.Get("To")),
+		Cc:      envelopeAddresses(hdr.Get("Cc")),
+		Bcc:     envelopeAddresses(hdr.Get("Bcc")),
 	}
+	env.Date, _ = mh.Date()
+	env.InReplyTo, _ = mh.MsgIDList("In-Reply-To")
+	env.MessageID, _ = mh.MessageID()
 	return env
 }

@@ -234,6 +234,21 @@ def main():
     a.cmd(b'CHECK')
     a.cmd(b'NOOP')
 
+    # Address fields in ENVELOPE: groups, comments as names, routes,
+    # missing domains, quoting, broken input; dates and message ids.
+    a.cmd(b'CREATE Addr')
+    for h in [b'From: user@example.org (Real Name)\r\nTo: group: g1@d1.org, g2@d2.org;, group2: g3@d3.org;\r\nSender: \r\nReply-To: \r\n',
+              b'From: <@route1,@route2:user@example.org>\r\nTo: root\r\nCc: Name <root>\r\n',
+              b'From: "Doe, John \\"JD\\"" <john@example.org> (comment)\r\nTo: "john doe"@example.org, user@[192.0.2.1]\r\n',
+              b'From: =?UTF-8?Q?J=C3=B6rg?= <j@example.org>\r\nTo: a@x.org,,  , b@y.org\r\nCc: Team: A <a@x.org>, b@x.org; c@y.org\r\n',
+              b'From: <unterminated@x.org\r\nTo: open group: a@x.org\r\nBcc: @, <>\r\n',
+              b'Date: Mon, 2 Nov 2026 9:05:03 +0000 (UTC)\r\nMessage-ID: no-angle@x\r\nIn-Reply-To: <a@b> <c@d>\r\nFrom: x@y\r\n']:
+        a.cmd(b'APPEND Addr', h + b'Subject: addresses\r\n\r\nbody\r\n')
+    a.cmd(b'EXAMINE Addr')
+    a.cmd(b'FETCH 1:* (ENVELOPE)')
+    a.cmd(b'CLOSE')
+    a.cmd(b'DELETE Addr')
+
     # Names, hierarchy, BINARY, sequence sets, read-only mailboxes, IDLE.
     b64 = b"Subject: b64\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nSMOpbGxvIHdvcmxkCg==\r\n"
     a.cmd(b'ENABLE IMAP4rev2')
