@@ -286,18 +286,40 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	}
 	all = append(all, missing...)
 	slices.SortStableFunc(all[1:], func(a, b mailstore.Mailbox) int { return strings.Compare(a.Name, b.Name) }) // INBOX stays first
+	matches := func(name string) bool {
+		return slices.ContainsFunc(patterns, func(p string) bool { return imapserver.MatchList(name, mailstore.Delim, ref, p) })
+	}
+	// subscribedBelow: a subscribed mailbox below name that the patterns
+	// do not reach (a "%" stops above it).
+	subscribedBelow := func(name string) bool {
+		return slices.ContainsFunc(all, func(o mailstore.Mailbox) bool {
+			return o.Subscribed && strings.HasPrefix(o.Name, name+"/") && !matches(o.Name)
+		})
+	}
 	for _, m := range all {
-		if !slices.ContainsFunc(patterns, func(p string) bool { return imapserver.MatchList(m.Name, mailstore.Delim, ref, p) }) {
+		if !matches(m.Name) {
 			continue
 		}
+		var childInfo *imap.ListDataChildInfo
 		if options.SelectSubscribed && !m.Subscribed {
-			continue
+			if !subscribedBelow(m.Name) {
+				continue
+			}
+			if !options.SelectRecursiveMatch {
+				// LSUB with "%" (RFC 3501 6.3.9): the level the pattern
+				// reaches, flagged \Noselect since it is not subscribed.
+				if err := w.WriteList(&imap.ListData{Mailbox: m.Name, Delim: mailstore.Delim, Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}}); err != nil {
+					return err
+				}
+				continue
+			}
+			childInfo = &imap.ListDataChildInfo{Subscribed: true} // RFC 5258 RECURSIVEMATCH
 		}
 		use := specialUse(m.Name)
 		if options.SelectSpecialUse && (use == "" || noselect[m.Name]) {
 			continue
 		}
-		data := &imap.ListData{Mailbox: m.Name, Delim: mailstore.Delim}
+		data := &imap.ListData{Mailbox: m.Name, Delim: mailstore.Delim, ChildInfo: childInfo}
 		if noselect[m.Name] {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
 		} else if use != "" {

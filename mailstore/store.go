@@ -451,7 +451,9 @@ func (s *Store) CreateMailbox(ctx context.Context, user, name string) error {
 		// UIDVALIDITY: the time, kept increasing, so a mailbox deleted and
 		// created again never reuses one (clients would keep stale caches).
 		u.LastUIDValidity = max(u.LastUIDValidity+1, uint32(time.Now().Unix()))
-		rec := mboxRec{ID: u.NextID, UIDValidity: u.LastUIDValidity, UIDNext: 1, HighestModSeq: 1, Subscribed: true, FirstRecent: 1}
+		// Only INBOX starts subscribed: CREATE does not subscribe (RFC
+		// 3501; clients that want it SUBSCRIBE).
+		rec := mboxRec{ID: u.NextID, UIDValidity: u.LastUIDValidity, UIDNext: 1, HighestModSeq: 1, Subscribed: name == Inbox, FirstRecent: 1}
 		_, err = s.c.Commit(ctx, new(client.Txn).
 			IfVersion(userKey(user), ur.Version).IfVersion(mboxKey(user, name), 0).
 			Put(userKey(user), mustJSON(u)).Put(mboxKey(user, name), mustJSON(rec)))

@@ -194,3 +194,43 @@ func TestIMAP_CloseAfterExamineRemovesNothing(t *testing.T) {
 		t.Errorf("CLOSE did not leave the selected state:\n%s", out)
 	}
 }
+
+// Subscriptions as RFC 3501 has them: CREATE subscribes nothing, and LSUB
+// with "%" shows the level the pattern reaches above a subscribed mailbox
+// as \Noselect when it is not subscribed itself.
+func TestIMAP_Subscriptions(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f := startFront(t, cl.MasterAddrs(), 1<<20)
+	a := dialRaw(t, f.imap)
+	a.cmd("LOGIN alice pw-a")
+	for _, m := range []string{"Box/", "Box/a", "Box/b/c"} {
+		if out := a.cmd("CREATE " + m); !strings.Contains(out, " OK") {
+			t.Fatalf("CREATE %s:\n%s", m, out)
+		}
+	}
+	lines := func(out, kind string) []string {
+		var got []string
+		for _, l := range strings.Split(out, "\r\n") {
+			if strings.HasPrefix(l, "* "+kind+" ") {
+				got = append(got, l)
+			}
+		}
+		return got
+	}
+	check := func(cmd, kind string, want ...string) {
+		t.Helper()
+		got := lines(a.cmd(cmd), kind)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s:\n got  %q\n want %q", cmd, got, want)
+		}
+	}
+	check(`LSUB "" "*"`, "LSUB", `* LSUB (\Subscribed \HasNoChildren) "/" INBOX`)
+	a.cmd("SUBSCRIBE Box/a")
+	a.cmd("SUBSCRIBE Box/b/c")
+	check(`LSUB "" "Box/%"`, "LSUB", `* LSUB (\Subscribed \HasNoChildren) "/" "Box/a"`, `* LSUB (\Noselect) "/" "Box/b"`)
+	check(`LSUB "" "Box/*"`, "LSUB", `* LSUB (\Subscribed \HasNoChildren) "/" "Box/a"`, `* LSUB (\Subscribed \HasNoChildren) "/" "Box/b/c"`)
+	check(`LIST (SUBSCRIBED RECURSIVEMATCH) "" "Box/%"`, "LIST",
+		`* LIST (\Subscribed \HasNoChildren) "/" "Box/a"`, `* LIST (\HasChildren) "/" "Box/b" (CHILDINFO ("SUBSCRIBED"))`)
+	a.cmd("UNSUBSCRIBE Box/b/c")
+	check(`LSUB "" "Box/%"`, "LSUB", `* LSUB (\Subscribed \HasNoChildren) "/" "Box/a"`)
+}
