@@ -1393,7 +1393,8 @@ func (m *matcher) match(c *imap.SearchCriteria) (bool, error) {
 			return false, err
 		}
 		for _, f := range c.Header {
-			if cannotMatch(raw, f.Value) {
+			// An address with a comment inside it may match once read.
+			if cannotMatch(raw, f.Value) && !(addressField(f.Key) && bytes.ContainsAny(raw, "(\"\\")) {
 				return false, nil
 			}
 		}
@@ -1402,7 +1403,7 @@ func (m *matcher) match(c *imap.SearchCriteria) (bool, error) {
 			return false, err
 		}
 		for _, f := range c.Header {
-			if !matchFields(h.FieldsByKey(f.Key), f.Value) {
+			if !matchFields(h.FieldsByKey(f.Key), f.Value) && !(addressField(f.Key) && matchAddresses(h.FieldsByKey(f.Key), f.Value)) {
 				return false, nil
 			}
 		}
@@ -1466,6 +1467,35 @@ func matchDate(t, since, before time.Time) bool {
 		return false
 	}
 	return true
+}
+
+// addressField reports whether header field key holds addresses.
+func addressField(key string) bool {
+	switch strings.ToLower(key) {
+	case "from", "to", "cc", "bcc", "sender", "reply-to":
+		return true
+	}
+	return false
+}
+
+// matchAddresses reports whether pattern is in one of the fields'
+// addresses as read (ENVELOPE's parser): "Name <mailbox@host>" and group
+// names, so comments, quoting and folding inside an address do not hide
+// it from a search.
+func matchAddresses(fields gomessage.HeaderFields, pattern string) bool {
+	pattern = strings.ToLower(pattern)
+	for fields.Next() {
+		for _, a := range envelopeAddresses(fields.Value()) {
+			s := a.Mailbox
+			if a.Host != "" {
+				s = a.Name + " <" + a.Mailbox + "@" + a.Host + ">"
+			}
+			if strings.Contains(strings.ToLower(s), pattern) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func matchFields(fields gomessage.HeaderFields, pattern string) bool {

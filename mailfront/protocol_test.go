@@ -234,3 +234,40 @@ func TestIMAP_Subscriptions(t *testing.T) {
 	a.cmd("UNSUBSCRIBE Box/b/c")
 	check(`LSUB "" "Box/%"`, "LSUB", `* LSUB (\Subscribed \HasNoChildren) "/" "Box/a"`)
 }
+
+// SEARCH FROM/TO/CC/BCC match the addresses as read, not only the bytes of
+// the field: a comment inside an address, a display name given as a
+// comment, group names and their members.
+func TestIMAP_SearchAddresses(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f := startFront(t, cl.MasterAddrs(), 1<<20)
+	a := dialRaw(t, f.imap)
+	a.cmd("LOGIN alice pw-a")
+	for _, h := range []string{
+		"From: ann@example.org\r\nTo: bo@example.net",
+		"From: Ann Smith <ann@example.org>\r\nTo: Bo Jones <bo@example.net>",
+		"From: <ann (work)@ (main) example.org>\r\nTo: <bo@example.net>",
+		"From: ann@example.org (Ann Smith)\r\nCc: bo@example.net (Bo Jones)",
+		"To: team: carl@example.com, dora@example.com;,\r\n  crew: ed@example.com;",
+	} {
+		a.appendRaw("INBOX", h+"\r\nSubject: s\r\n\r\nbody\r\n")
+	}
+	a.cmd("SELECT INBOX")
+	for q, want := range map[string]string{
+		"SEARCH FROM ann@example.org":    "1 2 3 4",
+		"SEARCH FROM smith":              "2 4",
+		"SEARCH FROM n@exam":             "1 2 3 4",
+		"SEARCH TO bo@example.net":       "1 2 3",
+		"SEARCH CC jones":                "4",
+		"SEARCH TO team":                 "5",
+		"SEARCH TO dora@example.com":     "5",
+		"SEARCH TO ed@example":           "5",
+		`SEARCH HEADER CC ""`:            "4",
+		"SEARCH FROM nobody@example.org": "",
+	} {
+		out := a.cmd(q)
+		if !strings.Contains(out, strings.TrimSpace("* SEARCH "+want)+"\r\n") {
+			t.Errorf("%s: want %q:\n%s", q, want, out)
+		}
+	}
+}
