@@ -1087,6 +1087,9 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (_ *imap.CopyData, err e
 	if err != nil {
 		return nil, copyErr(err)
 	}
+	if mailstore.CanonicalMailbox(dest) == s.sel.name {
+		s.synced = false // the copies are new mail here: the poll reads
+	}
 	return &imap.CopyData{UIDValidity: uv, SourceUIDs: uidSet(src), DestUIDs: uidSet(dst)}, nil
 }
 
@@ -1121,6 +1124,9 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 	src, dst, uv, err := s.s.store.Copy(ctx, s.user, v.name, dest, mailstore.UIDs(uids...), true)
 	if err != nil {
 		return copyErr(err)
+	}
+	if mailstore.CanonicalMailbox(dest) == v.name {
+		s.synced = false // moved under new UIDs here: the poll reads
 	}
 	if err := w.WriteCopyData(&imap.CopyData{UIDValidity: uv, SourceUIDs: uidSet(src), DestUIDs: uidSet(dst)}); err != nil {
 		return err

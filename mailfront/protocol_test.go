@@ -271,3 +271,28 @@ func TestIMAP_SearchAddresses(t *testing.T) {
 		}
 	}
 }
+
+// COPY into the selected mailbox reports the copies at once; MOVE into it
+// gives the message a new UID: COPYUID, EXPUNGE of the old, EXISTS.
+func TestIMAP_CopyAndMoveIntoTheSelectedMailbox(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	f := startFront(t, cl.MasterAddrs(), 1<<20)
+	a := dialRaw(t, f.imap)
+	a.cmd("LOGIN alice pw-a")
+	a.appendRaw("INBOX", "Subject: one\r\n\r\nbody\r\n")
+	a.cmd("SELECT INBOX")
+	if out := a.cmd("COPY 1 INBOX"); !strings.Contains(out, "[COPYUID ") || !strings.Contains(out, "* 2 EXISTS") {
+		t.Errorf("COPY into the selected mailbox: want COPYUID and 2 EXISTS:\n%s", out)
+	}
+	out := a.cmd("UID MOVE 1 INBOX")
+	uv := regexp.MustCompile(`COPYUID (\d+) 1 3\]`).FindStringSubmatch(out)
+	if uv == nil || !strings.Contains(out, "* 1 EXPUNGE") || !strings.Contains(out, "* 2 EXISTS") {
+		t.Errorf("MOVE into the selected mailbox: want COPYUID N 1 3, 1 EXPUNGE, 2 EXISTS:\n%s", out)
+	}
+	if got := a.cmd("UID SEARCH ALL"); !strings.Contains(got, "* SEARCH 2 3\r\n") {
+		t.Errorf("UIDs after the move:\n%s", got)
+	}
+	if got := a.cmd("STATUS INBOX (MESSAGES UIDNEXT)"); !strings.Contains(got, "(MESSAGES 2 UIDNEXT 4)") {
+		t.Errorf("STATUS after the move:\n%s", got)
+	}
+}

@@ -1322,10 +1322,7 @@ func (s *Store) Expunge(ctx context.Context, user, name string, sel Selection) (
 // pairwise, and dst's UIDVALIDITY.
 func (s *Store) Copy(ctx context.Context, user, src, dst string, sel Selection, move bool) (srcUIDs, dstUIDs []uint32, uidValidity uint32, err error) {
 	src, dst = CanonicalMailbox(src), CanonicalMailbox(dst)
-	same := src == dst
-	if same && move {
-		return nil, nil, 0, fmt.Errorf("MOVE into the same mailbox: %w", ErrBadName)
-	}
+	same := src == dst // allowed: a COPY adds copies, a MOVE gives new UIDs
 	err = retry(ctx, func() error {
 		srcUIDs, dstUIDs = srcUIDs[:0], dstUIDs[:0]
 		sm, err := s.readMailbox(ctx, user, src)
@@ -1405,7 +1402,7 @@ func (s *Store) Copy(ctx context.Context, user, src, dst string, sel Selection, 
 			return nil
 		}
 		t.Put(mboxKey(user, dm.Name), mustJSON(dm.rec()))
-		if move {
+		if move && !same {
 			t.Put(mboxKey(user, sm.Name), mustJSON(sm.rec()))
 		}
 		_, err = s.c.Commit(ctx, t)

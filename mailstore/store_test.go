@@ -221,7 +221,7 @@ func TestStore_DeliverStoresOnceAndRefusesBadInput(t *testing.T) {
 }
 
 // COPY into the mailbox itself makes a second message (as mainstream
-// servers do); MOVE into it is refused.
+// servers do); MOVE into it gives the message a new UID, same object.
 func TestStore_CopyIntoTheSameMailbox(t *testing.T) {
 	cl := testcluster.Start(t, testcluster.Options{})
 	s := newStore(t, cl.MasterAddrs())
@@ -241,8 +241,17 @@ func TestStore_CopyIntoTheSameMailbox(t *testing.T) {
 	if h, err := s.Header(ctx, "carol", m, msgs[1]); err != nil || string(h) != "From: a@example.com\r\nSubject: 1\r\n\r\n" {
 		t.Fatalf("copy's header = %q, %v", h, err)
 	}
-	if _, _, _, err := s.Copy(ctx, "carol", "INBOX", "INBOX", UIDs(1), true); !errors.Is(err, ErrBadName) {
-		t.Fatalf("Move into itself = %v", err)
+	src, dst, _, err = s.Copy(ctx, "carol", "INBOX", "INBOX", UIDs(1), true)
+	if err != nil || !slices.Equal(src, []uint32{1}) || !slices.Equal(dst, []uint32{3}) {
+		t.Fatalf("Move into itself = %v %v %v", src, dst, err)
+	}
+	m, _ = s.Mailbox(ctx, "carol", "INBOX")
+	msgs, _ = s.Messages(ctx, "carol", m)
+	if m.Messages != 2 || m.UIDNext != 4 || len(msgs) != 2 || msgs[0].UID != 2 || msgs[1].UID != 3 || len(objects(t, s, "carol")) != 2 {
+		t.Fatalf("after moving into itself: %+v, %+v", m, msgs)
+	}
+	if h, err := s.Header(ctx, "carol", m, msgs[1]); err != nil || string(h) != "From: a@example.com\r\nSubject: 1\r\n\r\n" {
+		t.Fatalf("moved message's header = %q, %v", h, err)
 	}
 }
 
