@@ -285,6 +285,28 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		noselect[m.Name] = true
 	}
 	all = append(all, missing...)
+	// Subscriptions outlive their mailboxes: LIST (SUBSCRIBED) and LSUB
+	// show one whose mailbox is gone as \NonExistent (RFC 5258).
+	var subs map[string]bool
+	nonexistent := map[string]bool{}
+	if options.SelectSubscribed || options.ReturnSubscribed {
+		if subs, err = s.s.store.Subscriptions(ctx, s.user); err != nil {
+			return imapErr(err)
+		}
+		for _, m := range all {
+			if m.Subscribed {
+				subs[m.Name] = true
+			}
+		}
+		if options.SelectSubscribed {
+			for name := range subs {
+				if !exists[name] {
+					nonexistent[name] = true
+					all = append(all, mailstore.Mailbox{Name: name})
+				}
+			}
+		}
+	}
 	slices.SortStableFunc(all[1:], func(a, b mailstore.Mailbox) int { return strings.Compare(a.Name, b.Name) }) // INBOX stays first
 	matches := func(name string) bool {
 		return slices.ContainsFunc(patterns, func(p string) bool { return imapserver.MatchList(name, mailstore.Delim, ref, p) })
@@ -293,7 +315,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	// do not reach (a "%" stops above it).
 	subscribedBelow := func(name string) bool {
 		return slices.ContainsFunc(all, func(o mailstore.Mailbox) bool {
-			return o.Subscribed && strings.HasPrefix(o.Name, name+"/") && !matches(o.Name)
+			return subs[o.Name] && strings.HasPrefix(o.Name, name+"/") && !matches(o.Name)
 		})
 	}
 	for _, m := range all {
@@ -301,7 +323,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 			continue
 		}
 		var childInfo *imap.ListDataChildInfo
-		if options.SelectSubscribed && !m.Subscribed {
+		if options.SelectSubscribed && !subs[m.Name] {
 			if !subscribedBelow(m.Name) {
 				continue
 			}
@@ -320,21 +342,23 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 			continue
 		}
 		data := &imap.ListData{Mailbox: m.Name, Delim: mailstore.Delim, ChildInfo: childInfo}
-		if noselect[m.Name] {
+		if nonexistent[m.Name] {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrNonExistent)
+		} else if noselect[m.Name] {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
 		} else if use != "" {
 			data.Attrs = append(data.Attrs, use)
 		}
-		if m.Subscribed && (options.ReturnSubscribed || options.SelectSubscribed) {
+		if subs[m.Name] {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
 		}
-		children := slices.ContainsFunc(all, func(o mailstore.Mailbox) bool { return strings.HasPrefix(o.Name, m.Name+"/") })
+		children := slices.ContainsFunc(all, func(o mailstore.Mailbox) bool { return !nonexistent[o.Name] && strings.HasPrefix(o.Name, m.Name+"/") })
 		if children {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrHasChildren)
 		} else {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrHasNoChildren)
 		}
-		if options.ReturnStatus != nil && !noselect[m.Name] {
+		if options.ReturnStatus != nil && !noselect[m.Name] && !nonexistent[m.Name] {
 			data.Status = statusData(m, options.ReturnStatus)
 		}
 		if err := w.WriteList(data); err != nil {

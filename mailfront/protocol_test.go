@@ -195,9 +195,10 @@ func TestIMAP_CloseAfterExamineRemovesNothing(t *testing.T) {
 	}
 }
 
-// Subscriptions as RFC 3501 has them: CREATE subscribes nothing, and LSUB
+// Subscriptions as RFC 3501 has them: CREATE subscribes nothing, LSUB
 // with "%" shows the level the pattern reaches above a subscribed mailbox
-// as \Noselect when it is not subscribed itself.
+// as \Noselect when it is not subscribed itself, and a subscription
+// outlives its mailbox.
 func TestIMAP_Subscriptions(t *testing.T) {
 	cl := testcluster.Start(t, testcluster.Options{})
 	f := startFront(t, cl.MasterAddrs(), 1<<20)
@@ -233,6 +234,24 @@ func TestIMAP_Subscriptions(t *testing.T) {
 		`* LIST (\Subscribed \HasNoChildren) "/" "Box/a"`, `* LIST (\HasChildren) "/" "Box/b" (CHILDINFO ("SUBSCRIBED"))`)
 	a.cmd("UNSUBSCRIBE Box/b/c")
 	check(`LSUB "" "Box/%"`, "LSUB", `* LSUB (\Subscribed \HasNoChildren) "/" "Box/a"`)
+
+	// A subscription outlives its mailbox (RFC 3501 6.3.6) until
+	// UNSUBSCRIBE; RENAME takes it along.
+	a.cmd("SUBSCRIBE Box/b/c")
+	if out := a.cmd("DELETE Box/a"); !strings.Contains(out, " OK") {
+		t.Fatalf("DELETE:\n%s", out)
+	}
+	check(`LIST (SUBSCRIBED) "" "Box/*"`, "LIST", `* LIST (\NonExistent \Subscribed \HasNoChildren) "/" "Box/a"`, `* LIST (\Subscribed \HasNoChildren) "/" "Box/b/c"`)
+	check(`LIST "" "Box/*"`, "LIST", `* LIST (\HasChildren) "/" "Box/b"`, `* LIST (\HasNoChildren) "/" "Box/b/c"`)
+	a.cmd("RENAME Box/b Box/z")
+	check(`LSUB "" "Box/*"`, "LSUB", `* LSUB (\NonExistent \Subscribed \HasNoChildren) "/" "Box/a"`, `* LSUB (\Subscribed \HasNoChildren) "/" "Box/z/c"`)
+	if out := a.cmd("UNSUBSCRIBE Box/a"); !strings.Contains(out, " OK") {
+		t.Errorf("UNSUBSCRIBE of a deleted mailbox:\n%s", out)
+	}
+	check(`LSUB "" "Box/*"`, "LSUB", `* LSUB (\Subscribed \HasNoChildren) "/" "Box/z/c"`)
+	if out := a.cmd("SUBSCRIBE Box/nope"); !strings.Contains(out, " NO") {
+		t.Errorf("SUBSCRIBE to a mailbox that never existed:\n%s", out)
+	}
 }
 
 // SEARCH FROM/TO/CC/BCC match the addresses as read, not only the bytes of

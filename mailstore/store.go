@@ -16,6 +16,7 @@
 //	hdr/ID/UID         the message's header block (for ENVELOPE, HEADER
 //	                   fetches and header searches without reading bodies)
 //	gone/ID            a deleted mailbox whose messages are still being removed
+//	sub/NAME           a subscription (kept when the mailbox goes: RFC 3501)
 //
 // Objects: "mail/u/USER/b/RANDOM", one per message record, committed in
 // the same transaction as the record (client.Upload, Txn.CommitObject). A
@@ -164,11 +165,13 @@ type mboxRec struct {
 	UIDValidity   uint32 `json:"uidvalidity"`
 	UIDNext       uint32 `json:"uidnext"`
 	HighestModSeq uint64 `json:"highestmodseq"`
-	Subscribed    bool   `json:"subscribed,omitempty"`
-	Messages      uint32 `json:"messages"`
-	Unseen        uint32 `json:"unseen"`
-	Deleted       uint32 `json:"deleted"`
-	Size          int64  `json:"size"`
+	// Subscribed: subscribed before subscriptions had records of their
+	// own (sub/NAME); read as one, never written true any more.
+	Subscribed bool   `json:"subscribed,omitempty"`
+	Messages   uint32 `json:"messages"`
+	Unseen     uint32 `json:"unseen"`
+	Deleted    uint32 `json:"deleted"`
+	Size       int64  `json:"size"`
 	// FirstRecent is the lowest UID no session has claimed as \Recent
 	// yet (0 in records written before it existed: read as 1).
 	FirstRecent uint32 `json:"fr,omitempty"`
@@ -222,6 +225,7 @@ type Message struct {
 func userPrefix(user string) string    { return "mail/u/" + user + "/" }
 func userKey(user string) string       { return userPrefix(user) + "user" }
 func mboxKey(user, name string) string { return userPrefix(user) + "mb/" + name }
+func subKey(user, name string) string  { return userPrefix(user) + "sub/" + name }
 func msgPrefix(user string, id uint64) string {
 	return fmt.Sprintf("%smsg/%016x/", userPrefix(user), id)
 }
@@ -451,12 +455,16 @@ func (s *Store) CreateMailbox(ctx context.Context, user, name string) error {
 		// UIDVALIDITY: the time, kept increasing, so a mailbox deleted and
 		// created again never reuses one (clients would keep stale caches).
 		u.LastUIDValidity = max(u.LastUIDValidity+1, uint32(time.Now().Unix()))
-		// Only INBOX starts subscribed: CREATE does not subscribe (RFC
-		// 3501; clients that want it SUBSCRIBE).
-		rec := mboxRec{ID: u.NextID, UIDValidity: u.LastUIDValidity, UIDNext: 1, HighestModSeq: 1, Subscribed: name == Inbox, FirstRecent: 1}
-		_, err = s.c.Commit(ctx, new(client.Txn).
+		rec := mboxRec{ID: u.NextID, UIDValidity: u.LastUIDValidity, UIDNext: 1, HighestModSeq: 1, FirstRecent: 1}
+		t := new(client.Txn).
 			IfVersion(userKey(user), ur.Version).IfVersion(mboxKey(user, name), 0).
-			Put(userKey(user), mustJSON(u)).Put(mboxKey(user, name), mustJSON(rec)))
+			Put(userKey(user), mustJSON(u)).Put(mboxKey(user, name), mustJSON(rec))
+		if name == Inbox {
+			// Only INBOX starts subscribed: CREATE does not subscribe
+			// (RFC 3501; clients that want it SUBSCRIBE).
+			t.Put(subKey(user, Inbox), nil)
+		}
+		_, err = s.c.Commit(ctx, t)
 		if errors.Is(err, client.ErrOutcomeUnknown) {
 			if _, ok, rerr := s.c.Record(ctx, mboxKey(user, name)); rerr == nil && ok {
 				return nil // it exists: ours or someone's; either way created
@@ -467,11 +475,56 @@ func (s *Store) CreateMailbox(ctx context.Context, user, name string) error {
 }
 
 // Subscribe sets name's subscription.
+//
+// A subscription is a record of its own, not part of the mailbox: RFC
+// 3501 has it outlive the mailbox (DELETE keeps it, LIST (SUBSCRIBED)
+// shows it \NonExistent) until UNSUBSCRIBE. Subscribing needs the
+// mailbox to exist (RFC 3501 allows the check; Dovecot makes it);
+// unsubscribing does not.
 func (s *Store) Subscribe(ctx context.Context, user, name string, on bool) error {
-	return s.updateMailbox(ctx, user, name, func(m *Mailbox, t *client.Txn) error {
-		m.Subscribed = on
+	name = CanonicalMailbox(name)
+	if !ValidUser(user) || !ValidMailbox(name) {
+		return fmt.Errorf("subscribe %q for %q: %w", name, user, ErrBadName)
+	}
+	if on {
+		if _, err := s.readMailbox(ctx, user, name); err != nil {
+			return err
+		}
+		_, err := s.c.Commit(ctx, new(client.Txn).Put(subKey(user, name), nil))
+		return err
+	}
+	err := s.updateMailbox(ctx, user, name, func(m *Mailbox, t *client.Txn) error {
+		m.Subscribed = false // the old place of a subscription
+		t.Delete(subKey(user, name))
 		return nil
 	})
+	if errors.Is(err, ErrNoMailbox) {
+		_, err = s.c.Commit(ctx, new(client.Txn).Delete(subKey(user, name)))
+	}
+	return err
+}
+
+// Subscriptions returns user's subscribed names, existing or not.
+func (s *Store) Subscriptions(ctx context.Context, user string) (map[string]bool, error) {
+	if !ValidUser(user) {
+		return nil, fmt.Errorf("user %q: %w", user, ErrBadName)
+	}
+	subs := map[string]bool{}
+	prefix := userPrefix(user) + "sub/"
+	after := ""
+	for {
+		p, err := s.c.Records(ctx, prefix, after, 1000)
+		if err != nil {
+			return nil, fmt.Errorf("list subscriptions: %w", err)
+		}
+		for _, r := range p.Records {
+			subs[strings.TrimPrefix(r.Key, prefix)] = true
+		}
+		if p.Next == "" {
+			return subs, nil
+		}
+		after = p.Next
+	}
 }
 
 // updateMailbox reads name, lets fn change it (and add ops to the
@@ -507,6 +560,10 @@ func (s *Store) RenameMailbox(ctx context.Context, user, oldName, newName string
 		if err != nil {
 			return err
 		}
+		subs, err := s.Subscriptions(ctx, user)
+		if err != nil {
+			return err
+		}
 		t := new(client.Txn)
 		found := false
 		for _, m := range all {
@@ -527,6 +584,9 @@ func (s *Store) RenameMailbox(ctx context.Context, user, oldName, newName string
 			}
 			t.IfVersion(mboxKey(user, m.Name), m.Version).IfVersion(mboxKey(user, to), 0).
 				Delete(mboxKey(user, m.Name)).Put(mboxKey(user, to), mustJSON(m.rec()))
+			if subs[m.Name] { // the subscription follows (not INBOX's: see below)
+				t.Delete(subKey(user, m.Name)).Put(subKey(user, to), nil)
+			}
 		}
 		if !found {
 			return fmt.Errorf("%q: %w", oldName, ErrNoMailbox)
@@ -577,8 +637,12 @@ func (s *Store) DeleteMailbox(ctx context.Context, user, name string) error {
 		gone = m
 		// The tombstone names the id whose messages are still to remove,
 		// so that a purge cut short (a crash) is finished by Sweep.
-		_, err = s.c.Commit(ctx, new(client.Txn).IfVersion(mboxKey(user, name), m.Version).Delete(mboxKey(user, name)).
-			Put(goneKey(user, m.ID), nil))
+		t := new(client.Txn).IfVersion(mboxKey(user, name), m.Version).Delete(mboxKey(user, name)).
+			Put(goneKey(user, m.ID), nil)
+		if m.Subscribed {
+			t.Put(subKey(user, name), nil) // the subscription outlives the mailbox
+		}
+		_, err = s.c.Commit(ctx, t)
 		return err
 	})
 	if err != nil {
