@@ -336,3 +336,26 @@ func TestClient_PutsFillAndSealVolumes(t *testing.T) {
 		t.Fatalf("%d volumes after 1.2 MiB into 256 KiB volumes, want several", len(vols))
 	}
 }
+
+// Content whose last key was just deleted is queued for deletion (for a
+// lease's lifetime) in its volume; a put of the same bytes under a new
+// key meanwhile (a mail client deleting a message and appending it again)
+// goes to another volume instead of failing for want of one.
+func TestClient_PutOfContentBeingDeleted(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	c := mustClient(t, cl.MasterAddrs(), nil)
+	ctx := ctxT(t)
+	body := []byte("Subject: again\r\n\r\nthe same bytes\r\n")
+	for i := range 3 {
+		key := fmt.Sprintf("k%d", i)
+		if _, err := c.Put(ctx, key, bytes.NewReader(body), nil); err != nil {
+			t.Fatalf("put %d of content being deleted: %v", i, err)
+		}
+		if got := mustGet(t, c, key); !bytes.Equal(got, body) {
+			t.Fatalf("get %s = %q", key, got)
+		}
+		if err := c.Delete(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -223,6 +223,45 @@ func (s *Server) writableVolume(ctx context.Context, class *fsmpb.ReplicationCla
 			return 0, nil, err
 		}
 	}
+	usable := s.notDeleting(ids, hs)
+	if len(usable) == 0 && len(ids) > 0 {
+		// The content is queued for deletion in every writable volume
+		// (its last key went less than a lease ago, and a put of the same
+		// bytes cannot bind to what is being deleted: "Deleting safely"):
+		// a mail client that deletes a message and appends it again, or a
+		// message delivered again. Another volume takes it, up to a few
+		// more than the cluster wants open (a client putting and deleting
+		// the same bytes in a loop must not open volumes without end).
+		s.volMu.Lock()
+		ids, vols, err = find()
+		if err == nil {
+			if usable = s.notDeleting(ids, hs); len(usable) == 0 && len(ids) < want+maxExtraVolumes {
+				if _, _, cerr := s.createVolume(ctx, class); cerr != nil {
+					err = cerr
+				} else if ids, vols, err = find(); err == nil {
+					usable = s.notDeleting(ids, hs)
+				}
+			}
+		}
+		s.volMu.Unlock()
+		if err != nil {
+			return 0, nil, err
+		}
+	}
+	if len(usable) == 0 {
+		return 0, nil, fmt.Errorf("no writable volume for class %q: %w", class.Name, raisfs.ErrNoPlacement)
+	}
+	id := usable[rand.IntN(len(usable))]
+	return id, vols[id], nil
+}
+
+// maxExtraVolumes bounds the writable volumes opened beyond the wanted
+// number for content queued for deletion everywhere.
+const maxExtraVolumes = 8
+
+// notDeleting returns the volumes of ids in which none of hs is queued
+// for deletion.
+func (s *Server) notDeleting(ids []raisfs.VolumeID, hs []raisfs.Hash) []raisfs.VolumeID {
 	var usable []raisfs.VolumeID
 ids:
 	for _, id := range ids {
@@ -233,11 +272,7 @@ ids:
 		}
 		usable = append(usable, id)
 	}
-	if len(usable) == 0 {
-		return 0, nil, fmt.Errorf("no writable volume for class %q: %w", class.Name, raisfs.ErrNoPlacement)
-	}
-	id := usable[rand.IntN(len(usable))]
-	return id, vols[id], nil
+	return usable
 }
 
 // createVolume places a new volume, creates it on its members, and makes

@@ -249,6 +249,37 @@ def main():
     a.cmd(b'CLOSE')
     a.cmd(b'DELETE Addr')
 
+    # MIME sections: a message that is one message/rfc822, and a
+    # multipart with a folded boundary, prologues and epilogues, and a
+    # message/rfc822 part holding a multipart/alternative.
+    rfc822 = (b'From: outer@example.org\r\nMime-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n'
+              b'From: inner@example.org\r\nSubject: enclosed\r\nX-Extra: 1\r\n\r\nInner text\r\n')
+    nested = (b'From: outer@example.org\r\nMime-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b1\r\n b2"\r\n\r\n'
+              b'The prologue\r\n\r\n--b1 b2\r\nContent-Type: text/x-custom; charset=us-ascii\r\n\r\nfirst\r\n\r\n'
+              b'--b1 b2\r\nContent-Type: message/rfc822\r\n\r\n'
+              b'From: inner@example.org\r\nSubject: enclosed\r\nContent-Type: multipart/alternative; boundary="alt"\r\n\r\n'
+              b'Inner prologue\r\n--alt\r\nContent-Type: text/html\r\n\r\n<b>bold</b>\r\n\r\n'
+              b'--alt\r\nContent-Type: text/plain\r\n\r\nplain words\r\n\r\n--alt--\r\nInner epilogue\r\n\r\n'
+              b'--b1 b2--\r\nThe epilogue\r\n')
+    a.cmd(b'CREATE Mime')
+    a.cmd(b'APPEND Mime', rfc822)
+    a.cmd(b'APPEND Mime', nested)
+    a.cmd(b'EXAMINE Mime')
+    a.cmd(b'FETCH 1 (BODY BODYSTRUCTURE)')
+    a.cmd(b'FETCH 1 (BODY.PEEK[TEXT] BODY.PEEK[1] BODY.PEEK[1.HEADER] BODY.PEEK[1.TEXT])')
+    a.cmd(b'FETCH 1 (BODY.PEEK[1.HEADER.FIELDS (from subject x-none)] BODY.PEEK[1.HEADER.FIELDS.NOT (from subject x-none)])')
+    a.cmd(b'FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1])')
+    a.cmd(b'FETCH 2 (BODY BODYSTRUCTURE)')
+    a.cmd(b'FETCH 2 (BODY.PEEK[TEXT] BINARY.SIZE[TEXT] BINARY.SIZE[])')
+    a.cmd(b'FETCH 2 (BODY.PEEK[1] BODY.PEEK[1.MIME] BINARY.SIZE[1] BINARY.SIZE[1.MIME])')
+    a.cmd(b'FETCH 2 (BODY.PEEK[2] BODY.PEEK[2.MIME] BODY.PEEK[2.HEADER] BODY.PEEK[2.TEXT])')
+    a.cmd(b'FETCH 2 (BINARY.SIZE[2] BINARY.SIZE[2.MIME] BINARY.SIZE[2.HEADER] BINARY.SIZE[2.TEXT])')
+    a.cmd(b'FETCH 2 (BODY.PEEK[2.HEADER.FIELDS (from subject x-none)] BINARY.SIZE[2.HEADER.FIELDS.NOT (from subject x-none)])')
+    a.cmd(b'FETCH 2 (BODY.PEEK[2.1] BODY.PEEK[2.1.MIME] BODY.PEEK[2.2] BODY.PEEK[2.2.MIME] BINARY.SIZE[2.1] BINARY.SIZE[2.2.MIME])')
+    a.cmd(b'FETCH 2 (BODY.PEEK[3] BODY.PEEK[2.3] BODY.PEEK[1.1] BODY.PEEK[2.1.1])')
+    a.cmd(b'CLOSE')
+    a.cmd(b'DELETE Mime')
+
     # Names, hierarchy, BINARY, sequence sets, read-only mailboxes, IDLE.
     b64 = b"Subject: b64\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nSMOpbGxvIHdvcmxkCg==\r\n"
     a.cmd(b'ENABLE IMAP4rev2')
