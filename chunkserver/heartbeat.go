@@ -13,6 +13,7 @@ import (
 
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/internal/netx"
 )
 
 // HeartbeatConfig configures a chunk server's membership in a cluster.
@@ -143,7 +144,9 @@ func (h *Heartbeater) client(addr string) (masterpb.MasterClient, error) {
 	if c, ok := h.conns[addr]; ok {
 		return masterpb.NewMasterClient(c), nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// A partitioned leader fails the heartbeat in ~2 s (netx), and the
+	// next master is tried.
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(netx.DialContext))
 	if err != nil {
 		return nil, err
 	}

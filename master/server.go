@@ -27,6 +27,7 @@ import (
 
 	"github.com/raisfs/raisfs"
 	"github.com/raisfs/raisfs/api/masterpb"
+	"github.com/raisfs/raisfs/internal/netx"
 	"github.com/raisfs/raisfs/raftfsm"
 	"github.com/raisfs/raisfs/raftfsm/fsmpb"
 )
@@ -95,7 +96,7 @@ func New(cfg Config) (_ *Server, err error) {
 		ctx:      ctx,
 		cancel:   cancel,
 		peers:    newPeerConns(),
-		chunks:   &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
+		chunks:   &http.Client{Transport: &http.Transport{DialContext: netx.Dial, MaxIdleConnsPerHost: 16}},
 		registry: newRegistry(),
 		watches:  newWatchRegistry(),
 

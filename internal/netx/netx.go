@@ -1,4 +1,6 @@
-// Package netx holds the TCP settings the SDK and the masters dial with.
+// Package netx holds the TCP settings RAIS-FS dials with: the SDK (to
+// masters and chunk servers), the masters (to each other and to chunk
+// servers) and the chunk servers (heartbeats, copies between them).
 package netx
 
 import (
@@ -19,6 +21,11 @@ const UnackedTimeout = 2 * time.Second
 // DialContext dials addr over TCP with UnackedTimeout set (where the
 // platform has it), for grpc.WithContextDialer.
 func DialContext(ctx context.Context, addr string) (net.Conn, error) {
+	return Dial(ctx, "tcp", addr)
+}
+
+// Dial is DialContext with a network, for http.Transport.DialContext.
+func Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := net.Dialer{Control: controlUnacked}
-	return d.DialContext(ctx, "tcp", addr)
+	return d.DialContext(ctx, network, addr)
 }
