@@ -9,6 +9,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -85,6 +87,7 @@ func runMailBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		r := b.phase(what)
 		for _, part := range cut(count) {
 			for i, s := range b.servers {
+				busy0, cpuOK := machineBusy()
 				start := time.Now()
 				done, err := fn(s, part)
 				if err != nil {
@@ -92,10 +95,15 @@ func runMailBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				}
 				r.count[i] += done
 				r.took[i] += time.Since(start)
+				if busy1, ok := machineBusy(); ok && cpuOK && r.cpu != nil {
+					r.cpu[i] += busy1 - busy0
+				} else {
+					r.cpu = nil
+				}
 			}
 		}
 		if len(b.servers) == 1 {
-			fmt.Fprintf(stdout, "%-34s %8.1f /s   (%d in %s)\n", what, r.rate(0), r.count[0], r.took[0].Round(time.Millisecond))
+			fmt.Fprintf(stdout, "%-34s %8.1f /s   (%d in %s%s)\n", what, r.rate(0), r.count[0], r.took[0].Round(time.Millisecond), r.cpuNote(0))
 		}
 		return nil
 	}
@@ -215,19 +223,68 @@ type benchServer struct {
 	stores           int
 }
 
-// benchResult is one phase's operations and time on each server.
+// benchResult is one phase's operations and time on each server, and the
+// CPU time the whole machine spent meanwhile (nil where /proc/stat cannot
+// be read).
 type benchResult struct {
 	what  string
 	count []int
 	took  []time.Duration
+	cpu   []time.Duration
 }
 
 func (r *benchResult) rate(i int) float64 { return float64(r.count[i]) / r.took[i].Seconds() }
 
+// cpuPerOp is the machine's CPU time per operation on server i, in ms;
+// false when not measured or measured over too short a time for the
+// kernel's 10 ms ticks.
+func (r *benchResult) cpuPerOp(i int) (float64, bool) {
+	if r.cpu == nil || r.took[i] < time.Second || r.count[i] == 0 {
+		return 0, false
+	}
+	return float64(r.cpu[i]) / float64(time.Millisecond) / float64(r.count[i]), true
+}
+
+func (r *benchResult) cpuNote(i int) string {
+	if ms, ok := r.cpuPerOp(i); ok {
+		return fmt.Sprintf(", %.2f ms of machine CPU each", ms)
+	}
+	return ""
+}
+
 func (b *mailBench) phase(what string) *benchResult {
-	r := &benchResult{what: what, count: make([]int, len(b.servers)), took: make([]time.Duration, len(b.servers))}
+	n := len(b.servers)
+	r := &benchResult{what: what, count: make([]int, n), took: make([]time.Duration, n), cpu: make([]time.Duration, n)}
 	b.results = append(b.results, r)
 	return r
+}
+
+// machineBusy is the CPU time all processors have spent busy since boot
+// (/proc/stat: everything but idle and waiting for I/O), so that the CPU
+// an operation costs the whole machine (server processes, kernel, this
+// client) can be compared between servers that split their work
+// differently: RAIS-FS over eight processes, Dovecot over a few.
+func machineBusy() (time.Duration, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, false
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		if i != 3 && i != 4 && i < 8 { // not idle, iowait; not guest (counted in user)
+			busy += n
+		}
+	}
+	return time.Duration(busy) * 10 * time.Millisecond, true // USER_HZ is 100 on Linux
 }
 
 func (b *mailBench) close() {
@@ -365,6 +422,39 @@ func (b *mailBench) table(w io.Writer, turns int) {
 		}
 		for i := range b.servers[:last] {
 			fmt.Fprintf(w, " %18.2f", r.rate(last)/r.rate(i))
+		}
+		fmt.Fprintln(w)
+	}
+	if b.results[0].cpu == nil {
+		return
+	}
+	// The machine's CPU per operation: what each server's way of doing
+	// the work costs, whatever it is waiting for.
+	fmt.Fprintf(w, "%-44s", "machine CPU per operation, ms")
+	for _, s := range b.servers {
+		fmt.Fprintf(w, " %14s", s.name)
+	}
+	for _, s := range b.servers[:last] {
+		fmt.Fprintf(w, " %18s", b.servers[last].name+"/"+s.name)
+	}
+	fmt.Fprintln(w)
+	for _, r := range b.results {
+		fmt.Fprintf(w, "%-44s", r.what)
+		for i := range b.servers {
+			if ms, ok := r.cpuPerOp(i); ok {
+				fmt.Fprintf(w, " %14.2f", ms)
+			} else {
+				fmt.Fprintf(w, " %14s", "-")
+			}
+		}
+		for i := range b.servers[:last] {
+			a, okA := r.cpuPerOp(last)
+			o, okO := r.cpuPerOp(i)
+			if okA && okO && o > 0 {
+				fmt.Fprintf(w, " %18.2f", a/o)
+			} else {
+				fmt.Fprintf(w, " %18s", "-")
+			}
 		}
 		fmt.Fprintln(w)
 	}
