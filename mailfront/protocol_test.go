@@ -9,6 +9,17 @@ import (
 	"github.com/raisfs/raisfs/internal/testcluster"
 )
 
+// rawLoggedIn starts a cluster and a front end and returns a raw session
+// logged in as alice.
+func rawLoggedIn(t *testing.T) (*front, *rawSession) {
+	t.Helper()
+	cl := testcluster.Start(t, testcluster.Options{})
+	f := startFront(t, cl.MasterAddrs(), 1<<20)
+	a := dialRaw(t, f.imap)
+	a.cmd("LOGIN alice pw-a")
+	return f, a
+}
+
 // appendRaw appends body to mbox with a synchronising literal and returns
 // the answer.
 func (r *rawSession) appendRaw(mbox, body string) string {
@@ -154,10 +165,7 @@ func TestIMAP_RecentIsOneSessionsOwn(t *testing.T) {
 
 // An EXPUNGE of a recent message is followed by the new RECENT count.
 func TestIMAP_RecentCountAfterExpunge(t *testing.T) {
-	cl := testcluster.Start(t, testcluster.Options{})
-	f := startFront(t, cl.MasterAddrs(), 1<<20)
-	a := dialRaw(t, f.imap)
-	a.cmd("LOGIN alice pw-a")
+	_, a := rawLoggedIn(t)
 	for i := range 3 {
 		a.appendRaw("INBOX", fmt.Sprintf("Subject: %d\r\n\r\nbody\r\n", i))
 	}
@@ -176,10 +184,7 @@ func TestIMAP_RecentCountAfterExpunge(t *testing.T) {
 // CLOSE (and EXPUNGE) in a mailbox opened with EXAMINE succeed and remove
 // nothing (RFC 3501 6.4.2).
 func TestIMAP_CloseAfterExamineRemovesNothing(t *testing.T) {
-	cl := testcluster.Start(t, testcluster.Options{})
-	f := startFront(t, cl.MasterAddrs(), 1<<20)
-	a := dialRaw(t, f.imap)
-	a.cmd("LOGIN alice pw-a")
+	_, a := rawLoggedIn(t)
 	a.appendRaw(`INBOX (\Deleted)`, "Subject: x\r\n\r\nbody\r\n")
 	a.cmd("EXAMINE INBOX")
 	for _, c := range []string{"EXPUNGE", "CLOSE"} {
@@ -200,10 +205,7 @@ func TestIMAP_CloseAfterExamineRemovesNothing(t *testing.T) {
 // as \Noselect when it is not subscribed itself, and a subscription
 // outlives its mailbox.
 func TestIMAP_Subscriptions(t *testing.T) {
-	cl := testcluster.Start(t, testcluster.Options{})
-	f := startFront(t, cl.MasterAddrs(), 1<<20)
-	a := dialRaw(t, f.imap)
-	a.cmd("LOGIN alice pw-a")
+	_, a := rawLoggedIn(t)
 	for _, m := range []string{"Box/", "Box/a", "Box/b/c"} {
 		if out := a.cmd("CREATE " + m); !strings.Contains(out, " OK") {
 			t.Fatalf("CREATE %s:\n%s", m, out)
@@ -258,10 +260,7 @@ func TestIMAP_Subscriptions(t *testing.T) {
 // the field: a comment inside an address, a display name given as a
 // comment, group names and their members.
 func TestIMAP_SearchAddresses(t *testing.T) {
-	cl := testcluster.Start(t, testcluster.Options{})
-	f := startFront(t, cl.MasterAddrs(), 1<<20)
-	a := dialRaw(t, f.imap)
-	a.cmd("LOGIN alice pw-a")
+	_, a := rawLoggedIn(t)
 	for _, h := range []string{
 		"From: ann@example.org\r\nTo: bo@example.net",
 		"From: Ann Smith <ann@example.org>\r\nTo: Bo Jones <bo@example.net>",
@@ -294,10 +293,7 @@ func TestIMAP_SearchAddresses(t *testing.T) {
 // COPY into the selected mailbox reports the copies at once; MOVE into it
 // gives the message a new UID: COPYUID, EXPUNGE of the old, EXISTS.
 func TestIMAP_CopyAndMoveIntoTheSelectedMailbox(t *testing.T) {
-	cl := testcluster.Start(t, testcluster.Options{})
-	f := startFront(t, cl.MasterAddrs(), 1<<20)
-	a := dialRaw(t, f.imap)
-	a.cmd("LOGIN alice pw-a")
+	_, a := rawLoggedIn(t)
 	a.appendRaw("INBOX", "Subject: one\r\n\r\nbody\r\n")
 	a.cmd("SELECT INBOX")
 	if out := a.cmd("COPY 1 INBOX"); !strings.Contains(out, "[COPYUID ") || !strings.Contains(out, "* 2 EXISTS") {
