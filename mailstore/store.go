@@ -391,23 +391,16 @@ func (s *Store) Mailboxes(ctx context.Context, user string) ([]Mailbox, error) {
 	}
 	prefix := userPrefix(user) + "mb/"
 	var out []Mailbox
-	after := ""
-	for {
-		p, err := s.c.Records(ctx, prefix, after, 1000)
-		if err != nil {
-			return nil, fmt.Errorf("list mailboxes: %w", err)
+	err := s.eachRecord(ctx, prefix, "", 1000, func(r client.Record) error {
+		var rec mboxRec
+		if err := json.Unmarshal(r.Value, &rec); err != nil {
+			return fmt.Errorf("decode mailbox %q: %w", r.Key, err)
 		}
-		for _, r := range p.Records {
-			var rec mboxRec
-			if err := json.Unmarshal(r.Value, &rec); err != nil {
-				return nil, fmt.Errorf("decode mailbox %q: %w", r.Key, err)
-			}
-			out = append(out, rec.mailbox(strings.TrimPrefix(r.Key, prefix), r.Version))
-		}
-		if p.Next == "" {
-			break
-		}
-		after = p.Next
+		out = append(out, rec.mailbox(strings.TrimPrefix(r.Key, prefix), r.Version))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list mailboxes: %w", err)
 	}
 	if !slices.ContainsFunc(out, func(m Mailbox) bool { return m.Name == Inbox }) {
 		// Every user has an INBOX: made on first use (one read more, once).
@@ -511,17 +504,31 @@ func (s *Store) Subscriptions(ctx context.Context, user string) (map[string]bool
 	}
 	subs := map[string]bool{}
 	prefix := userPrefix(user) + "sub/"
-	after := ""
+	err := s.eachRecord(ctx, prefix, "", 1000, func(r client.Record) error {
+		subs[strings.TrimPrefix(r.Key, prefix)] = true
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list subscriptions: %w", err)
+	}
+	return subs, nil
+}
+
+// eachRecord calls fn for every record under prefix after key after, in
+// key order, reading pages of up to page records.
+func (s *Store) eachRecord(ctx context.Context, prefix, after string, page int, fn func(client.Record) error) error {
 	for {
-		p, err := s.c.Records(ctx, prefix, after, 1000)
+		p, err := s.c.Records(ctx, prefix, after, page)
 		if err != nil {
-			return nil, fmt.Errorf("list subscriptions: %w", err)
+			return err
 		}
 		for _, r := range p.Records {
-			subs[strings.TrimPrefix(r.Key, prefix)] = true
+			if err := fn(r); err != nil {
+				return err
+			}
 		}
 		if p.Next == "" {
-			return subs, nil
+			return nil
 		}
 		after = p.Next
 	}
@@ -923,17 +930,11 @@ func (s *Store) RecentCount(ctx context.Context, user string, m Mailbox) (uint32
 	if m.FirstRecent > 1 {
 		after = msgKey(user, m.ID, m.FirstRecent-1)
 	}
-	for {
-		p, err := s.c.Records(ctx, msgPrefix(user, m.ID), after, 10000)
-		if err != nil {
-			return 0, fmt.Errorf("count recent messages of %q: %w", m.Name, err)
-		}
-		n += uint32(len(p.Records))
-		if p.Next == "" {
-			return n, nil
-		}
-		after = p.Next
+	err := s.eachRecord(ctx, msgPrefix(user, m.ID), after, 10000, func(client.Record) error { n++; return nil })
+	if err != nil {
+		return 0, fmt.Errorf("count recent messages of %q: %w", m.Name, err)
 	}
+	return n, nil
 }
 
 // indexMessage indexes body in mailbox name of user, committing it as
@@ -1529,22 +1530,16 @@ func (s *Store) Headers(ctx context.Context, user string, m Mailbox, msgs []Mess
 		return out, nil
 	}
 	prefix := fmt.Sprintf("%shdr/%016x/", userPrefix(user), m.ID)
-	after := ""
-	for {
-		p, err := s.c.Records(ctx, prefix, after, 10000)
-		if err != nil {
-			return nil, fmt.Errorf("read headers of %q: %w", m.Name, err)
-		}
-		for _, r := range p.Records {
-			uid := uidOfKey(r.Key)
-			out[uid] = r.Value
-			s.bodies.add(headerCacheKey(user, m.ID, uid), r.Value)
-		}
-		if p.Next == "" {
-			return out, nil
-		}
-		after = p.Next
+	err := s.eachRecord(ctx, prefix, "", 10000, func(r client.Record) error {
+		uid := uidOfKey(r.Key)
+		out[uid] = r.Value
+		s.bodies.add(headerCacheKey(user, m.ID, uid), r.Value)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read headers of %q: %w", m.Name, err)
 	}
+	return out, nil
 }
 
 // Body returns msg's bytes, verified. The slice may be shared with the
