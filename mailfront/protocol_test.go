@@ -311,3 +311,30 @@ func TestIMAP_CopyAndMoveIntoTheSelectedMailbox(t *testing.T) {
 		t.Errorf("STATUS after the move:\n%s", got)
 	}
 }
+
+// INTERNALDATE keeps the zone the APPEND gave, and BEFORE/ON/SINCE compare
+// the date in it; SENTBEFORE/SENTON/SENTSINCE compare the Date field's own
+// date, its zone disregarded (RFC 3501 6.4.4).
+func TestIMAP_DatesInTheirOwnZone(t *testing.T) {
+	_, a := rawLoggedIn(t)
+	// 00:30 on 25 March at +0200 is still 24 March in UTC.
+	if out := a.appendRaw(`INBOX "25-Mar-2007 00:30:00 +0200"`, "Date: Sun, 25 Mar 2007 00:30:00 +0200\r\nSubject: late\r\n\r\nbody\r\n"); !strings.Contains(out, " OK") {
+		t.Fatalf("APPEND: %s", out)
+	}
+	a.cmd("SELECT INBOX")
+	if out := a.cmd("FETCH 1 INTERNALDATE"); !strings.Contains(out, `INTERNALDATE "25-Mar-2007 00:30:00 +0200"`) {
+		t.Errorf("INTERNALDATE lost its zone:\n%s", out)
+	}
+	for q, match := range map[string]bool{
+		"SEARCH ON 25-Mar-2007": true, "SEARCH ON 24-Mar-2007": false, "SEARCH BEFORE 25-Mar-2007": false, "SEARCH SINCE 25-Mar-2007": true,
+		"SEARCH SENTON 25-Mar-2007": true, "SEARCH SENTON 24-Mar-2007": false, "SEARCH SENTBEFORE 25-Mar-2007": false, "SEARCH SENTSINCE 25-Mar-2007": true,
+	} {
+		want := "* SEARCH\r\n"
+		if match {
+			want = "* SEARCH 1\r\n"
+		}
+		if out := a.cmd(q); !strings.Contains(out, want) {
+			t.Errorf("%s: want %q:\n%s", q, want, out)
+		}
+	}
+}

@@ -178,11 +178,15 @@ type mboxRec struct {
 }
 
 type msgRec struct {
-	Obj    string   `json:"o"`
-	Flags  []string `json:"f,omitempty"`
-	Date   int64    `json:"d"`
-	Size   int64    `json:"s"`
-	ModSeq uint64   `json:"m"`
+	Obj   string   `json:"o"`
+	Flags []string `json:"f,omitempty"`
+	Date  int64    `json:"d"`
+	// Zone is the internal date's offset from UTC in seconds, as the
+	// APPEND gave it: INTERNALDATE comes back in it, and SEARCH BEFORE,
+	// ON and SINCE compare the date in it (RFC 3501).
+	Zone   int32  `json:"z,omitempty"`
+	Size   int64  `json:"s"`
+	ModSeq uint64 `json:"m"`
 	// HeaderLen is the length of the header block (through the blank
 	// line); HeaderCached says whether hdr/ID/UID holds it.
 	HeaderLen    int64 `json:"h"`
@@ -254,11 +258,13 @@ func (m Mailbox) rec() mboxRec {
 }
 
 func (r msgRec) message(uid uint32) Message {
-	return Message{UID: uid, Flags: r.Flags, Date: time.Unix(0, r.Date), Size: r.Size, ModSeq: r.ModSeq, HeaderLen: r.HeaderLen, obj: r.Obj, headerCached: r.HeaderCached}
+	date := time.Unix(0, r.Date).In(time.FixedZone("", int(r.Zone)))
+	return Message{UID: uid, Flags: r.Flags, Date: date, Size: r.Size, ModSeq: r.ModSeq, HeaderLen: r.HeaderLen, obj: r.Obj, headerCached: r.HeaderCached}
 }
 
 func (m Message) rec() msgRec {
-	return msgRec{Obj: m.obj, Flags: m.Flags, Date: m.Date.UnixNano(), Size: m.Size, ModSeq: m.ModSeq, HeaderLen: m.HeaderLen, HeaderCached: m.headerCached}
+	_, zone := m.Date.Zone()
+	return msgRec{Obj: m.obj, Flags: m.Flags, Date: m.Date.UnixNano(), Zone: int32(zone), Size: m.Size, ModSeq: m.ModSeq, HeaderLen: m.HeaderLen, HeaderCached: m.headerCached}
 }
 
 // Has reports whether m carries flag (compared case-insensitively).
