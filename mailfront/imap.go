@@ -34,6 +34,11 @@ type session struct {
 	// Poll that follows it reports without reading again (the next
 	// command reads anyway).
 	synced bool
+	// updates writes untagged responses; kept from the last Poll so that
+	// FETCH and STORE can announce a new keyword (FLAGS) before the first
+	// FETCH response that carries it. It writes to the connection, which
+	// does not change.
+	updates *imapserver.UpdateWriter
 }
 
 var (
@@ -60,6 +65,8 @@ type view struct {
 	recent []mailstore.UIDRange
 	peek   uint32
 	told   uint32 // the RECENT count last sent
+
+	keywords map[string]bool // those the client was told of in FLAGS
 
 	// seq is state in sequence order (seq n is seq[n-1]), built when a
 	// search needs it and dropped by every change to uids or state (set,
@@ -180,7 +187,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		v.peek = m.FirstRecent
 	}
 	var firstUnseen uint32
-	keywords := map[string]bool{}
+	v.keywords = map[string]bool{}
 	for i, msg := range msgs {
 		v.uids = append(v.uids, msg.UID)
 		v.state[msg.UID] = msg
@@ -188,19 +195,11 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		if firstUnseen == 0 && !msg.Has(`\Seen`) {
 			firstUnseen = uint32(i + 1)
 		}
-		for _, f := range msg.Flags {
-			if !strings.HasPrefix(f, `\`) {
-				keywords[f] = true
-			}
-		}
+		v.newKeywords(msg)
 	}
 	s.sel = v
-	flags := []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
-	for _, k := range slices.Sorted(maps.Keys(keywords)) {
-		flags = append(flags, imap.Flag(k))
-	}
 	data := &imap.SelectData{
-		Flags: flags, NumMessages: uint32(len(v.uids)), NumRecent: v.numRecent(), FirstUnseenSeqNum: firstUnseen,
+		Flags: v.mailboxFlags(), NumMessages: uint32(len(v.uids)), NumRecent: v.numRecent(), FirstUnseenSeqNum: firstUnseen,
 		UIDNext: imap.UID(m.UIDNext), UIDValidity: m.UIDValidity, HighestModSeq: m.HighestModSeq,
 	}
 	if !options.ReadOnly {
@@ -622,6 +621,7 @@ func (v *view) drop(uid uint32) (seq uint32) {
 }
 
 func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	s.updates = w
 	if s.sel == nil {
 		return nil
 	}
@@ -682,6 +682,11 @@ func (s *session) report(w *imapserver.UpdateWriter, allowExpunge bool) error {
 			continue
 		}
 		v.reported[uid] = msg.ModSeq
+		if v.newKeywords(msg) {
+			if err := w.WriteMailboxFlags(v.mailboxFlags()); err != nil {
+				return err
+			}
+		}
 		if err := w.WriteMessageFlags(uint32(i+1), imap.UID(uid), v.flags(msg)); err != nil {
 			return err
 		}
@@ -817,6 +822,15 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 				v.dirty[m.UID] = true
 			}
 			options.Flags = true // a changed flag is reported with the fetch
+		}
+	}
+	if options.Flags {
+		msgs := make([]mailstore.Message, 0, len(uids))
+		for _, uid := range uids {
+			msgs = append(msgs, v.state[uid])
+		}
+		if err := s.tellKeywords(msgs); err != nil {
+			return err
 		}
 	}
 	var pf *prefetcher
@@ -1041,6 +1055,9 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	for _, m := range msgs {
 		v.set(m)
 		v.reported[m.UID] = m.ModSeq
+	}
+	if err := s.tellKeywords(msgs); err != nil {
+		return err
 	}
 	if flags.Silent {
 		return nil

@@ -338,3 +338,33 @@ func TestIMAP_DatesInTheirOwnZone(t *testing.T) {
 		}
 	}
 }
+
+// A keyword is announced in FLAGS before the first FETCH that carries it,
+// whether another session set it or this one did (RFC 3501 7.2.6).
+func TestIMAP_NewKeywordsAnnouncedFirst(t *testing.T) {
+	f, a := rawLoggedIn(t)
+	b := dialRaw(t, f.imap)
+	b.cmd("LOGIN alice pw-a")
+	a.appendRaw("INBOX", "Subject: k\r\n\r\nbody\r\n")
+	a.cmd("SELECT INBOX")
+	b.cmd("SELECT INBOX")
+	// flagsThenFetch checks that out has a FLAGS response listing kw before
+	// the FETCH that carries it.
+	flagsThenFetch := func(what, out, kw string) {
+		t.Helper()
+		fl := regexp.MustCompile(`(?m)^\* FLAGS \([^)]*` + regexp.QuoteMeta(kw) + `[ )]`).FindStringIndex(out)
+		fe := regexp.MustCompile(`(?m)^\* \d+ FETCH .*` + regexp.QuoteMeta(kw)).FindStringIndex(out)
+		if fl == nil || (fe != nil && fe[0] < fl[0]) {
+			t.Errorf("%s: want FLAGS with %s before any FETCH with it:\n%s", what, kw, out)
+		}
+	}
+	b.cmd(`STORE 1 +FLAGS ($Work)`)
+	flagsThenFetch("NOOP after another session's new keyword", a.cmd("NOOP"), "$Work")
+	flagsThenFetch("STORE of a new keyword", a.cmd(`STORE 1 +FLAGS ($Mine)`), "$Mine")
+	flagsThenFetch("silent STORE of a new keyword", a.cmd(`STORE 1 +FLAGS.SILENT ($Quiet)`), "$Quiet")
+	b.cmd(`STORE 1 +FLAGS ($Other)`)
+	flagsThenFetch("FETCH after another session's new keyword", a.cmd("FETCH 1 FLAGS"), "$Other")
+	if out := a.cmd("NOOP"); strings.Contains(out, "* FLAGS") {
+		t.Errorf("FLAGS repeated with nothing new:\n%s", out)
+	}
+}
