@@ -39,12 +39,12 @@ type front struct {
 	srv        *mailfront.Server
 }
 
-func startFront(t *testing.T, masters []string, maxSize int64) *front {
+func startFront(t testing.TB, masters []string, maxSize int64) *front {
 	t.Helper()
 	return startFrontOn(t, masters, maxSize, "127.0.0.1", nil)
 }
 
-func startFrontOn(t *testing.T, masters []string, maxSize int64, host string, tlsCfg *tls.Config) *front {
+func startFrontOn(t testing.TB, masters []string, maxSize int64, host string, tlsCfg *tls.Config) *front {
 	t.Helper()
 	return startFrontCfg(t, masters, maxSize, host, tlsCfg, nil)
 }
@@ -55,7 +55,7 @@ func startFrontWith(t *testing.T, masters []string, edit func(*mailfront.Config)
 	return startFrontCfg(t, masters, 1<<20, "127.0.0.1", nil, edit)
 }
 
-func startFrontCfg(t *testing.T, masters []string, maxSize int64, host string, tlsCfg *tls.Config, edit func(*mailfront.Config)) *front {
+func startFrontCfg(t testing.TB, masters []string, maxSize int64, host string, tlsCfg *tls.Config, edit func(*mailfront.Config)) *front {
 	t.Helper()
 	// As rais imap runs: mailbox records cached under the leader's watch.
 	c, err := client.New(context.Background(), client.Config{Masters: masters, Logger: testcluster.Logger(t), RecordCache: 1000})
@@ -92,7 +92,7 @@ func startFrontCfg(t *testing.T, masters []string, maxSize int64, host string, t
 	return &front{imap: il.Addr().String(), lmtp: ll.Addr().String(), srv: srv}
 }
 
-func login(t *testing.T, addr, user, pw string, h *imapclient.UnilateralDataHandler) *imapclient.Client {
+func login(t testing.TB, addr, user, pw string, h *imapclient.UnilateralDataHandler) *imapclient.Client {
 	t.Helper()
 	c, err := imapclient.DialInsecure(addr, &imapclient.Options{UnilateralDataHandler: h})
 	if err != nil {
@@ -105,7 +105,7 @@ func login(t *testing.T, addr, user, pw string, h *imapclient.UnilateralDataHand
 	return c
 }
 
-func appendMsg(t *testing.T, c *imapclient.Client, mbox string, body []byte, flags ...imap.Flag) *imap.AppendData {
+func appendMsg(t testing.TB, c *imapclient.Client, mbox string, body []byte, flags ...imap.Flag) *imap.AppendData {
 	t.Helper()
 	cmd := c.Append(mbox, int64(len(body)), &imap.AppendOptions{Flags: flags})
 	cmd.Write(body)
