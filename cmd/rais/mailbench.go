@@ -245,9 +245,13 @@ func (r *benchResult) cpuPerOp(i int) (float64, bool) {
 	return float64(r.cpu[i]) / float64(time.Millisecond) / float64(r.count[i]), true
 }
 
+// cpuNote is the machine's CPU per operation and the processors it kept
+// busy on average, for a run on one server. With several servers in
+// turns it is not printed: each slice would be charged with the others'
+// idle processes and with work spilling over from the slice before.
 func (r *benchResult) cpuNote(i int) string {
 	if ms, ok := r.cpuPerOp(i); ok {
-		return fmt.Sprintf(", %.2f ms of machine CPU each", ms)
+		return fmt.Sprintf(", %.2f ms of machine CPU each, %.2f CPUs busy", ms, float64(r.cpu[i])/float64(r.took[i]))
 	}
 	return ""
 }
@@ -404,49 +408,26 @@ func (b *mailBench) fill(s *benchServer, n int) error {
 func (s *benchServer) pick() imap.UID { return s.uids[s.rng.IntN(len(s.uids))] }
 
 // table prints every phase's rate on each server, then the last server's
-// rate over each other's (the last is the one measured against the rest);
-// then, where /proc/stat could be read, the same for the machine's CPU
-// per operation.
+// rate over each other's (the last is the one measured against the rest).
 func (b *mailBench) table(w io.Writer, turns int) {
 	last := len(b.servers) - 1
-	fmt.Fprintf(w, "each phase in %d turns on each server\n", turns)
-	// block prints one table: a header row, then a row per phase of each
-	// server's figure and the last server's over each other's.
-	block := func(title string, fig func(r *benchResult, i int) (float64, bool), format string) {
-		fmt.Fprintf(w, "%-44s", title)
-		for _, s := range b.servers {
-			fmt.Fprintf(w, " %14s", s.name)
+	fmt.Fprintf(w, "each phase in %d turns on each server\n%-44s", turns, "operations per second")
+	for _, s := range b.servers {
+		fmt.Fprintf(w, " %14s", s.name)
+	}
+	for _, s := range b.servers[:last] {
+		fmt.Fprintf(w, " %18s", b.servers[last].name+"/"+s.name)
+	}
+	fmt.Fprintln(w)
+	for _, r := range b.results {
+		fmt.Fprintf(w, "%-44s", r.what)
+		for i := range b.servers {
+			fmt.Fprintf(w, " %14.1f", r.rate(i))
 		}
-		for _, s := range b.servers[:last] {
-			fmt.Fprintf(w, " %18s", b.servers[last].name+"/"+s.name)
+		for i := range b.servers[:last] {
+			fmt.Fprintf(w, " %18.2f", r.rate(last)/r.rate(i))
 		}
 		fmt.Fprintln(w)
-		for _, r := range b.results {
-			fmt.Fprintf(w, "%-44s", r.what)
-			for i := range b.servers {
-				if v, ok := fig(r, i); ok {
-					fmt.Fprintf(w, " %14s", fmt.Sprintf(format, v))
-				} else {
-					fmt.Fprintf(w, " %14s", "-")
-				}
-			}
-			for i := range b.servers[:last] {
-				a, okA := fig(r, last)
-				o, okO := fig(r, i)
-				if okA && okO && o > 0 {
-					fmt.Fprintf(w, " %18.2f", a/o)
-				} else {
-					fmt.Fprintf(w, " %18s", "-")
-				}
-			}
-			fmt.Fprintln(w)
-		}
-	}
-	block("operations per second", func(r *benchResult, i int) (float64, bool) { return r.rate(i), true }, "%.1f")
-	if b.results[0].cpu != nil {
-		// What each server's way of doing the work costs the machine,
-		// whatever it waits for.
-		block("machine CPU per operation, ms", (*benchResult).cpuPerOp, "%.2f")
 	}
 }
 
