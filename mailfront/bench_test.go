@@ -10,7 +10,7 @@ import (
 )
 
 // The per-command path of a selected session: a FETCH of one message's
-// body, a SEARCH over the index, a NOOP (a real cluster in the test
+// body, a SEARCH over the index, a flag change (a Raft commit), a NOOP (a real cluster in the test
 // process; the client on loopback).
 //
 //	go test ./mailfront -run '^$' -bench IMAP -benchtime 2000x
@@ -36,6 +36,18 @@ func BenchmarkIMAP(b *testing.B) {
 	b.Run("SearchFlagged", func(b *testing.B) {
 		for range b.N {
 			if _, err := c.Search(&imap.SearchCriteria{Flag: []imap.Flag{imap.FlagFlagged}}, nil).Wait(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("StoreFlag", func(b *testing.B) {
+		for i := range b.N {
+			op := imap.StoreFlagsAdd
+			if (i/n)%2 == 1 {
+				op = imap.StoreFlagsDel
+			}
+			sf := &imap.StoreFlags{Op: op, Flags: []imap.Flag{imap.FlagFlagged}}
+			if _, err := c.Store(imap.UIDSetNum(imap.UID(1+i%n)), sf, nil).Collect(); err != nil {
 				b.Fatal(err)
 			}
 		}
