@@ -368,3 +368,27 @@ func TestIMAP_NewKeywordsAnnouncedFirst(t *testing.T) {
 		t.Errorf("FLAGS repeated with nothing new:\n%s", out)
 	}
 }
+
+// SEARCH BODY and TEXT look at the decoded text: a word in a base64 or
+// quoted-printable part (split by a soft line break) is found, as is one
+// in a plain part or, for TEXT, in a header.
+func TestIMAP_SearchDecodedBodies(t *testing.T) {
+	_, a := rawLoggedIn(t)
+	for _, m := range []string{
+		"Subject: plain\r\n\r\nfirst asdfghjkl\r\n",
+		"Subject: b64\r\nContent-Transfer-Encoding: base64\r\n\r\ncXdlcnR5dWlvcCBhbmQgbW9yZQ==\r\n", // "qwertyuiop and more"
+		"Subject: qp\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nzxcv=\r\nbnm caf=C3=A9\r\n",
+		"Subject: zxcvbnm in the header\r\n\r\nnothing here\r\n",
+	} {
+		a.appendRaw("INBOX", m)
+	}
+	a.cmd("SELECT INBOX")
+	for q, want := range map[string]string{
+		"SEARCH BODY asdfghjkl": "1", "SEARCH BODY qwertyuiop": "2", "SEARCH BODY ertyui": "2",
+		"SEARCH BODY zxcvbnm": "3", "SEARCH TEXT zxcvbnm": "3 4", "SEARCH BODY nothing": "4",
+	} {
+		if out := a.cmd(q); !strings.Contains(out, "* SEARCH "+want+"\r\n") {
+			t.Errorf("%s: want %q:\n%s", q, want, out)
+		}
+	}
+}
