@@ -27,6 +27,7 @@ package mailstore
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
@@ -173,7 +174,9 @@ type mboxRec struct {
 	Deleted    uint32 `json:"deleted"`
 	Size       int64  `json:"size"`
 	// FirstRecent is the lowest UID no session has claimed as \Recent
-	// yet (0 in records written before it existed: read as 1).
+	// yet. 0 in records written before it existed is read as UIDNEXT:
+	// after an upgrade nothing already there turns \Recent at once; the
+	// next write of the record keeps that value, so mail from then on is.
 	FirstRecent uint32 `json:"fr,omitempty"`
 }
 
@@ -248,7 +251,7 @@ func newObjKey(user string) string {
 func (r mboxRec) mailbox(name string, version uint64) Mailbox {
 	return Mailbox{Name: name, ID: r.ID, UIDValidity: r.UIDValidity, UIDNext: r.UIDNext, HighestModSeq: r.HighestModSeq,
 		Subscribed: r.Subscribed, Messages: r.Messages, Unseen: r.Unseen, Deleted: r.Deleted, Size: r.Size,
-		FirstRecent: max(r.FirstRecent, 1), Version: version}
+		FirstRecent: cmp.Or(r.FirstRecent, r.UIDNext), Version: version}
 }
 
 func (m Mailbox) rec() mboxRec {

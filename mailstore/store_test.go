@@ -421,3 +421,36 @@ func TestStore_RecentIsClaimedOnce(t *testing.T) {
 		t.Errorf("RecentCount after one more message = %d, %v; want 1", n, err)
 	}
 }
+
+// A mailbox record from before \Recent existed (no FirstRecent): what is
+// in it is not recent for the first session to select it; mail delivered
+// after is.
+func TestStore_RecentAfterUpgrade(t *testing.T) {
+	cl := testcluster.Start(t, testcluster.Options{})
+	s := newStore(t, cl.MasterAddrs())
+	ctx := ctxT(t)
+	for i := range 3 {
+		if _, _, err := s.Append(ctx, "uma", "INBOX", msg(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Rewrite the record as an older version wrote it.
+	m, err := s.Mailbox(ctx, "uma", "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := m.rec()
+	old.FirstRecent = 0
+	if _, err := s.c.Commit(ctx, new(client.Txn).Put(mboxKey("uma", Inbox), mustJSON(old))); err != nil {
+		t.Fatal(err)
+	}
+	if r, _, err := s.ClaimRecent(ctx, "uma", "INBOX"); err != nil || r != (UIDRange{}) {
+		t.Fatalf("first claim after the upgrade = %v, %v; want nothing", r, err)
+	}
+	if _, _, err := s.Append(ctx, "uma", "INBOX", msg(9)); err != nil {
+		t.Fatal(err)
+	}
+	if r, _, err := s.ClaimRecent(ctx, "uma", "INBOX"); err != nil || r != (UIDRange{From: 4, To: 5}) {
+		t.Fatalf("claim after a new message = %v, %v; want [4, 5)", r, err)
+	}
+}
