@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -1366,9 +1367,14 @@ func (m *matcher) hdr() (*mail.Header, error) {
 // them with a space; so a field that contains the pattern contains each
 // of its words within one line of the block. Most messages fail a header
 // search this way, and parsing every header block was most of a search's
-// time.
-func cannotMatch(h []byte, pattern string) bool {
-	words := strings.Fields(strings.ToLower(pattern))
+// time. An address field (address) is also matched as read
+// (matchAddresses), which drops comments and quotes and writes
+// "Name <mailbox@host>": its pattern is cut into words at those
+// characters too.
+func cannotMatch(h []byte, pattern string, address bool) bool {
+	words := strings.FieldsFunc(strings.ToLower(pattern), func(r rune) bool {
+		return unicode.IsSpace(r) || address && strings.ContainsRune(`<>@"().`, r)
+	})
 	if len(words) == 0 || bytes.Contains(h, []byte("=?")) {
 		return false
 	}
@@ -1440,8 +1446,7 @@ func (m *matcher) match(c *imap.SearchCriteria) (bool, error) {
 			return false, err
 		}
 		for _, f := range c.Header {
-			// An address with a comment inside it may match once read.
-			if cannotMatch(raw, f.Value) && !(addressField(f.Key) && bytes.ContainsAny(raw, "(\"\\")) {
+			if cannotMatch(raw, f.Value, addressField(f.Key)) {
 				return false, nil
 			}
 		}
