@@ -825,26 +825,22 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			options.Flags = true // a changed flag is reported with the fetch
 		}
 	}
+	msgs := make([]mailstore.Message, len(uids))
+	for i, uid := range uids {
+		msgs[i] = v.state[uid]
+	}
 	if options.Flags {
-		msgs := make([]mailstore.Message, 0, len(uids))
-		for _, uid := range uids {
-			msgs = append(msgs, v.state[uid])
-		}
 		if err := s.tellKeywords(msgs); err != nil {
 			return err
 		}
 	}
 	var pf *prefetcher
 	if len(uids) > 1 && needsBody(options) {
-		msgs := make([]mailstore.Message, len(uids))
-		for i, uid := range uids {
-			msgs[i] = v.state[uid]
-		}
 		pf = s.prefetch(ctx, msgs)
 		defer pf.stop()
 	}
 	for i, uid := range uids {
-		msg := v.state[uid]
+		msg := msgs[i]
 		var pre func() ([]byte, error)
 		if pf != nil {
 			pre = func() ([]byte, error) { return pf.body(ctx, s, i) }
