@@ -492,8 +492,10 @@ func (s *Store) Subscribe(ctx context.Context, user, name string, on bool) error
 		if _, err := s.readMailbox(ctx, user, name); err != nil {
 			return err
 		}
-		_, err := s.c.Commit(ctx, new(client.Txn).Put(subKey(user, name), nil))
-		return err
+		if _, err := s.c.Commit(ctx, new(client.Txn).Put(subKey(user, name), nil)); err != nil {
+			return fmt.Errorf("subscribe to %q: %w", name, err)
+		}
+		return nil
 	}
 	err := s.updateMailbox(ctx, user, name, func(m *Mailbox, t *client.Txn) error {
 		m.Subscribed = false // the old place of a subscription
@@ -503,7 +505,10 @@ func (s *Store) Subscribe(ctx context.Context, user, name string, on bool) error
 	if errors.Is(err, ErrNoMailbox) {
 		_, err = s.c.Commit(ctx, new(client.Txn).Delete(subKey(user, name)))
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("unsubscribe from %q: %w", name, err)
+	}
+	return nil
 }
 
 // Subscriptions returns user's subscribed names, existing or not.
@@ -919,7 +924,7 @@ func (s *Store) ClaimRecent(ctx context.Context, user, name string) (UIDRange, C
 		if err != nil {
 			// An unknown outcome counts as not claimed: the messages are
 			// then recent for no session, never for two.
-			return err
+			return fmt.Errorf("claim recent messages of %q: %w", m.Name, err)
 		}
 		m.Version = to
 		got, ch.To, ch.After = claim, to, m
