@@ -61,8 +61,9 @@ type view struct {
 	fresh    []uint32                     // new UIDs, not yet reported
 	saved    imap.UIDSet                  // SEARCHRES
 
-	// \Recent (IMAP4rev1 only; see recent.go): the UIDs this session
-	// claimed, or, read-only, every UID from peek on (0: none).
+	// \Recent (IMAP4rev1 only, rev1; see recent.go): the UIDs this
+	// session claimed, or, read-only, every UID from peek on (0: none).
+	rev1   bool
 	recent []mailstore.UIDRange
 	peek   uint32
 	told   uint32 // the RECENT count last sent
@@ -174,7 +175,8 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	ctx, cancel := s.ctx()
 	defer cancel()
 	s.sel = nil
-	m, claimed, err := s.selectMailbox(ctx, name, options.ReadOnly)
+	rev1 := s.rev1() // fixed from here on: ENABLE is not valid once selected
+	m, claimed, err := s.selectMailbox(ctx, name, options.ReadOnly, rev1)
 	if err != nil {
 		return nil, imapErr(err)
 	}
@@ -182,9 +184,9 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	if err != nil {
 		return nil, imapErr(err)
 	}
-	v := &view{name: m.Name, mbox: m, readOnly: options.ReadOnly, state: map[uint32]mailstore.Message{}, reported: map[uint32]uint64{}, dirty: map[uint32]bool{}, gone: map[uint32]bool{}}
+	v := &view{name: m.Name, mbox: m, readOnly: options.ReadOnly, rev1: rev1, state: map[uint32]mailstore.Message{}, reported: map[uint32]uint64{}, dirty: map[uint32]bool{}, gone: map[uint32]bool{}}
 	v.claimed(claimed)
-	if options.ReadOnly && s.rev1() {
+	if options.ReadOnly && rev1 {
 		v.peek = m.FirstRecent
 	}
 	var firstUnseen uint32
@@ -446,7 +448,7 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 	// Appending to the mailbox this session has selected read-write: the
 	// new message is \Recent here, claimed in the append's own commit.
 	v := s.sel
-	claim := v != nil && !v.readOnly && s.rev1() && v.name == mailstore.CanonicalMailbox(name)
+	claim := v != nil && !v.readOnly && v.rev1 && v.name == mailstore.CanonicalMailbox(name)
 	a, err := s.s.store.AppendMessage(ctx, s.user, name, mailstore.NewMessage{Body: body, Flags: flags, Date: options.Time, ClaimRecent: claim})
 	if claim && err == nil {
 		v.claimed(a.Recent)

@@ -27,15 +27,16 @@ import (
 const recentFlag imap.Flag = `\Recent`
 
 // rev1 reports whether the session speaks IMAP4rev1 (has not enabled
-// IMAP4rev2), so it is told of \Recent.
+// IMAP4rev2), so it is told of \Recent. Read once per SELECT (view.rev1):
+// it copies the connection's capability set.
 func (s *session) rev1() bool {
 	return s.conn == nil || !s.conn.EnabledCaps().Has(imap.CapIMAP4rev2)
 }
 
 // selectMailbox reads mailbox name for SELECT (claiming its recent
 // messages) or EXAMINE.
-func (s *session) selectMailbox(ctx context.Context, name string, readOnly bool) (mailstore.Mailbox, mailstore.UIDRange, error) {
-	if !readOnly && s.rev1() {
+func (s *session) selectMailbox(ctx context.Context, name string, readOnly, rev1 bool) (mailstore.Mailbox, mailstore.UIDRange, error) {
+	if !readOnly && rev1 {
 		got, ch, err := s.s.store.ClaimRecent(ctx, s.user, name)
 		if err == nil {
 			return ch.After, got, nil
@@ -55,7 +56,7 @@ func (s *session) selectMailbox(ctx context.Context, name string, readOnly bool)
 // about to be told of new ones (a Poll).
 func (s *session) claimNew(ctx context.Context) {
 	v := s.sel
-	if v == nil || v.readOnly || len(v.fresh) == 0 || v.mbox.FirstRecent >= v.mbox.UIDNext || !s.rev1() {
+	if v == nil || v.readOnly || len(v.fresh) == 0 || v.mbox.FirstRecent >= v.mbox.UIDNext || !v.rev1 {
 		return
 	}
 	got, ch, err := s.s.store.ClaimRecent(ctx, s.user, v.name)
@@ -129,8 +130,11 @@ func (v *view) has(msg mailstore.Message, flag imap.Flag) bool {
 // expunges changed it, as Dovecot and Cyrus do.
 func (s *session) tellRecent(w *imapserver.UpdateWriter, withExists bool) error {
 	v := s.sel
+	if !v.rev1 {
+		return nil
+	}
 	n := v.numRecent()
-	if !s.rev1() || (!withExists && n == v.told) {
+	if !withExists && n == v.told {
 		return nil
 	}
 	v.told = n
