@@ -1,6 +1,8 @@
-// Package netx holds the TCP settings RAIS-FS dials with: the SDK (to
-// masters and chunk servers), the masters (to each other and to chunk
-// servers) and the chunk servers (heartbeats, copies between them).
+// Package netx holds the TCP settings RAIS-FS dials its small-message
+// connections with: the SDK to the masters, the masters to each other and
+// to chunk servers (admin calls), the chunk servers to the masters
+// (heartbeats). Uploads to chunk servers and copies between them dial
+// plainly: see UnackedTimeout.
 package netx
 
 import (
@@ -15,7 +17,10 @@ import (
 // a dead host) then fails the calls in flight on it within about this
 // long, and the caller tries another master, instead of each call waiting
 // out its whole attempt timeout (5 s). A peer that is slow or paused
-// still has its kernel acknowledge what it is sent, so it is not cut.
+// still has its kernel acknowledge what it is sent, so it is not cut; but
+// since Linux 5.11 a peer that keeps its receive window closed this long
+// is (a chunk server not reading a large body while its disk stalls),
+// which is why bulk transfers do not dial here.
 const UnackedTimeout = 2 * time.Second
 
 // DialContext dials addr over TCP with UnackedTimeout set (where the
