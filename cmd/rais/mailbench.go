@@ -85,9 +85,9 @@ func runMailBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	// phase runs one measured phase: each slice on every server in turn.
 	phase := func(what string, count int, fn func(s *benchServer, part int) (int, error)) error {
 		r := b.phase(what)
+		busy0, cpuOK := machineBusy()
 		for _, part := range cut(count) {
 			for i, s := range b.servers {
-				busy0, cpuOK := machineBusy()
 				start := time.Now()
 				done, err := fn(s, part)
 				if err != nil {
@@ -95,15 +95,14 @@ func runMailBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				}
 				r.count[i] += done
 				r.took[i] += time.Since(start)
-				if busy1, ok := machineBusy(); ok && cpuOK && r.cpu != nil {
-					r.cpu[i] += busy1 - busy0
-				} else {
-					r.cpu = nil
-				}
 			}
 		}
 		if len(b.servers) == 1 {
-			fmt.Fprintf(stdout, "%-34s %8.1f /s   (%d in %s%s)\n", what, r.rate(0), r.count[0], r.took[0].Round(time.Millisecond), r.cpuNote(0))
+			note := ""
+			if busy1, ok := machineBusy(); ok && cpuOK {
+				note = cpuNote(busy1-busy0, r.count[0], r.took[0])
+			}
+			fmt.Fprintf(stdout, "%-34s %8.1f /s   (%d in %s%s)\n", what, r.rate(0), r.count[0], r.took[0].Round(time.Millisecond), note)
 		}
 		return nil
 	}
@@ -223,42 +222,32 @@ type benchServer struct {
 	stores           int
 }
 
-// benchResult is one phase's operations and time on each server, and the
-// CPU time the whole machine spent meanwhile (nil where /proc/stat cannot
-// be read).
+// benchResult is one phase's operations and time on each server.
 type benchResult struct {
 	what  string
 	count []int
 	took  []time.Duration
-	cpu   []time.Duration
 }
 
 func (r *benchResult) rate(i int) float64 { return float64(r.count[i]) / r.took[i].Seconds() }
 
-// cpuPerOp is the machine's CPU time per operation on server i, in ms;
-// false when not measured or measured over too short a time for the
-// kernel's 10 ms ticks.
-func (r *benchResult) cpuPerOp(i int) (float64, bool) {
-	if r.cpu == nil || r.took[i] < time.Second || r.count[i] == 0 {
-		return 0, false
+// cpuNote gives the machine's CPU time per operation and the processors
+// kept busy on average, for a phase of n operations that took took on one
+// server; nothing for a phase shorter than a second (the kernel counts in
+// 10 ms ticks). With several servers in turns it is not printed: each
+// slice would be charged with the others' idle processes and with work
+// spilling over from the slice before.
+func cpuNote(busy time.Duration, n int, took time.Duration) string {
+	if took < time.Second || n == 0 {
+		return ""
 	}
-	return float64(r.cpu[i]) / float64(time.Millisecond) / float64(r.count[i]), true
-}
-
-// cpuNote is the machine's CPU per operation and the processors it kept
-// busy on average, for a run on one server. With several servers in
-// turns it is not printed: each slice would be charged with the others'
-// idle processes and with work spilling over from the slice before.
-func (r *benchResult) cpuNote(i int) string {
-	if ms, ok := r.cpuPerOp(i); ok {
-		return fmt.Sprintf(", %.2f ms of machine CPU each, %.2f CPUs busy", ms, float64(r.cpu[i])/float64(r.took[i]))
-	}
-	return ""
+	return fmt.Sprintf(", %.2f ms of machine CPU each, %.2f CPUs busy",
+		float64(busy)/float64(time.Millisecond)/float64(n), float64(busy)/float64(took))
 }
 
 func (b *mailBench) phase(what string) *benchResult {
 	n := len(b.servers)
-	r := &benchResult{what: what, count: make([]int, n), took: make([]time.Duration, n), cpu: make([]time.Duration, n)}
+	r := &benchResult{what: what, count: make([]int, n), took: make([]time.Duration, n)}
 	b.results = append(b.results, r)
 	return r
 }
